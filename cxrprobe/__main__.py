@@ -1,0 +1,3 @@
+from cxrprobe.cli import main
+
+main()

@@ -1,0 +1,192 @@
+"""Decoding chest X-ray files into model-ready pixels, and the DataLoader pieces around it.
+
+Workers decode and resize; they hand back 8-bit grey images at the model's input size, so a
+batch crosses the process boundary as 50 KB an image instead of 600 KB of float RGB. The
+model side expands to three channels and normalises (``to_model_input``): a grey image
+replicated to RGB is exactly what ``Image.convert("RGB")`` gives.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from dataclasses import asdict, dataclass
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+# CLIP's statistics (open_clip.constants.OPENAI_DATASET_MEAN / STD).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_INTERPOLATIONS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+_GREY_CONVERTIBLE = {"1", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "La", "PA", "RGBa", "RGBX"}
+_SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a file becomes model input; stored in every cache so a cache describes itself.
+
+    ``resize_mode`` "shortest" scales the shorter side to ``image_size`` and centre-crops
+    (open_clip's default); "squash" resizes both sides to ``image_size``.
+    ``reducing_gap`` is Pillow's two-step resize: it is ~3x faster on 1024 px images and
+    differs from an exact bicubic resize by 0.2 grey levels on average.
+    """
+
+    image_size: int = 224
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+    reducing_gap: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}")
+        if self.resize_mode not in ("shortest", "squash"):
+            raise ValueError("resize_mode must be 'shortest' or 'squash'")
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class ImageDecodeError(Exception):
+    """A file that cannot become an image; ``str(exc)`` is the reason kept in the cache."""
+
+
+def load_grey(path: str, prep: Preprocessing) -> np.ndarray:
+    """Decode ``path`` and resize it to a uint8 [size, size] grey image.
+
+    Raises ImageDecodeError with a one-line reason for an empty, truncated, corrupt or
+    unsupported file. Pillow's decompression-bomb limit stays on.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageDecodeError("empty file (0 bytes)")
+        with Image.open(path) as img:
+            img.load()
+            grey = _to_grey(img)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image file Pillow can identify") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"refused as a decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
+        text = str(exc) or type(exc).__name__
+        if "truncated" in text:
+            raise ImageDecodeError(f"truncated image: {text}") from None
+        raise ImageDecodeError(f"corrupt image: {text}") from None
+    return _resize(grey, prep)
+
+
+def _to_grey(img: Image.Image) -> Image.Image:
+    if img.mode == "L":
+        return img
+    if img.mode in _SIXTEEN_BIT:
+        wide = np.asarray(img, dtype=np.int64)
+        return Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8), mode="L")
+    if img.mode in _GREY_CONVERTIBLE:
+        return img.convert("L")
+    raise ImageDecodeError(f"unsupported pixel format {img.mode!r}")
+
+
+def _resize(img: Image.Image, prep: Preprocessing) -> np.ndarray:
+    size = prep.image_size
+    width, height = img.size
+    if prep.resize_mode == "squash":
+        target = (size, size)
+    elif width <= height:
+        target = (size, max(size, int(size * height / width)))
+    else:
+        target = (max(size, int(size * width / height)), size)
+    if img.size != target:
+        img = img.resize(target, _INTERPOLATIONS[prep.interpolation], reducing_gap=prep.reducing_gap)
+    left = int(round((target[0] - size) / 2.0))
+    top = int(round((target[1] - size) / 2.0))
+    if target != (size, size):
+        img = img.crop((left, top, left + size, top + size))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def to_model_input(grey: torch.Tensor, prep: Preprocessing, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 [b, s, s] grey batch -> normalised float [b, 3, s, s] in ``dtype``."""
+    mean = torch.tensor(prep.mean, device=grey.device, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, device=grey.device, dtype=torch.float32).view(1, 3, 1, 1)
+    x = grey.to(torch.float32).div_(255.0).unsqueeze(1)
+    return ((x - mean) / std).to(dtype)
+
+
+class DecodedItem(NamedTuple):
+    row: int
+    pixels: np.ndarray | None
+    error: str
+
+
+class DecodedBatch(NamedTuple):
+    """One batch out of the DataLoader: the rows that decoded, their pixels, and the failures."""
+
+    rows: np.ndarray  # int64 [k], manifest rows that decoded, in order
+    pixels: torch.Tensor  # uint8 [k, s, s]
+    failures: list[tuple[int, str]]  # (manifest row, reason)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Map-style dataset over file paths; item ``i`` is row ``i`` decoded, or its failure."""
+
+    def __init__(self, paths: Sequence[str], prep: Preprocessing) -> None:
+        self.paths = list(paths)
+        self.prep = prep
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, row: int) -> DecodedItem:
+        try:
+            return DecodedItem(row, load_grey(self.paths[row], self.prep), "")
+        except ImageDecodeError as exc:
+            return DecodedItem(row, None, str(exc))
+        except OSError as exc:  # vanished or unreadable between listing and decoding
+            return DecodedItem(row, None, f"cannot read file: {exc.strerror or exc}")
+
+
+def collate_decoded(items: Sequence[DecodedItem]) -> DecodedBatch:
+    ok = [item for item in items if item.pixels is not None]
+    failures = [(item.row, item.error) for item in items if item.pixels is None]
+    rows = np.array([item.row for item in ok], dtype=np.int64)
+    if ok:
+        pixels = torch.from_numpy(np.stack([item.pixels for item in ok]))
+    else:
+        pixels = torch.empty((0, 0, 0), dtype=torch.uint8)
+    return DecodedBatch(rows, pixels, failures)
+
+
+def batch_ranges(n_rows: int, batch_size: int) -> list[range]:
+    """Fixed batches [b*B, (b+1)*B): the same rows always share a batch, run or resume."""
+    return [
+        range(b * batch_size, min(n_rows, (b + 1) * batch_size))
+        for b in range(math.ceil(n_rows / batch_size))
+    ]
+
+
+def make_loader(
+    paths: Sequence[str],
+    prep: Preprocessing,
+    batches: Sequence[Sequence[int]],
+    workers: int,
+    pin_memory: bool = False,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader yielding DecodedBatch for each given batch of rows, in order."""
+    return torch.utils.data.DataLoader(
+        ImageFiles(paths, prep),
+        batch_sampler=[list(b) for b in batches],
+        num_workers=workers,
+        collate_fn=collate_decoded,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=False,
+    )

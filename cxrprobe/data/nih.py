@@ -1,0 +1,172 @@
+"""NIH ChestX-ray14: metadata tables, official split lists, multi-hot labels.
+
+Datasheet: 112,120 frontal chest X-rays (1024x1024 8-bit PNG) of 30,805 patients, NIH
+Clinical Center (Wang et al., CVPR 2017). 14 findings text-mined from reports (>90% accuracy
+claimed); "No Finding" is an all-zero row. Official patient-wise split: train_val_list.txt
+(86,524 images, 28,008 patients) and test_list.txt (25,596 images, 2,797 patients).
+
+Two label tables exist. Data_Entry_2017_v2020.csv (NIH's 2020 revision) is preferred: it
+fixes 181 test labels so that every bounding box agrees with its image's labels.
+Data_Entry_2017.csv (the 2017 original) is read when it is the only one present. Quirks
+handled here: CRLF line endings, a trailing comma in the 2017 header, ages like ``058Y``,
+zero-padded patient ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, carve_validation
+from cxrprobe.data.table import ImageTable
+from cxrprobe.errors import DataError
+from cxrprobe.labels import FINDINGS, NO_FINDING
+
+DATASET_NAME = "nih-chestxray14"
+METADATA_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+SPLIT_FILES = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
+REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
+# A plain file name: no folder part, so a metadata row can never point outside the data dir.
+SAFE_IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True)
+class NihMetadata:
+    """The parsed NIH tables: every metadata row, whether or not its image is on disk."""
+
+    table: ImageTable
+    label_source: str
+    val_fraction: float
+    val_seed: int
+
+
+def load_nih_metadata(
+    data_dir: Path,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    val_seed: int = DEFAULT_VAL_SEED,
+) -> NihMetadata:
+    """Read the label table and split lists in ``data_dir``; raise DataError on any defect."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data dir {data_dir} does not exist or is not a folder")
+    metadata_path = next((data_dir / n for n in METADATA_FILES if (data_dir / n).is_file()), None)
+    if metadata_path is None:
+        raise DataError(
+            f"no NIH metadata in {data_dir}: expected {' or '.join(METADATA_FILES)}"
+        )
+    image_ids, finding_labels, patient_ids, view = _read_data_entry(metadata_path)
+    labels = _multi_hot(finding_labels, image_ids, metadata_path.name)
+    official = _official_split(data_dir, image_ids)
+    try:
+        split = carve_validation(patient_ids, official == "train_val", val_fraction, val_seed)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    table = ImageTable(
+        image_ids=image_ids, patient_ids=patient_ids, split=split, labels=labels, view=view
+    )
+    return NihMetadata(
+        table=table, label_source=metadata_path.name, val_fraction=val_fraction, val_seed=val_seed
+    )
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _read_data_entry(path: Path) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    rows = csv.reader(io.StringIO(_read_text(path), newline=""))
+    header = next(rows, None)
+    if header is None:
+        raise DataError(f"{path.name} is empty")
+    while header and header[-1] == "":  # the 2017 header ends with a stray comma
+        header.pop()
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise DataError(f"{path.name} lacks column(s) {', '.join(missing)}")
+    col = {name: header.index(name) for name in REQUIRED_COLUMNS}
+    view_col = header.index("View Position") if "View Position" in header else None
+    width = max(col.values()) + 1
+    image_ids: list[str] = []
+    findings: list[str] = []
+    patients: list[str] = []
+    views: list[str] = []
+    for line_no, row in enumerate(rows, start=2):
+        if not row:
+            continue
+        if len(row) < width:
+            raise DataError(f"{path.name} line {line_no}: {len(row)} fields, expected {len(header)}")
+        name = row[col["Image Index"]].strip()
+        if not SAFE_IMAGE_NAME.match(name) or ".." in name:
+            raise DataError(
+                f"{path.name} line {line_no}: image name {name!r} is not a plain file name "
+                "(names must stay inside the data dir)"
+            )
+        image_ids.append(name)
+        findings.append(row[col["Finding Labels"]])
+        patients.append(_patient_id(row[col["Patient ID"]], path.name, line_no))
+        views.append(row[view_col].strip() if view_col is not None and view_col < len(row) else "")
+    if not image_ids:
+        raise DataError(f"{path.name} has a header but no rows")
+    ids = np.array(image_ids)
+    unique, counts = np.unique(ids, return_counts=True)
+    if len(unique) != len(ids):
+        dup = unique[counts > 1]
+        raise DataError(f"{path.name} lists {len(dup)} image(s) more than once, e.g. {dup[0]}")
+    return ids, findings, np.array(patients), np.array(views)
+
+
+def _patient_id(raw: str, source: str, line_no: int) -> str:
+    raw = raw.strip()
+    if not raw.isdigit():
+        raise DataError(f"{source} line {line_no}: patient id {raw!r} is not a number")
+    return str(int(raw))  # "00000001" (2017) and "1" (v2020) are the same patient
+
+
+def _multi_hot(finding_labels: list[str], image_ids: np.ndarray, source: str) -> np.ndarray:
+    column = {name: i for i, name in enumerate(FINDINGS)}
+    labels = np.zeros((len(finding_labels), len(FINDINGS)), dtype=np.uint8)
+    for row, text in enumerate(finding_labels):
+        names = [t.strip() for t in text.split("|") if t.strip()]
+        if not names:
+            raise DataError(f"{source}: {image_ids[row]} has no finding label (not even {NO_FINDING!r})")
+        for name in names:
+            if name == NO_FINDING:
+                if len(names) > 1:
+                    raise DataError(f"{source}: {image_ids[row]} is labelled {NO_FINDING!r} and {text!r}")
+                continue
+            if name not in column:
+                raise DataError(
+                    f"{source}: {image_ids[row]} has unknown label {name!r}; expected "
+                    f"{NO_FINDING!r} or one of {', '.join(FINDINGS)}"
+                )
+            labels[row, column[name]] = 1
+    return labels
+
+
+def _official_split(data_dir: Path, image_ids: np.ndarray) -> np.ndarray:
+    """'train_val' or 'test' per metadata row, from the official lists, checked for consistency."""
+    lists: dict[str, set[str]] = {}
+    for split, filename in SPLIT_FILES.items():
+        path = data_dir / filename
+        if not path.is_file():
+            raise DataError(f"no {filename} in {data_dir}: the official NIH split lists are required")
+        lists[split] = {line.strip() for line in _read_text(path).splitlines() if line.strip()}
+    overlap = lists["train_val"] & lists["test"]
+    if overlap:
+        raise DataError(f"{len(overlap)} image(s) are in both split lists, e.g. {min(overlap)}")
+    in_train_val = np.isin(image_ids, list(lists["train_val"]))
+    in_test = np.isin(image_ids, list(lists["test"]))
+    unlisted = image_ids[~(in_train_val | in_test)]
+    if len(unlisted):
+        raise DataError(f"{len(unlisted)} metadata image(s) are in neither split list, e.g. {unlisted[0]}")
+    return np.where(in_test, "test", "train_val")

@@ -1,0 +1,33 @@
+"""Patient-wise validation carve-out from the official train_val list."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_VAL_SEED = 7
+
+
+def carve_validation(
+    patient_ids: np.ndarray,
+    is_train_val: np.ndarray,
+    fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = DEFAULT_VAL_SEED,
+) -> np.ndarray:
+    """Split train_val into train and val by patient; test rows stay test.
+
+    A seeded permutation of the sorted train_val patients puts ``round(fraction * n)``
+    patients in val, so no patient has images in both train and val, and the same
+    metadata and seed always give the same split.
+
+    Returns a str array of ``"train"``, ``"val"`` or ``"test"`` per row.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    patients = np.unique(patient_ids[is_train_val])
+    n_val = int(round(fraction * len(patients)))
+    rng = np.random.default_rng(seed)
+    val_patients = patients[rng.permutation(len(patients))[:n_val]]
+    split = np.where(is_train_val, "train", "test").astype(object)
+    split[is_train_val & np.isin(patient_ids, val_patients)] = "val"
+    return split.astype(str)

@@ -1,0 +1,36 @@
+"""One exception tree for cxrprobe; the CLI maps it to exit codes.
+
+``InputError`` (exit 2) covers everything a user can fix by changing what they pass in: a
+missing file, a malformed table, a cache written by another model. ``CxrprobeError`` (exit 1)
+is a failure of the run itself.
+"""
+
+from __future__ import annotations
+
+
+class CxrprobeError(Exception):
+    """A failure cxrprobe reports as one line, with no traceback."""
+
+    exit_code = 1
+
+
+class InputError(CxrprobeError, ValueError):
+    """Bad input: a usage or data problem the user can fix (exit status 2)."""
+
+    exit_code = 2
+
+
+class DataError(InputError):
+    """A dataset folder or its metadata is missing, malformed or inconsistent."""
+
+
+class ModelError(InputError):
+    """A model name, weights tag or weights file that cannot be used."""
+
+
+class CacheError(InputError):
+    """A feature cache that is missing, of another format, or does not match the request."""
+
+
+class BusyError(CxrprobeError):
+    """Another process is writing the same output."""
