@@ -1,0 +1,1 @@
+"""Loading open_clip models and encoding text prompts."""

@@ -1,0 +1,190 @@
+"""open_clip model loading: a model name plus weights from a tag, a local file, or none.
+
+``--pretrained`` takes an open_clip tag (``openai``), a path to a weights file, or ``none``
+for random weights. Random weights are drawn from a fixed seed without touching the caller's
+RNG state, so ``none`` gives the same model in every process (an interrupted embed resumes
+with the very weights it started with). Tag weights come from the Hugging Face cache when
+they are there, and are downloaded only when they are not.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import open_clip
+import torch
+
+from cxrprobe.data.images import Preprocessing
+from cxrprobe.errors import InputError, ModelError
+from cxrprobe.models.weights import load_into, read_state_dict, weights_sha256
+
+RANDOM_INIT_SEED = 0
+NO_WEIGHTS = "none"
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    """A ready open_clip model and everything a cache records about it."""
+
+    model: torch.nn.Module
+    name: str
+    pretrained: str
+    weights_sha256: str
+    preprocessing: Preprocessing
+    embed_dim: int
+    device: torch.device
+
+    def tokenizer(self):  # noqa: ANN201 - open_clip's tokenizer classes share no base type
+        return open_clip.get_tokenizer(_open_clip_name(self.name))
+
+
+def bundled_models() -> list[str]:
+    """Model configs shipped with cxrprobe (tiny ones for tests and the demo)."""
+    root = resources.files("cxrprobe.models") / "configs"
+    return sorted(p.name for p in root.iterdir() if (p / "open_clip_config.json").is_file())
+
+
+def _open_clip_name(name: str) -> str:
+    if name in bundled_models():
+        return "local-dir:" + str(resources.files("cxrprobe.models") / "configs" / name)
+    return name
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def check_model_name(name: str) -> None:
+    known = set(open_clip.list_models()) | set(bundled_models())
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ModelError(f"unknown model {name!r}{hint} (open_clip.list_models() lists them all)")
+
+
+def load_model(name: str, pretrained: str, device: str = "cpu") -> LoadedModel:
+    """Build ``name`` with weights from ``pretrained`` (tag, file or 'none'), in eval mode."""
+    check_model_name(name)
+    torch_device = resolve_device(device)
+    model = _build(name, pretrained)
+    model.eval().to(torch_device)
+    return LoadedModel(
+        model=model,
+        name=name,
+        pretrained=pretrained,
+        weights_sha256=weights_sha256(model),
+        preprocessing=_preprocessing(model),
+        embed_dim=_embed_dim(model),
+        device=torch_device,
+    )
+
+
+def _build(name: str, pretrained: str) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = _quiet_create(_open_clip_name(name), pretrained=None)
+    if pretrained == NO_WEIGHTS:
+        return model
+    tags = [] if name in bundled_models() else open_clip.list_pretrained_tags_by_model(name)
+    if pretrained in tags:
+        path = _cached_tag_file(name, pretrained)
+        if path is None:
+            return _download_tag(name, pretrained)
+        load_into(model, read_state_dict(path), f"the cached {pretrained!r} weights", name)
+        return model
+    path = Path(pretrained)
+    if not path.exists():
+        looks_like_path = "/" in pretrained or "." in pretrained
+        if looks_like_path:
+            raise ModelError(f"weights file {pretrained} does not exist")
+        known = ", ".join(tags) if tags else "none for this model"
+        raise ModelError(
+            f"unknown pretrained tag {pretrained!r} for {name} (known tags: {known}); "
+            "give a weights file or 'none'"
+        )
+    load_into(model, read_state_dict(path), str(path), name)
+    return model
+
+
+def _cached_tag_file(name: str, tag: str) -> Path | None:
+    """The tag's weights in the local Hugging Face cache, without touching the network."""
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, filename = hub.rstrip("/").rsplit("/", 1) if not hub.endswith("/") else (hub.rstrip("/"), "")
+    candidates = [filename] if filename else []
+    candidates += ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    for candidate in candidates:
+        found = try_to_load_from_cache(repo_id=repo, filename=candidate)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def _download_tag(name: str, tag: str) -> torch.nn.Module:
+    try:
+        return _quiet_create(name, pretrained=tag)
+    except Exception as exc:  # open_clip wraps every download failure in RuntimeError
+        reason = str(exc).splitlines()[0][:160]
+        raise ModelError(
+            f"cannot get the {tag!r} weights for {name}: they are not in the local cache and the "
+            f"download failed ({reason}); pass a local weights file with --pretrained FILE, "
+            "or --pretrained none for random weights"
+        ) from None
+
+
+def _quiet_create(name: str, pretrained: str | None) -> torch.nn.Module:
+    """open_clip.create_model with its log records kept off the user's terminal."""
+    loggers = [logging.getLogger(), logging.getLogger("huggingface_hub")]
+    saved = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL + 1)
+        return open_clip.create_model(name, pretrained=pretrained)
+    finally:
+        for lg, level in zip(loggers, saved):
+            lg.setLevel(level)
+
+
+def _preprocessing(model: torch.nn.Module) -> Preprocessing:
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    size = cfg.get("size", 224)
+    if isinstance(size, (tuple, list)):
+        if len(set(size)) != 1:
+            raise ModelError(f"non-square model input {tuple(size)} is not supported")
+        size = size[0]
+    resize_mode = cfg.get("resize_mode", "shortest")
+    interpolation = cfg.get("interpolation", "bicubic")
+    if resize_mode not in ("shortest", "squash") or interpolation not in ("bicubic", "bilinear"):
+        raise ModelError(f"unsupported preprocessing: resize_mode {resize_mode}, interpolation {interpolation}")
+    return Preprocessing(
+        image_size=int(size),
+        mean=tuple(float(v) for v in cfg["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in cfg["std"]),  # type: ignore[arg-type]
+        interpolation=interpolation,
+        resize_mode=resize_mode,
+    )
+
+
+def _embed_dim(model: torch.nn.Module) -> int:
+    dim = getattr(getattr(model, "visual", None), "output_dim", None)
+    if dim is None:
+        with torch.inference_mode():
+            size = _preprocessing(model).image_size
+            dim = model.encode_image(torch.zeros(1, 3, size, size)).shape[-1]
+    return int(dim)
