@@ -1,0 +1,207 @@
+"""``cxrprobe embed``: every image of a dataset through the model, once, into one cache.
+
+Decoding runs in DataLoader workers while the model runs in the main process; batches are
+committed to a crash-safe working shard (``CACHE.partial``) and the finished shard becomes
+the cache in one rename. See cache/shard.py for why a resumed run writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cxrprobe.cache.final import write_cache
+from cxrprobe.cache.layout import created_timestamp, json_attr, package_versions
+from cxrprobe.cache.reader import peek_cache
+from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, preprocessing_json
+from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
+from cxrprobe.data.images import make_loader
+from cxrprobe.data.locate import find_images
+from cxrprobe.data.nih import DATASET_NAME, load_nih_metadata
+from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
+from cxrprobe.errors import CacheError, DataError, InputError
+from cxrprobe.fsutil import check_output_path, exclusive_lock
+from cxrprobe.models.encode import check_precision, encode_images
+from cxrprobe.models.loading import LoadedModel, load_model
+from cxrprobe.models.text import default_prompts, encode_prompts
+
+Notify = Callable[[str], None]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    data_dir: Path
+    out: Path
+    model: str = "ViT-B-32"
+    pretrained: str = "openai"
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int | None = None  # None: one per usable core
+    precision: str = "fp32"
+    dtype: str = "float16"
+    limit: int | None = None
+    resume: bool = False
+    force: bool = False
+    require_all: bool = False
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    val_seed: int = DEFAULT_VAL_SEED
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    out: Path
+    rows: int
+    failures: int
+    missing: int
+    metadata_rows: int
+    batches_run: int
+    seconds: float
+    already_complete: bool = False
+
+
+def partial_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Progress | None = None) -> EmbedResult:
+    started = time.perf_counter()
+    _check_options(options)
+    out = Path(options.out)
+    check_output_path(out)
+    with exclusive_lock(out, "writing"):
+        partial = partial_path(out)
+        existing = _check_existing(out, partial, options)
+        metadata = load_nih_metadata(Path(options.data_dir), options.val_fraction, options.val_seed)
+        table = metadata.table
+        paths = find_images(Path(options.data_dir), table.image_ids)
+        present = np.flatnonzero(paths != "")
+        missing = len(table) - len(present)
+        if missing and options.require_all:
+            first = table.image_ids[paths == ""][0]
+            raise DataError(f"{missing:,} of {len(table):,} metadata images are not under {options.data_dir} (first: {first})")
+        if len(present) == 0:
+            raise DataError(f"none of the {len(table):,} images listed in {metadata.label_source} is under {options.data_dir}")
+        if missing:
+            notify(f"{missing:,} of {len(table):,} metadata rows have no image file under {options.data_dir}; they are left out")
+        if options.limit is not None:
+            present = present[: options.limit]
+        manifest = table.take(present)
+        loaded = load_model(options.model, options.pretrained, options.device)
+        check_precision(options.precision, loaded.device)
+        spec = EmbedSpec(
+            model=options.model,
+            pretrained=options.pretrained,
+            weights_sha256=loaded.weights_sha256,
+            preprocessing=preprocessing_json(loaded.preprocessing.as_dict()),
+            embed_dim=loaded.embed_dim,
+            dtype=options.dtype,
+            precision=options.precision,
+            l2_normalised=False,
+            dataset=DATASET_NAME,
+            dataset_fingerprint=table.fingerprint(),
+            label_source=metadata.label_source,
+            val_fraction=metadata.val_fraction,
+            val_seed=metadata.val_seed,
+            manifest_sha256=hashlib.sha256("\n".join(manifest.image_ids.tolist()).encode()).hexdigest(),
+        )
+        if existing == "complete":
+            difference = spec.first_difference(EmbedSpec.from_attrs(peek_cache(out)))
+            if difference:
+                raise CacheError(f"{out} was written by another run ({difference}); use --force to rebuild it or choose another --out")
+            notify(f"{out} is already complete; nothing to do")
+            return EmbedResult(out, len(manifest), 0, missing, len(table), 0, time.perf_counter() - started, True)
+        writer = _open_or_create_shard(partial, spec, options, manifest, loaded, len(table), missing, notify)
+        with writer:
+            batches = writer.pending_batches()
+            _run_batches(writer, batches, paths[present], loaded, options, progress)
+        summary = write_cache(out, [partial])
+        partial.unlink()
+    return EmbedResult(out, summary.rows, summary.failures, missing, len(table), len(batches), time.perf_counter() - started)
+
+
+def _check_options(options: EmbedOptions) -> None:
+    if options.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {options.batch_size}")
+    if options.workers is not None and options.workers < 0:
+        raise InputError(f"--workers must be 0 or more, got {options.workers}")
+    if options.limit is not None and options.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {options.limit}")
+    if options.dtype not in EMBEDDING_DTYPES:
+        raise InputError(f"unknown embedding dtype {options.dtype!r}; use {' or '.join(EMBEDDING_DTYPES)}")
+
+
+def _check_existing(out: Path, partial: Path, options: EmbedOptions) -> str:
+    """'complete', 'partial' or 'none', refusing anything that needs --resume or --force."""
+    if options.force:
+        return "none"
+    if out.exists():
+        attrs = peek_cache(out, missing_ok=False, foreign_ok=True)
+        if attrs is None:
+            raise InputError(f"{out} exists and is not a cxrprobe cache; use --force to overwrite it or choose another --out")
+        if not options.resume:
+            raise InputError(f"{out} is already a complete cache; use --resume to check it or --force to rebuild it")
+        return "complete"
+    if partial.exists():
+        if not options.resume:
+            raise InputError(f"an interrupted embed left {partial.name}; use --resume to finish it or --force to start over")
+        return "partial"
+    return "none"
+
+
+def _open_or_create_shard(
+    partial: Path, spec: EmbedSpec, options: EmbedOptions, manifest, loaded: LoadedModel,  # noqa: ANN001
+    metadata_rows: int, missing: int, notify: Notify,
+) -> ShardWriter:
+    if partial.exists() and options.resume:
+        writer = ShardWriter(partial)
+        difference = writer.spec.first_difference(spec)
+        if difference:
+            writer.close()
+            raise CacheError(f"{partial.name} was started by another run ({difference}); use --force to start over")
+        if writer.plan.batch_size != options.batch_size:
+            notify(f"resuming with the batch size the run started with ({writer.plan.batch_size})")
+        return writer
+    partial.unlink(missing_ok=True)
+    prompts = default_prompts()
+    text_embeddings = encode_prompts(loaded.model, loaded.tokenizer(), prompts, loaded.device)
+    extra = {
+        "created": created_timestamp(),
+        "n_metadata_rows": metadata_rows,
+        "n_missing_images": missing,
+        "limit": options.limit if options.limit is not None else -1,
+        "versions": json_attr(package_versions()),
+    }
+    plan = ShardPlan(0, len(manifest), len(manifest), options.batch_size)
+    create_shard(partial, spec, plan, manifest, prompts, text_embeddings, extra)
+    return ShardWriter(partial)
+
+
+def _run_batches(
+    writer: ShardWriter, batches: list[range], paths: np.ndarray, loaded: LoadedModel,
+    options: EmbedOptions, progress: Progress | None,
+) -> None:
+    workers = usable_cores() if options.workers is None else options.workers
+    loader = make_loader(paths.tolist(), loaded.preprocessing, batches, workers, loaded.device.type == "cuda")
+    done = writer.n_rows - sum(len(b) for b in batches)
+    if progress:
+        progress(done, writer.n_rows)
+    for batch, decoded in zip(batches, loader):
+        embeddings = (
+            encode_images(loaded, decoded.pixels, options.precision)
+            if len(decoded.rows) else np.zeros((0, loaded.embed_dim), dtype=np.float32)
+        )
+        writer.commit(batch, decoded.rows, embeddings, decoded.failures)
+        done += len(batch)
+        if progress:
+            progress(done, writer.n_rows)

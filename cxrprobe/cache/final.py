@@ -1,0 +1,89 @@
+"""Turning finished shards into one cache file, atomically."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cxrprobe.cache.layout import STR, read_attrs, read_table, read_text, write_root_attrs, write_table, write_text
+from cxrprobe.cache.schema import ROW_CHUNK, STATUS_FAILED, STATUS_PENDING, STATUS_WRITTEN, EmbedSpec
+from cxrprobe.data.table import ImageTable
+from cxrprobe.errors import CacheError
+from cxrprobe.fsutil import fsync_path, temporary_sibling
+
+SHARD_ONLY_ATTRS = ("row_start", "row_stop", "n_rows_total", "batch_size", "complete")
+
+
+@dataclass(frozen=True)
+class CacheSummary:
+    rows: int
+    failures: int
+
+
+def write_cache(out: Path, shards: list[Path]) -> CacheSummary:
+    """Merge ``shards`` (in row order, all finished) into ``out``; replace ``out`` only at the end."""
+    parts = [_read_shard(path) for path in shards]
+    _check_parts(parts, shards)
+    first_attrs = parts[0][0]
+    spec = EmbedSpec.from_attrs(first_attrs)
+    table = ImageTable(*[np.concatenate([getattr(p[1], f) for p in parts]) for f in ImageTable.__dataclass_fields__])
+    status = np.concatenate([p[2] for p in parts])
+    embeddings = np.concatenate([p[3] for p in parts])
+    reasons = np.concatenate([p[4] for p in parts])
+    prompts, text_embeddings = parts[0][5]
+    keep = status == STATUS_WRITTEN
+    failed = status == STATUS_FAILED
+    extra = {k: v for k, v in first_attrs.items() if k not in spec.to_attrs() and k not in SHARD_ONLY_ATTRS}
+    extra = {k: v for k, v in extra.items() if k not in ("format", "format_version", "classes")}
+    tmp = temporary_sibling(out, "tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            write_root_attrs(f, spec, extra, complete=False)
+            write_table(f, table.take(keep))
+            kept = embeddings[keep]
+            chunks = (min(ROW_CHUNK, len(kept)), spec.embed_dim) if len(kept) else None
+            f.create_dataset("embeddings", data=kept, chunks=chunks)
+            f.create_dataset("written", data=np.ones(len(kept), dtype=np.uint8))
+            group = f.create_group("failures")
+            group.create_dataset("image_id", data=np.array(table.image_ids[failed].tolist(), dtype=STR))
+            group.create_dataset("reason", data=np.array([r.decode("utf-8", "replace") for r in reasons[failed]], dtype=STR))
+            write_text(f, prompts, text_embeddings)
+            f.attrs["complete"] = True
+        fsync_path(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return CacheSummary(rows=int(keep.sum()), failures=int(failed.sum()))
+
+
+def _read_shard(path: Path) -> tuple:
+    with h5py.File(path, "r") as f:
+        return (
+            read_attrs(f),
+            read_table(f),
+            f["status"][()],
+            f["embeddings"][()],
+            f["reason"][()],
+            read_text(f),
+        )
+
+
+def _check_parts(parts: list[tuple], paths: list[Path]) -> None:
+    expected_start = 0
+    first = EmbedSpec.from_attrs(parts[0][0])
+    for (attrs, _, status, *_), path in zip(parts, paths):
+        if int(attrs["row_start"]) != expected_start:
+            raise CacheError(f"{path} starts at row {attrs['row_start']}, expected {expected_start}")
+        expected_start = int(attrs["row_stop"])
+        if np.any(status == STATUS_PENDING):
+            raise CacheError(f"{path} is not finished: {int(np.sum(status == STATUS_PENDING))} rows pending")
+        difference = first.first_difference(EmbedSpec.from_attrs(attrs))
+        if difference:
+            raise CacheError(f"{path} does not belong with {paths[0]}: {difference}")
+    total = int(parts[0][0]["n_rows_total"])
+    if expected_start != total:
+        raise CacheError(f"the shards cover rows 0-{expected_start} of {total}")

@@ -1,0 +1,111 @@
+"""Reading and writing the parts shared by shards and finished caches: attributes, the row
+table and the text group."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+
+import h5py
+import numpy as np
+
+from cxrprobe.cache.schema import FORMAT, FORMAT_VERSION, EmbedSpec
+from cxrprobe.data.table import ImageTable
+from cxrprobe.labels import FINDINGS
+from cxrprobe.models.text import PromptSet
+
+STR = h5py.string_dtype()
+TABLE_COLUMNS = ("image_id", "patient_id", "split", "view")
+
+
+def created_timestamp() -> str:
+    """Now in UTC, or SOURCE_DATE_EPOCH when set, so a rebuilt cache can be byte-identical."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    seconds = int(epoch) if epoch and epoch.isdigit() else int(time.time())
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def package_versions() -> dict[str, str]:
+    import open_clip
+    import torch
+
+    from cxrprobe import __version__
+
+    return {
+        "cxrprobe": __version__,
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+    }
+
+
+def write_root_attrs(f: h5py.File, spec: EmbedSpec, extra: dict[str, object], complete: bool) -> None:
+    attrs = f.attrs
+    attrs["format"] = FORMAT
+    attrs["format_version"] = FORMAT_VERSION
+    attrs["classes"] = np.array(FINDINGS, dtype=STR)
+    for name, value in spec.to_attrs().items():
+        attrs[name] = value
+    for name, value in extra.items():
+        attrs[name] = value
+    attrs["complete"] = complete
+
+
+def read_attrs(f: h5py.File) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, value in f.attrs.items():
+        if isinstance(value, np.ndarray):
+            value = [v.decode() if isinstance(v, bytes) else v for v in value.tolist()]
+        elif isinstance(value, bytes):
+            value = value.decode()
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[name] = value
+    return out
+
+
+def write_table(f: h5py.File, table: ImageTable) -> None:
+    f.create_dataset("image_id", data=np.array(table.image_ids.tolist(), dtype=STR))
+    f.create_dataset("patient_id", data=np.array(table.patient_ids.tolist(), dtype=STR))
+    f.create_dataset("split", data=np.array(table.split.tolist(), dtype=STR))
+    f.create_dataset("view", data=np.array(table.view.tolist(), dtype=STR))
+    f.create_dataset("labels", data=np.ascontiguousarray(table.labels, dtype=np.uint8))
+    f["labels"].attrs["classes"] = np.array(FINDINGS, dtype=STR)
+
+
+def read_table(f: h5py.File, rows: np.ndarray | slice = slice(None)) -> ImageTable:
+    def strings(name: str) -> np.ndarray:
+        return np.array(f[name].asstr()[rows], dtype=object).astype(str)
+
+    return ImageTable(
+        image_ids=strings("image_id"),
+        patient_ids=strings("patient_id"),
+        split=strings("split"),
+        view=strings("view"),
+        labels=np.asarray(f["labels"][rows], dtype=np.uint8),
+    )
+
+
+def write_text(f: h5py.File, prompts: PromptSet, embeddings: np.ndarray) -> None:
+    group = f.create_group("text")
+    group.create_dataset("prompt", data=np.array(prompts.prompts, dtype=STR))
+    group.create_dataset("class", data=np.array(prompts.classes, dtype=STR))
+    group.create_dataset("polarity", data=np.array(prompts.polarity, dtype=STR))
+    group.create_dataset("embeddings", data=np.asarray(embeddings, dtype=np.float32))
+
+
+def read_text(f: h5py.File) -> tuple[PromptSet, np.ndarray]:
+    group = f["text"]
+    prompts = PromptSet(
+        prompts=tuple(group["prompt"].asstr()[()]),
+        classes=tuple(group["class"].asstr()[()]),
+        polarity=tuple(group["polarity"].asstr()[()]),
+    )
+    return prompts, np.asarray(group["embeddings"][()], dtype=np.float32)
+
+
+def json_attr(value: object) -> str:
+    return json.dumps(value, sort_keys=True)

@@ -1,0 +1,171 @@
+"""Opening a feature cache for reading, and summarising it for ``cxrprobe info``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cxrprobe.cache.layout import read_attrs, read_table, read_text
+from cxrprobe.cache.schema import FORMAT, FORMAT_VERSION, STATUS_FAILED, STATUS_WRITTEN
+from cxrprobe.data.table import SPLITS, ImageTable
+from cxrprobe.errors import CacheError
+from cxrprobe.labels import FINDINGS
+from cxrprobe.models.text import PromptSet
+
+
+def _open_h5(path: Path) -> h5py.File:
+    if not path.exists():
+        raise CacheError(f"no cache at {path}")
+    if path.is_dir():
+        raise CacheError(f"{path} is a folder, not a cache file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        if "unable to lock file" in str(exc):
+            raise CacheError(f"{path} is being written by another process; wait for it to finish") from None
+        raise CacheError(f"{path} is not a readable HDF5 file (truncated, or another kind of file)") from None
+
+
+def _check_format(path: Path, attrs: dict[str, object]) -> None:
+    if attrs.get("format") != FORMAT:
+        raise CacheError(f"{path} is an HDF5 file but not a cxrprobe cache (no format={FORMAT!r} attribute)")
+    version = attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CacheError(
+            f"{path} has cache format version {version}; this cxrprobe reads version {FORMAT_VERSION}"
+        )
+
+
+def peek_cache(path: Path, missing_ok: bool = False, foreign_ok: bool = False) -> dict[str, object] | None:
+    """The root attributes of a cache; None for a missing file (missing_ok) or for a file that
+    is not a cxrprobe cache (foreign_ok)."""
+    path = Path(path)
+    if missing_ok and not path.exists():
+        return None
+    try:
+        with _open_h5(path) as f:
+            attrs = read_attrs(f)
+        _check_format(path, attrs)
+    except CacheError:
+        if foreign_ok and path.is_file():
+            return None
+        raise
+    return attrs
+
+
+class FeatureCache:
+    """A cache opened for reading. Experiments need ``complete``; ``info`` takes any.
+
+    >>> with FeatureCache("nih.h5") as cache:
+    ...     test = cache.rows("test")
+    ...     X, Y = cache.embeddings(test), cache.labels[test]
+    """
+
+    def __init__(self, path: Path | str, require_complete: bool = True) -> None:
+        self.path = Path(path)
+        self.file = _open_h5(self.path)
+        try:
+            self.attrs = read_attrs(self.file)
+            _check_format(self.path, self.attrs)
+            if require_complete and not self.attrs.get("complete"):
+                raise CacheError(f"{self.path} is not complete; finish it with `cxrprobe embed ... --resume`")
+            self.table: ImageTable = read_table(self.file)
+        except Exception:
+            self.file.close()
+            raise
+        if list(self.attrs.get("classes", [])) != list(FINDINGS):
+            self.file.close()
+            raise CacheError(f"{self.path} has classes {self.attrs.get('classes')}, not the 14 NIH findings")
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> FeatureCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def is_shard(self) -> bool:
+        return "status" in self.file
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.table.labels
+
+    def rows(self, split: str) -> np.ndarray:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}")
+        return np.flatnonzero(self.table.split == split)
+
+    def embeddings(self, rows: np.ndarray | None = None, dtype: type = np.float32) -> np.ndarray:
+        """Embeddings of ``rows`` (all when None) as ``dtype``; the file is read in one pass."""
+        data = self.file["embeddings"][()]
+        return np.asarray(data if rows is None else data[rows], dtype=dtype)
+
+    def text(self) -> tuple[PromptSet, np.ndarray]:
+        if "text" not in self.file:
+            raise CacheError(f"{self.path} holds no text embeddings")
+        return read_text(self.file)
+
+    def failures(self) -> list[tuple[str, str]]:
+        if self.is_shard:
+            status = self.file["status"][()]
+            ids = self.table.image_ids[status == STATUS_FAILED]
+            reasons = self.file["reason"][()][status == STATUS_FAILED]
+            return [(i, r.decode("utf-8", "replace")) for i, r in zip(ids, reasons)]
+        group = self.file["failures"]
+        return list(zip(group["image_id"].asstr()[()], group["reason"].asstr()[()]))
+
+    def summary(self) -> dict[str, object]:
+        """What ``cxrprobe info`` shows, as plain JSON-ready data."""
+        a = self.attrs
+        table = self.table
+        if self.is_shard:
+            status = self.file["status"][()]
+            written = status == STATUS_WRITTEN
+            progress = {"rows_done": int(np.count_nonzero(status != 0)), "rows_total": int(len(status))}
+        else:
+            written = np.ones(len(table), dtype=bool)
+            progress = None
+        per_split = {
+            split: {
+                "images": int(np.count_nonzero(written & (table.split == split))),
+                "patients": int(len(np.unique(table.patient_ids[written & (table.split == split)]))),
+                "labels": {
+                    name: int(count)
+                    for name, count in zip(FINDINGS, table.labels[written & (table.split == split)].sum(axis=0))
+                },
+            }
+            for split in SPLITS
+        }
+        failures = self.failures()
+        return {
+            "path": str(self.path),
+            "complete": bool(a.get("complete")),
+            "in_progress": progress,
+            "format_version": a.get("format_version"),
+            "created": a.get("created"),
+            "model": a.get("model"),
+            "pretrained": a.get("pretrained"),
+            "weights_sha256": a.get("weights_sha256"),
+            "preprocessing": json.loads(str(a.get("preprocessing", "{}"))),
+            "embed_dim": a.get("embed_dim"),
+            "dtype": a.get("dtype"),
+            "precision": a.get("precision"),
+            "l2_normalised": a.get("l2_normalised"),
+            "dataset": a.get("dataset"),
+            "label_source": a.get("label_source"),
+            "dataset_fingerprint": a.get("dataset_fingerprint"),
+            "rows": int(np.count_nonzero(written)),
+            "metadata_rows": a.get("n_metadata_rows"),
+            "missing_images": a.get("n_missing_images"),
+            "splits": per_split,
+            "failures": [{"image_id": i, "reason": r} for i, r in failures],
+            "text_prompts": len(self.file["text/prompt"]) if "text" in self.file else 0,
+            "versions": json.loads(str(a.get("versions", "{}"))),
+        }

@@ -1,0 +1,164 @@
+"""The ``cxrprobe`` command line: parse, validate, call the API, print.
+
+Errors end as one line on stderr (``cxrprobe: error: ...``) and an exit status: 2 for usage
+and input errors, 1 for failures of the run, 130 for Ctrl-C. Results go to stdout; notes and
+progress to stderr, progress only on a terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterator, Optional
+
+import typer
+
+from cxrprobe.errors import CxrprobeError, InputError
+
+app = typer.Typer(
+    name="cxrprobe",
+    help="Feature cache and few-shot probes for CLIP encoders on chest X-rays.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(line.rstrip("\n") + "\n")
+    sys.stderr.flush()
+
+
+def _error_line(message: str) -> str:
+    return "cxrprobe: error: " + " ".join(str(message).split())
+
+
+def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn cxrprobe's exceptions into one stderr line and an exit status."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CxrprobeError as exc:
+            _say(_error_line(str(exc)))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            _say("cxrprobe: interrupted; what was written is kept (rerun with --resume to continue)")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # a bug: say so in one line, the traceback on request
+            if os.environ.get("CXRPROBE_DEBUG"):
+                traceback.print_exc()
+            _say(_error_line(f"internal error: {type(exc).__name__}: {exc} (set CXRPROBE_DEBUG=1 for the traceback)"))
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def _progress(description: str, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on stderr when stderr is a terminal; nothing in logs or pipes."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@app.command()
+@guarded
+def embed(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Dataset folder (NIH: metadata CSV, split lists, images anywhere below).")],
+    out: Annotated[Path, typer.Option("--out", help="Cache file to write (HDF5).")],
+    model: Annotated[str, typer.Option(help="open_clip model name, or a bundled one (cxrprobe-tiny).")] = "ViT-B-32",
+    pretrained: Annotated[str, typer.Option(help="open_clip weights tag, a local weights file, or 'none'.")] = "openai",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes [default: one per core].")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, fp16 (CUDA) or bf16 autocast.")] = "fp32",
+    dtype: Annotated[str, typer.Option(help="Stored embedding type: float16 or float32.")] = "float16",
+    limit: Annotated[Optional[int], typer.Option(help="Embed only the first N images present.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run (or check a finished one).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over, replacing an existing cache when done.")] = False,
+    require_all: Annotated[bool, typer.Option("--require-all", help="Fail when a metadata image has no file.")] = False,
+    val_fraction: Annotated[float, typer.Option(help="Share of train_val patients carved out for validation.")] = 0.1,
+    val_seed: Annotated[int, typer.Option(help="Seed of the patient-wise validation carve-out.")] = 7,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes or progress on stderr.")] = False,
+) -> None:
+    """Embed every image of a dataset once into an HDF5 feature cache."""
+    from cxrprobe.cache.extract import EmbedOptions
+    from cxrprobe.cache.extract import embed as run_embed
+
+    if resume and force:
+        raise InputError("--resume and --force exclude each other")
+    options = EmbedOptions(
+        data_dir=data_dir, out=out, model=model, pretrained=pretrained, device=device,
+        batch_size=batch_size, workers=workers, precision=precision, dtype=dtype, limit=limit,
+        resume=resume, force=force, require_all=require_all, val_fraction=val_fraction, val_seed=val_seed,
+    )
+    notify = (lambda _line: None) if quiet else (lambda line: _say(f"cxrprobe: {line}"))
+    with _progress("embedding", quiet) as progress:
+        result = run_embed(options, notify=notify, progress=progress)
+    if result.already_complete:
+        typer.echo(f"{result.out}: complete, {result.rows:,} images; nothing to do")
+        return
+    typer.echo(
+        f"wrote {result.out}: {result.rows:,} images embedded, {result.failures:,} failed to decode, "
+        f"{result.missing:,} of {result.metadata_rows:,} metadata rows without an image file "
+        f"({result.seconds:.1f} s)"
+    )
+
+
+@app.command()
+@guarded
+def info(
+    cache: Annotated[Path, typer.Argument(help="Cache file (or an embed's .partial working file).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Describe a cache: model, preprocessing, rows per split, labels, completeness, failures."""
+    from cxrprobe.cache.reader import FeatureCache
+    from cxrprobe.report.info import render_info
+
+    with FeatureCache(cache, require_complete=False) as opened:
+        summary = opened.summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        render_info(summary)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: every usage error becomes one line and exit status 2."""
+    try:
+        code = app(args=argv, prog_name="cxrprobe", standalone_mode=False)
+    except typer.Abort:
+        _say("cxrprobe: interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        # Usage errors are click's (or, from typer 0.25 on, typer's vendored click's): both
+        # carry format_message() and exit_code.
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        command = getattr(ctx, "info_name", None)
+        hint = f" (see cxrprobe {command} --help)" if command and command != "cxrprobe" else ""
+        _say(_error_line(exc.format_message()) + hint)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
