@@ -13,18 +13,31 @@ from cxrprobe.errors import BusyError, InputError
 
 @contextlib.contextmanager
 def exclusive_lock(target: Path, what: str) -> Iterator[None]:
-    """Hold ``<target>.lock`` for the duration; a second holder gets BusyError at once."""
+    """Hold ``<target>.lock`` for the duration; a second holder gets BusyError at once.
+
+    The lock file is removed on the way out, so it is re-checked after locking that the
+    path still names the file we locked (else a late-comer could lock a deleted file).
+    """
     lock_path = target.with_name(target.name + ".lock")
-    handle = open(lock_path, "a+")
-    try:
+    while True:
+        handle = open(lock_path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.close()
             raise BusyError(f"another process is {what} {target} (it holds {lock_path.name}); wait for it") from None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        handle.close()
+    try:
         yield
+    finally:
         with contextlib.suppress(OSError):
             lock_path.unlink()
-    finally:
         handle.close()
 
 

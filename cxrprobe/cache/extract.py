@@ -122,12 +122,12 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             notify(f"{out} is already complete; nothing to do")
             return EmbedResult(out, len(manifest), 0, missing, len(table), 0, time.perf_counter() - started, True)
         writer = _open_or_create_shard(partial, spec, options, manifest, loaded, len(table), missing, notify)
+        workers = usable_cores() if options.workers is None else options.workers
         with writer:
-            batches = writer.pending_batches()
-            _run_batches(writer, batches, paths[present], loaded, options, progress)
+            batches_run = fill_shard(writer, paths[present].tolist(), loaded, options.precision, workers, progress)
         summary = write_cache(out, [partial])
         partial.unlink()
-    return EmbedResult(out, summary.rows, summary.failures, missing, len(table), len(batches), time.perf_counter() - started)
+    return EmbedResult(out, summary.rows, summary.failures, missing, len(table), batches_run, time.perf_counter() - started)
 
 
 def _check_options(options: EmbedOptions) -> None:
@@ -187,21 +187,25 @@ def _open_or_create_shard(
     return ShardWriter(partial)
 
 
-def _run_batches(
-    writer: ShardWriter, batches: list[range], paths: np.ndarray, loaded: LoadedModel,
-    options: EmbedOptions, progress: Progress | None,
-) -> None:
-    workers = usable_cores() if options.workers is None else options.workers
-    loader = make_loader(paths.tolist(), loaded.preprocessing, batches, workers, loaded.device.type == "cuda")
+def fill_shard(
+    writer: ShardWriter, paths: list[str], loaded: LoadedModel, precision: str, workers: int,
+    progress: Progress | None = None,
+) -> int:
+    """Embed the shard's pending batches; ``paths`` are the shard's own rows. Returns batches run."""
+    if len(paths) != writer.n_rows:
+        raise ValueError(f"{len(paths)} paths for a shard of {writer.n_rows} rows")
+    batches = writer.pending_batches()
+    loader = make_loader(paths, loaded.preprocessing, batches, workers, loaded.device.type == "cuda")
     done = writer.n_rows - sum(len(b) for b in batches)
     if progress:
         progress(done, writer.n_rows)
     for batch, decoded in zip(batches, loader):
         embeddings = (
-            encode_images(loaded, decoded.pixels, options.precision)
+            encode_images(loaded, decoded.pixels, precision)
             if len(decoded.rows) else np.zeros((0, loaded.embed_dim), dtype=np.float32)
         )
         writer.commit(batch, decoded.rows, embeddings, decoded.failures)
         done += len(batch)
         if progress:
             progress(done, writer.n_rows)
+    return len(batches)

@@ -73,17 +73,19 @@ def _read_shard(path: Path) -> tuple:
 
 
 def _check_parts(parts: list[tuple], paths: list[Path]) -> None:
+    """The shards tile rows 0..n in order, share one spec, and are all finished."""
     expected_start = 0
     first = EmbedSpec.from_attrs(parts[0][0])
-    for (attrs, _, status, *_), path in zip(parts, paths):
+    for (attrs, *_), path in zip(parts, paths):
         if int(attrs["row_start"]) != expected_start:
             raise CacheError(f"{path} starts at row {attrs['row_start']}, expected {expected_start}")
         expected_start = int(attrs["row_stop"])
-        if np.any(status == STATUS_PENDING):
-            raise CacheError(f"{path} is not finished: {int(np.sum(status == STATUS_PENDING))} rows pending")
         difference = first.first_difference(EmbedSpec.from_attrs(attrs))
         if difference:
             raise CacheError(f"{path} does not belong with {paths[0]}: {difference}")
     total = int(parts[0][0]["n_rows_total"])
     if expected_start != total:
         raise CacheError(f"the shards cover rows 0-{expected_start} of {total}")
+    for (_, _, status, *_), path in zip(parts, paths):
+        if np.any(status == STATUS_PENDING):
+            raise CacheError(f"{path} is not finished: {int(np.sum(status == STATUS_PENDING))} rows pending")

@@ -110,7 +110,7 @@ def _resize(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     top = int(round((target[1] - size) / 2.0))
     if target != (size, size):
         img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy wants one
 
 
 def to_model_input(grey: torch.Tensor, prep: Preprocessing, dtype: torch.dtype) -> torch.Tensor:

@@ -61,6 +61,9 @@ def load_nih_metadata(
         )
     image_ids, finding_labels, patient_ids, view = _read_data_entry(metadata_path)
     labels = _multi_hot(finding_labels, image_ids, metadata_path.name)
+    # One canonical row order (by file name) whatever order a copy of the table is in.
+    order = np.argsort(image_ids, kind="stable")
+    image_ids, patient_ids, view, labels = image_ids[order], patient_ids[order], view[order], labels[order]
     official = _official_split(data_dir, image_ids)
     try:
         split = carve_validation(patient_ids, official == "train_val", val_fraction, val_seed)

@@ -1,0 +1,161 @@
+"""`cxrprobe embed` and `cxrprobe info` end to end, on the real NIH files and generated ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY
+from cxrprobe.cache.reader import FeatureCache
+from cxrprobe.data.images import load_grey
+from cxrprobe.labels import FINDINGS
+from cxrprobe.models.encode import encode_images
+from cxrprobe.models.loading import load_model
+from test_images import broken_files
+
+
+@pytest.fixture(scope="module")
+def real_cache(real_nih, tmp_path_factory):
+    """The 40 real NIH images embedded with the tiny model (one embed for the module)."""
+    from cxrprobe.cli import main
+
+    out = tmp_path_factory.mktemp("real") / "nih.h5"
+    with pytest.raises(SystemExit) as stop:
+        main(["embed", "--data-dir", str(real_nih), "--out", str(out), *TINY, "--batch-size", "16", "--workers", "2", "-q"])
+    assert stop.value.code == 0
+    return out
+
+
+def csv_rows(path):
+    with open(path, newline="") as handle:
+        return {row["Image Index"]: row for row in csv.DictReader(handle)}
+
+
+def test_real_cache_holds_exactly_the_40_present_images(real_cache, real_nih):
+    present = sorted(p.name for p in (real_nih / "images").glob("*.png"))
+    metadata = csv_rows(real_nih / "Data_Entry_2017_v2020.csv")
+    test_list = set((real_nih / "test_list.txt").read_text().split())
+    with FeatureCache(real_cache) as cache:
+        assert cache.table.image_ids.tolist() == present
+        assert cache.attrs["n_metadata_rows"] == 112_120
+        assert cache.attrs["n_missing_images"] == 112_080
+        assert cache.attrs["complete"] is True
+        for i, image_id in enumerate(cache.table.image_ids):
+            row = metadata[image_id]
+            expected = np.zeros(len(FINDINGS), dtype=np.uint8)
+            for name in row["Finding Labels"].split("|"):
+                if name != "No Finding":
+                    expected[FINDINGS.index(name)] = 1
+            assert np.array_equal(cache.labels[i], expected), image_id
+            assert cache.table.patient_ids[i] == str(int(row["Patient ID"]))
+            assert (cache.table.split[i] == "test") == (image_id in test_list)
+        assert cache.embeddings().shape == (40, 32)
+        assert np.isfinite(cache.embeddings()).all()
+        assert cache.failures() == []
+
+
+def test_rgba_images_are_embedded_like_their_grey_copies(real_cache, real_nih, tmp_path):
+    loaded = load_model("cxrprobe-tiny", "none", "cpu")
+    with FeatureCache(real_cache) as cache:
+        ids = cache.table.image_ids.tolist()
+        for name in ("00000100_000.png", "00004934_000.png"):
+            pixels = torch.from_numpy(load_grey(str(real_nih / "images" / name), loaded.preprocessing))[None]
+            expected = encode_images(loaded, pixels, "fp32").astype(np.float16)
+            stored = cache.embeddings(np.array([ids.index(name)]), dtype=np.float16)
+            # batches of 16 and of 1 may round differently in the last fp32 bit
+            assert np.allclose(stored, expected, atol=2e-3, rtol=1e-3)
+
+
+def test_cache_stores_prompt_embeddings(real_cache):
+    with FeatureCache(real_cache) as cache:
+        prompts, embeddings = cache.text()
+    assert "A chest X-ray showing pneumonia" in prompts.prompts
+    assert "No finding" in prompts.prompts
+    assert prompts.classes[prompts.prompts.index("No finding")] == "negative"
+    assert embeddings.shape == (len(prompts.prompts), 32)
+
+
+def test_cache_is_readable_with_h5py_alone(real_cache):
+    with h5py.File(real_cache, "r") as f:
+        assert f.attrs["format"] == "cxrprobe-cache"
+        assert list(f.attrs["classes"]) == list(FINDINGS)
+        assert f["embeddings"].dtype == np.float16 and f["embeddings"].chunks is not None
+        assert f["labels"].shape == (40, 14) and f["written"][()].all()
+        assert json.loads(f.attrs["preprocessing"])["image_size"] == 224
+
+
+def test_info_json_and_table(real_cache, cli):
+    result = cli("info", real_cache, "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == 40 and summary["complete"] is True
+    assert summary["missing_images"] == 112_080
+    assert summary["splits"]["test"]["images"] == 20
+    assert sum(s["images"] for s in summary["splits"].values()) == 40
+    assert summary["model"] == "cxrprobe-tiny" and summary["preprocessing"]["mean"][0] == pytest.approx(0.48145466)
+    table = cli("info", real_cache)
+    assert table.code == 0 and "complete" in table.stdout and "Pneumothorax" in table.stdout
+
+
+def test_broken_images_go_to_the_failure_table_and_the_run_finishes(small_dataset, real_nih, tmp_path, cli):
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    images = sorted((data / "images").glob("*.png"))
+    broken = broken_files(tmp_path, real_nih / "images" / "00000284_000.png")
+    victims = dict(zip(images[:4], broken.values()))
+    for target, source in victims.items():
+        shutil.copyfile(source, target)
+    out = tmp_path / "c.h5"
+    result = cli("embed", "--data-dir", data, "--out", out, *TINY, "--batch-size", "5", "--workers", "0")
+    assert result.code == 0, result.stderr
+    assert "4 failed to decode" in result.stdout
+    with FeatureCache(out) as cache:
+        failures = dict(cache.failures())
+        assert set(failures) == {p.name for p in victims}
+        reasons = sorted(failures.values())
+        assert any(r.startswith("corrupt image") for r in reasons)
+        assert any(r.startswith("truncated image") for r in reasons)
+        assert "empty file (0 bytes)" in reasons
+        assert "not an image file Pillow can identify" in reasons
+        assert len(cache.table) == 20 and not set(failures) & set(cache.table.image_ids)
+    info = json.loads(cli("info", out, "--json").stdout)
+    assert len(info["failures"]) == 4
+
+
+def test_limit_and_require_all(small_dataset, tmp_path, cli):
+    out = tmp_path / "c.h5"
+    assert cli("embed", "--data-dir", small_dataset, "--out", out, *TINY, "--limit", "7", "--workers", "0").code == 0
+    with FeatureCache(out) as cache:
+        assert len(cache.table) == 7
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    next((data / "images").glob("*.png")).unlink()
+    result = cli("embed", "--data-dir", data, "--out", tmp_path / "d.h5", *TINY, "--require-all")
+    assert result.code == 2 and "1 of 24 metadata images are not under" in result.stderr
+    result = cli("embed", "--data-dir", data, "--out", tmp_path / "d.h5", *TINY, "--workers", "0")
+    assert result.code == 0 and "1 of 24 metadata rows have no image file" in result.stderr
+
+
+def test_resume_on_a_complete_cache_checks_it_and_changes_nothing(small_dataset, tmp_path, cli):
+    out = tmp_path / "c.h5"
+    assert cli("embed", "--data-dir", small_dataset, "--out", out, *TINY, "--workers", "0").code == 0
+    before = out.read_bytes()
+    result = cli("embed", "--data-dir", small_dataset, "--out", out, *TINY, "--resume")
+    assert result.code == 0 and "nothing to do" in result.stdout
+    assert out.read_bytes() == before
+
+
+def test_force_rebuilds_to_the_same_bytes(small_dataset, tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    out = tmp_path / "c.h5"
+    assert cli("embed", "--data-dir", small_dataset, "--out", out, *TINY, "--workers", "0").code == 0
+    first = out.read_bytes()
+    assert cli("embed", "--data-dir", small_dataset, "--out", out, *TINY, "--workers", "2", "--force").code == 0
+    assert out.read_bytes() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"]  # no partial, lock or temp left

@@ -1,0 +1,95 @@
+"""An embed killed with SIGKILL mid-run resumes to the very bytes of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from cxrprobe.cache.reader import FeatureCache
+from cxrprobe.data.synthetic import write_nih_folder
+from cxrprobe.errors import CacheError
+
+N_IMAGES = 120
+
+
+@pytest.fixture(scope="module")
+def real_png_dataset(real_nih, tmp_path_factory):
+    """120 copies of the real NIH PNGs under generated ids: real decoding cost, known labels."""
+    root = tmp_path_factory.mktemp("pngs")
+    write_nih_folder(root, N_IMAGES, seed=5, png_pool=sorted((real_nih / "images").glob("*.png")))
+    return root
+
+
+def embed_command(data, out, *extra):
+    return [
+        sys.executable, "-m", "cxrprobe", "embed", "--data-dir", str(data), "--out", str(out),
+        "--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu",
+        "--batch-size", "2", "--workers", "0", "-q", *extra,
+    ]
+
+
+def rows_done(partial):
+    try:
+        with h5py.File(partial, "r", locking=False) as f:
+            return int(np.count_nonzero(f["status"][()]))
+    except (OSError, KeyError):
+        return 0
+
+
+def kill_midway(command, partial, env, at_least):
+    """Start the embed and SIGKILL it once more than ``at_least`` rows are committed."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if partial.exists() and rows_done(partial) > at_least:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+
+def test_sigkill_then_resume_gives_identical_bytes(real_png_dataset, tmp_path):
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
+    reference = tmp_path / "reference.h5"
+    subprocess.run(embed_command(real_png_dataset, reference), env=env, check=True, capture_output=True)
+
+    out = tmp_path / "resumed.h5"
+    partial = tmp_path / "resumed.h5.partial"
+    kill_midway(embed_command(real_png_dataset, out), partial, env, at_least=10)
+    assert partial.exists() and not out.exists()
+    first_stop = rows_done(partial)
+    assert 10 < first_stop < N_IMAGES
+    with pytest.raises(CacheError, match="not complete"):
+        FeatureCache(partial)
+    with FeatureCache(partial, require_complete=False) as working:
+        assert working.summary()["in_progress"]["rows_done"] == first_stop
+
+    # killed a second time, later in the run, then finished
+    kill_midway(embed_command(real_png_dataset, out, "--resume"), partial, env, at_least=first_stop + 10)
+    finish = subprocess.run(embed_command(real_png_dataset, out, "--resume"), env=env, capture_output=True, text=True)
+    assert finish.returncode == 0, finish.stderr
+    assert not partial.exists()
+    assert out.read_bytes() == reference.read_bytes()
+    with FeatureCache(out) as cache:
+        assert len(cache.table) == N_IMAGES and cache.attrs["complete"] is True
+
+
+def test_interrupted_run_without_resume_is_refused_and_kept(real_png_dataset, tmp_path):
+    out = tmp_path / "c.h5"
+    partial = tmp_path / "c.h5.partial"
+    kill_midway(embed_command(real_png_dataset, out), partial, dict(os.environ), at_least=4)
+    before = partial.read_bytes()
+    again = subprocess.run(embed_command(real_png_dataset, out), capture_output=True, text=True)
+    assert again.returncode == 2
+    assert again.stderr.strip() == (
+        "cxrprobe: error: an interrupted embed left c.h5.partial; use --resume to finish it or --force to start over"
+    )
+    assert partial.read_bytes() == before
