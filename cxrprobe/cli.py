@@ -146,6 +146,10 @@ def info(
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every usage error becomes one line and exit status 2."""
+    # Idle OpenMP threads sleep instead of spinning, leaving the cores to the decoding
+    # workers (+5% embed throughput when decode-bound on 2 cores; benchmarks/RESULTS.md).
+    # Set before torch is imported; a user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         code = app(args=argv, prog_name="cxrprobe", standalone_mode=False)
     except typer.Abort:

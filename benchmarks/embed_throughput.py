@@ -1,0 +1,139 @@
+"""Embed throughput: decoding alone, the model alone, and the whole pipeline, side by side.
+
+    python benchmarks/embed_throughput.py --model cxrprobe-tiny --images 600   # decode-bound
+    python benchmarks/embed_throughput.py --model ViT-B-32 --images 300        # model-bound on a CPU
+
+Images are copies of the 40 real NIH PNGs (1024x1024, 8-bit) under generated ids, so decoding
+costs what it costs on the real dataset; weights are random (``--pretrained none``), which
+costs the same as real ones. Each stage is timed in steady state, from its first batch to its
+last (start-up, i.e. spawning workers and waiting for the first batch, is printed apart, as it
+is a fixed second or so, not a rate). The three stages run in turn, ``--rounds`` times, and
+the medians are compared, because a shared VM's CPU speed drifts by 10-20% from minute to
+minute:
+
+- decode: the embed DataLoader over every image, all workers, no model;
+- model: uint8 batches already in memory through normalisation and the visual tower;
+- pipeline: ``cxrprobe embed`` itself (decode, model, crash-safe HDF5 commits), from its
+  first batch to its last; model loading and the final merge are reported apart.
+
+The target (DESIGN.md) is pipeline >= 0.9 x the slower of decode and model. The last line is
+``decode_ips=<n> model_ips=<n> pipeline_ips=<n> ratio=<pipeline / slower stage>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the cxrprobe command sets it, before torch loads
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxrprobe.cache.extract import EmbedOptions, embed, usable_cores
+from cxrprobe.data.images import batch_ranges, make_loader
+from cxrprobe.data.locate import find_images
+from cxrprobe.data.nih import load_nih_metadata
+from cxrprobe.data.synthetic import write_nih_folder
+from cxrprobe.models.encode import encode_images
+from cxrprobe.models.loading import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def decode_alone(data_dir: Path, batch_size: int, workers: int, image_size: int) -> float:
+    from cxrprobe.data.images import Preprocessing
+
+    table = load_nih_metadata(data_dir).table
+    paths = find_images(data_dir, table.image_ids)
+    paths = paths[paths != ""].tolist()
+    loader = make_loader(paths, Preprocessing(image_size=image_size), batch_ranges(len(paths), batch_size), workers)
+    marks = [(time.perf_counter(), 0)]
+    for batch in loader:
+        marks.append((time.perf_counter(), marks[-1][1] + len(batch.rows) + len(batch.failures)))
+    return steady_rate(marks)
+
+
+def steady_rate(marks: list[tuple[float, int]]) -> float:
+    """Images/s from the first batch to the last; marks[0] is the start, marks[1] the first batch."""
+    (t_first, n_first), (t_last, n_last) = marks[1], marks[-1]
+    return (n_last - n_first) / (t_last - t_first)
+
+
+def model_alone(loaded, n_images: int, batch_size: int, precision: str) -> float:
+    size = loaded.preprocessing.image_size
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, 256, (batch_size, size, size), dtype=torch.uint8, generator=generator)
+    encode_images(loaded, batch[:2], precision)  # warm-up (kernel selection, allocator)
+    if loaded.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    done = 0
+    while done < n_images:
+        encode_images(loaded, batch, precision)
+        done += batch_size
+    return done / (time.perf_counter() - start)
+
+
+def pipeline(data_dir: Path, out: Path, args: argparse.Namespace) -> float:
+    marks: list[tuple[float, int]] = []
+    options = EmbedOptions(
+        data_dir=data_dir, out=out, model=args.model, pretrained="none", device=args.device,
+        batch_size=args.batch_size, workers=args.workers, precision=args.precision, force=True,
+    )
+    start = time.perf_counter()
+    result = embed(options, progress=lambda done, total: marks.append((time.perf_counter(), done)))
+    total = time.perf_counter() - start
+    print(f"    pipeline: {result.rows} images; first batch after {marks[1][0] - marks[0][0]:.2f} s; "
+          f"whole command {total:.2f} s (model load and final merge included)")
+    return steady_rate(marks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="cxrprobe-tiny")
+    parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=None, help="default: one per usable core")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--data-dir", type=Path, help="an NIH-layout folder to use instead of generated copies")
+    parser.add_argument("--nih-dir", type=Path, default=REPO.parent / "shared" / "data" / "nih")
+    args = parser.parse_args()
+    workers = usable_cores() if args.workers is None else args.workers
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data_dir
+        if data_dir is None:
+            data_dir = Path(tmp) / "data"
+            pool = sorted((args.nih_dir / "images").glob("*.png"))
+            if not pool:
+                sys.exit(f"no real PNGs under {args.nih_dir}/images; pass --nih-dir or --data-dir")
+            write_nih_folder(data_dir, args.images, seed=0, png_pool=pool)
+        loaded = load_model(args.model, "none", args.device)
+        print(f"device {loaded.device} ({torch.cuda.get_device_name() if loaded.device.type == 'cuda' else f'{os.cpu_count()} cpus'}), "
+              f"model {args.model}, batch {args.batch_size}, workers {workers}, torch threads {torch.get_num_threads()}, "
+              f"precision {args.precision}")
+        n = len(load_nih_metadata(data_dir).table)
+        rates: dict[str, list[float]] = {"decode": [], "model": [], "pipeline": []}
+        for round_ in range(args.rounds):
+            rates["decode"].append(decode_alone(data_dir, args.batch_size, workers, loaded.preprocessing.image_size))
+            rates["model"].append(model_alone(loaded, n, args.batch_size, args.precision))
+            rates["pipeline"].append(pipeline(data_dir, Path(tmp) / "cache.h5", args))
+            print(f"  round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in rates.items()))
+        decode_ips, model_ips, pipeline_ips = (float(np.median(rates[k])) for k in ("decode", "model", "pipeline"))
+        ratio = pipeline_ips / min(decode_ips, model_ips)
+        bound = "decode" if decode_ips < model_ips else "model"
+        print(f"  medians over {args.rounds} rounds: decode {decode_ips:.1f}/s, model {model_ips:.1f}/s, "
+              f"pipeline {pipeline_ips:.1f}/s = {ratio:.2f} x the slower stage ({bound})")
+    print(f"decode_ips={decode_ips:.1f} model_ips={model_ips:.1f} pipeline_ips={pipeline_ips:.1f} ratio={ratio:.2f}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
