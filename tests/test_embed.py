@@ -87,7 +87,7 @@ def test_cache_is_readable_with_h5py_alone(real_cache):
         assert list(f.attrs["classes"]) == list(FINDINGS)
         assert f["embeddings"].dtype == np.float16 and f["embeddings"].chunks is not None
         assert f["labels"].shape == (40, 14) and f["written"][()].all()
-        assert json.loads(f.attrs["preprocessing"])["image_size"] == 224
+        assert json.loads(f.attrs["preprocessing"])["image_size"] == 112  # the tiny model's input
 
 
 def test_info_json_and_table(real_cache, cli):
