@@ -93,3 +93,23 @@ def test_interrupted_run_without_resume_is_refused_and_kept(real_png_dataset, tm
         "cxrprobe: error: an interrupted embed left c.h5.partial; use --resume to finish it or --force to start over"
     )
     assert partial.read_bytes() == before
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(real_png_dataset, tmp_path):
+    out = tmp_path / "c.h5"
+    partial = tmp_path / "c.h5.partial"
+    process = subprocess.Popen(embed_command(real_png_dataset, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline and not (partial.exists() and rows_done(partial) > 4):
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [
+        "cxrprobe: interrupted; what was written is kept (rerun with --resume to continue)"
+    ]
+    assert partial.exists() and not out.exists()
+    finish = subprocess.run(embed_command(real_png_dataset, out, "--resume"), capture_output=True, text=True)
+    assert finish.returncode == 0, finish.stderr
+    with FeatureCache(out) as cache:
+        assert len(cache.table) == N_IMAGES

@@ -25,6 +25,7 @@ from cxrprobe.data.images import make_loader
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import DATASET_NAME, load_nih_metadata
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
+from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError, DataError, InputError
 from cxrprobe.fsutil import check_output_path, exclusive_lock
 from cxrprobe.models.encode import check_precision, encode_images
@@ -160,7 +161,7 @@ def _check_existing(out: Path, partial: Path, options: EmbedOptions) -> str:
 
 
 def _open_or_create_shard(
-    partial: Path, spec: EmbedSpec, options: EmbedOptions, manifest, loaded: LoadedModel,  # noqa: ANN001
+    partial: Path, spec: EmbedSpec, options: EmbedOptions, manifest: ImageTable, loaded: LoadedModel,
     metadata_rows: int, missing: int, notify: Notify,
 ) -> ShardWriter:
     if partial.exists() and options.resume:

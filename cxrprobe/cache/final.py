@@ -15,7 +15,8 @@ from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError
 from cxrprobe.fsutil import fsync_path, temporary_sibling
 
-SHARD_ONLY_ATTRS = ("row_start", "row_stop", "n_rows_total", "batch_size", "complete")
+# Attributes a shard has that the cache does not copy (written anew, or meaningless after the merge).
+NOT_COPIED = ("row_start", "row_stop", "n_rows_total", "batch_size", "complete", "format", "format_version", "classes")
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ def write_cache(out: Path, shards: list[Path]) -> CacheSummary:
     prompts, text_embeddings = parts[0][5]
     keep = status == STATUS_WRITTEN
     failed = status == STATUS_FAILED
-    extra = {k: v for k, v in first_attrs.items() if k not in spec.to_attrs() and k not in SHARD_ONLY_ATTRS}
-    extra = {k: v for k, v in extra.items() if k not in ("format", "format_version", "classes")}
+    excluded = set(spec.to_attrs()) | set(NOT_COPIED)
+    extra = {k: v for k, v in first_attrs.items() if k not in excluded}
     tmp = temporary_sibling(out, "tmp")
     try:
         with h5py.File(tmp, "w") as f:
