@@ -2,7 +2,7 @@
 
     python benchmarks/cache_io.py [--nih-dir ../shared/data/nih] [--dim 512]
 
-Builds a cache of all 112,120 NIH rows (the real metadata table; random float16 embeddings,
+Builds a cache of all 112,120 NIH rows (the real metadata table; synthetic float16 embeddings,
 since only their size matters here) through the same shard-and-merge path ``embed`` uses,
 then times, in a fresh process each (cold Python, warm OS page cache), opening it and
 loading the 25,596 test rows' embeddings and labels. Targets (DESIGN.md): opening plus the
@@ -12,7 +12,6 @@ test rows well under a second; file size within 5% of the raw float16 array.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import subprocess
 import sys
 import tempfile
@@ -21,12 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrprobe.cache.final import write_cache
-from cxrprobe.cache.schema import EmbedSpec
-from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
-from cxrprobe.data.images import Preprocessing
+from cxrprobe.cache.synthetic import SyntheticModel, write_synthetic_cache
 from cxrprobe.data.nih import load_nih_metadata
-from cxrprobe.models.text import default_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 READ_TEST_ROWS = """
@@ -44,25 +39,7 @@ print(f"{imported - t:.3f} {done - imported:.3f} {X.shape[0]} {X.shape[1]} {int(
 
 def build(path: Path, nih_dir: Path, dim: int) -> None:
     meta = load_nih_metadata(nih_dir)
-    table = meta.table
-    spec = EmbedSpec(
-        model="benchmark", pretrained="none", weights_sha256="0" * 64,
-        preprocessing=str(Preprocessing().as_dict()), embed_dim=dim, dtype="float16", precision="fp32",
-        l2_normalised=False, dataset="nih-chestxray14", dataset_fingerprint=table.fingerprint(),
-        label_source=meta.label_source, val_fraction=meta.val_fraction, val_seed=meta.val_seed,
-        manifest_sha256=hashlib.sha256("\n".join(table.image_ids).encode()).hexdigest(),
-    )
-    prompts = default_prompts()
-    rng = np.random.default_rng(0)
-    shard = path.with_name(path.name + ".partial")
-    batch = 4096
-    create_shard(shard, spec, ShardPlan(0, len(table), len(table), batch), table, prompts,
-                 rng.normal(size=(len(prompts.prompts), dim)).astype(np.float32), {"created": "benchmark"})
-    with ShardWriter(shard) as writer:
-        for rows in writer.pending_batches():
-            writer.commit(rows, np.arange(rows.start, rows.stop), rng.normal(size=(len(rows), dim)), [])
-    write_cache(path, [shard])
-    shard.unlink()
+    write_synthetic_cache(path, meta.table, meta.label_source, meta.val_fraction, meta.val_seed, SyntheticModel(dim=dim))
 
 
 def main() -> None:
@@ -75,7 +52,7 @@ def main() -> None:
         path = Path(tmp) / "nih-full.h5"
         start = time.perf_counter()
         build(path, args.nih_dir, args.dim)
-        print(f"built a 112,120-row cache in {time.perf_counter() - start:.1f} s (shard, commits, merge)")
+        print(f"built a 112,120-row cache in {time.perf_counter() - start:.1f} s (generate, shard, commits, merge)")
         raw = 112_120 * args.dim * 2
         size = path.stat().st_size
         print(f"file {size / 1e6:.1f} MB, raw float16 embeddings {raw / 1e6:.1f} MB: overhead {100 * (size / raw - 1):.1f}%")

@@ -1,0 +1,1 @@
+"""Experiments on a cache: metrics, few-shot support sets, statistics."""

@@ -1,0 +1,71 @@
+"""Exact AUC against sklearn, ties and tiny classes included."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
+
+from cxrprobe.eval.metrics import auc_score, mean_auc, per_class_auc
+
+
+def sklearn_or_nan(y, scores):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return roc_auc_score(y, scores)
+        except ValueError:
+            return float("nan")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(-3, 3)), min_size=1, max_size=60),
+    st.sampled_from([1.0, 0.25, 1e-9]),
+)
+def test_auc_equals_sklearn_with_ties_and_tiny_classes(pairs, scale):
+    """Scores on a coarse grid make ties common; one-element classes come up often."""
+    y = np.array([p[0] for p in pairs], dtype=int)
+    scores = np.array([p[1] for p in pairs], dtype=float) * scale
+    ours = auc_score(y, scores)
+    if y.min() == y.max():
+        assert math.isnan(ours)
+        assert math.isnan(sklearn_or_nan(y, scores))  # sklearn raises (older) or warns and gives NaN
+    else:
+        assert abs(ours - roc_auc_score(y, scores)) <= 1e-12
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(2, 400), st.integers(0, 2**32 - 1))
+def test_auc_equals_sklearn_on_continuous_scores(n, seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]
+    scores = rng.normal(size=n) + y * rng.uniform(0, 2)
+    assert abs(auc_score(y, scores) - roc_auc_score(y, scores)) <= 1e-12
+
+
+def test_known_values():
+    assert auc_score([0, 1], [0.1, 0.9]) == 1.0
+    assert auc_score([0, 1], [0.9, 0.1]) == 0.0
+    assert auc_score([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.5
+    assert math.isnan(auc_score([1, 1, 1], [0.1, 0.2, 0.3]))
+
+
+def test_per_class_reports_undefined_classes_as_nan_and_the_mean_skips_them():
+    labels = np.array([[0, 1, 0], [1, 1, 0], [0, 1, 1], [1, 1, 0]])
+    scores = np.array([[0.1, 0.3, 0.2], [0.9, 0.2, 0.1], [0.2, 0.1, 0.8], [0.7, 0.4, 0.3]])
+    aucs = per_class_auc(labels, scores)
+    assert aucs[0] == 1.0 and math.isnan(aucs[1]) and aucs[2] == 1.0
+    assert mean_auc(aucs) == 1.0
+    assert math.isnan(mean_auc([float("nan")]))
+
+
+def test_nan_scores_are_refused():
+    with pytest.raises(ValueError, match="NaN"):
+        auc_score([0, 1], [0.1, float("nan")])
