@@ -144,6 +144,28 @@ def info(
         render_info(summary)
 
 
+@app.command()
+@guarded
+def fewshot(
+    cache: Annotated[Path, typer.Option("--cache", help="Feature cache written by cxrprobe embed.")],
+    out: Annotated[Path, typer.Option("--out", help="Results folder to create (must be new or empty).")],
+    shots: Annotated[str, typer.Option(help="Shot levels: labelled images per finding.")] = "1,2,4,8,16",
+    seeds: Annotated[int, typer.Option(help="Support-set draws per shot level.")] = 20,
+    heads: Annotated[str, typer.Option(help="Comma-separated heads, or all.")] = "all",
+    jobs: Annotated[int, typer.Option(help="Parallel processes; results are the same for any value.")] = 1,
+    strict_shots: Annotated[bool, typer.Option("--strict-shots", help="Fail when a finding has fewer training images than shots.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Few-shot probes on a cache: shots x seeds x heads, mean AUC with 95% CIs over seeds."""
+    from cxrprobe.eval.experiment import run_fewshot
+    from cxrprobe.report.tables import render_summary
+
+    with _progress("few-shot runs", quiet) as progress:
+        summary = run_fewshot(cache, out, shots, seeds, heads, jobs, strict_shots, progress)
+    render_summary(summary)
+    typer.echo(f"results in {out} (summary.csv, runs.csv, per_class.csv, paired.csv, supports.csv, auc_vs_shots.png)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every usage error becomes one line and exit status 2."""
     # Idle OpenMP threads sleep instead of spinning, leaving the cores to the decoding

@@ -76,3 +76,18 @@ def cli(capsys: pytest.CaptureFixture[str]):
 
 
 TINY = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu")
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic cache over every 25th real NIH row (4,485 rows, 64-d): quick, NIH-shaped."""
+    import numpy as np
+
+    from cxrprobe.cache.synthetic import SyntheticModel, write_synthetic_cache
+    from cxrprobe.data.nih import load_nih_metadata
+
+    meta = load_nih_metadata(nih_dir())
+    table = meta.table.take(np.arange(0, len(meta.table), 25))
+    out = tmp_path_factory.mktemp("synthetic") / "cache.h5"
+    write_synthetic_cache(out, table, meta.label_source, meta.val_fraction, meta.val_seed, SyntheticModel(dim=64))
+    return out

@@ -1,0 +1,72 @@
+"""``cxrprobe fewshot`` as one call: validate, run the grid, write the results dir."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from cxrprobe.errors import InputError
+from cxrprobe.eval.runner import GridSpec, parse_shots, run_grid
+from cxrprobe.heads import parse_heads
+
+PROTOCOL = "default"
+PACKAGES = ("cxrprobe", "numpy", "scipy", "scikit-learn", "torch", "faiss-cpu", "h5py", "open_clip_torch")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def run_fewshot(
+    cache: Path, out: Path, shots: str, seeds: int, heads: str, jobs: int, strict_shots: bool,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Run the grid and write ``out``; returns the summary.csv path."""
+    from cxrprobe.report.results import check_results_dir, write_results
+
+    spec = GridSpec(shots=parse_shots(shots), seeds=_positive(seeds, "--seeds"), heads=parse_heads(heads),
+                    strict_shots=strict_shots)
+    _positive(jobs, "--jobs")
+    out = Path(out)
+    check_results_dir(out)
+    result = run_grid(Path(cache), spec, jobs=jobs, progress=progress)
+    from cxrprobe.cache.reader import FeatureCache
+
+    with FeatureCache(cache) as opened:
+        image_ids = opened.table.image_ids
+    attrs = result.cache_attrs
+    config = {
+        "command": "fewshot",
+        "protocol": PROTOCOL,
+        "label": f"{attrs.get('model')}/{attrs.get('pretrained')} on {attrs.get('dataset')}; default protocol",
+        "cache": str(cache),
+        "cache_fingerprint": {k: attrs.get(k) for k in ("weights_sha256", "dataset_fingerprint", "manifest_sha256", "model", "pretrained")},
+        "shots": list(spec.shots),
+        "seeds": list(range(spec.first_seed, spec.first_seed + spec.seeds)),
+        "heads": list(spec.heads),
+        "strict_shots": strict_shots,
+        "test_images": result.n_test,
+        "labelled_images_used": {
+            "adaptation": 0,
+            "support_per_run_max": max(len(s.rows) for s in result.supports),
+            "validation": 0,
+        },
+        "versions": package_versions(),
+        "note": "CIs are t-based over seeds (support-set draws); zeroshot uses text only, no labelled image.",
+    }
+    write_results(out, result, spec, PROTOCOL, image_ids, config)
+    return out / "summary.csv"
+
+
+def _positive(value: int, name: str) -> int:
+    if value < 1:
+        raise InputError(f"{name} must be at least 1, got {value}")
+    return value

@@ -1,0 +1,149 @@
+"""The few-shot grid: shots x seeds x heads on one cache, deterministic whatever ``jobs`` is.
+
+Every (shots, seed) is one task: draw the support set once, fit every head on it, score the
+whole test split, compute per-finding AUC. Tasks run single-threaded (BLAS, torch and FAISS
+alike) so that a task's numbers do not depend on how many run beside it; ``jobs`` processes
+share the embeddings through joblib's memory maps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cxrprobe.cache.reader import FeatureCache
+from cxrprobe.errors import CacheError, InputError
+from cxrprobe.eval.metrics import per_class_auc
+from cxrprobe.eval.sampler import SupportSet, draw_support
+from cxrprobe.heads import HEADS, TextPrompts, make_head
+
+
+def parse_shots(text: str) -> tuple[int, ...]:
+    """'1,2,4,8,16' -> (1, 2, 4, 8, 16): positive integers, comma-separated, no repeats."""
+    parts = text.split(",")
+    if not text.strip() or any(not p.strip().isdigit() for p in parts):
+        raise InputError(f"--shots takes positive whole numbers separated by commas, like 1,2,4,8,16; got {text!r}")
+    shots = tuple(int(p) for p in parts)
+    if min(shots) < 1:
+        raise InputError(f"--shots must be at least 1 each; got {text!r}")
+    if len(set(shots)) != len(shots):
+        raise InputError(f"--shots lists a value twice: {text!r}")
+    return shots
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    shots: tuple[int, ...]
+    seeds: int
+    heads: tuple[str, ...]
+    first_seed: int = 0
+    strict_shots: bool = False
+
+    def tasks(self) -> list[tuple[int, int]]:
+        return [(s, seed) for s in self.shots for seed in range(self.first_seed, self.first_seed + self.seeds)]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    head: str
+    shots: int
+    seed: int
+    aucs: np.ndarray  # [14], NaN where the test split has one class only
+
+
+@dataclass
+class GridResult:
+    runs: list[RunResult]
+    supports: list[SupportSet]
+    n_test: int
+    test_positives: np.ndarray
+    cache_attrs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GridData:
+    """What a task needs, as plain arrays (memory-mapped into worker processes)."""
+
+    embeddings: np.ndarray  # float32 [n, d], every row
+    labels: np.ndarray
+    split: np.ndarray
+    test_rows: np.ndarray
+    center: np.ndarray  # mean of the unlabelled training pool
+    text: TextPrompts | None
+
+
+def load_grid_data(cache_path: Path, heads: tuple[str, ...]) -> tuple[GridData, dict]:
+    with FeatureCache(cache_path) as cache:
+        embeddings = cache.embeddings()
+        if not np.isfinite(embeddings).all():
+            raise CacheError(f"{cache_path} holds NaN or Inf embeddings; re-embed it")
+        text = None
+        if any(HEADS[h].uses_text for h in heads):
+            if "text" not in cache.file:
+                raise CacheError(f"{cache_path} holds no text embeddings, which the zeroshot head needs")
+            text = TextPrompts(*cache.text())
+        train = cache.rows("train")
+        test = cache.rows("test")
+        if len(test) == 0:
+            raise CacheError(f"{cache_path} has no test images")
+        if len(train) == 0:
+            raise CacheError(f"{cache_path} has no training images to draw support sets from")
+        data = GridData(
+            embeddings=embeddings, labels=cache.labels, split=cache.table.split, test_rows=test,
+            center=embeddings[train].mean(axis=0), text=text,
+        )
+        return data, dict(cache.attrs)
+
+
+def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[SupportSet, list[RunResult]]:
+    """One (shots, seed): the support set and every head's per-finding test AUC."""
+    from threadpoolctl import threadpool_limits
+
+    import faiss
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            support = draw_support(data.labels, data.split, shots, seed, strict=spec.strict_shots)
+            X = data.embeddings[support.rows]
+            Y = data.labels[support.rows]
+            X_test = data.embeddings[data.test_rows]
+            Y_test = data.labels[data.test_rows]
+            results = []
+            for name in spec.heads:
+                head = make_head(name, data.text, data.center, random_state=seed).fit(X, Y)
+                results.append(RunResult(name, shots, seed, per_class_auc(Y_test, head.decision_function(X_test))))
+    finally:
+        torch.set_num_threads(threads)
+    return support, results
+
+
+def run_grid(
+    cache_path: Path, spec: GridSpec, jobs: int = 1, progress: Callable[[int, int], None] | None = None,
+) -> GridResult:
+    if jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {jobs}")
+    data, attrs = load_grid_data(cache_path, spec.heads)
+    tasks = spec.tasks()
+    if jobs == 1:
+        outputs = []
+        for i, (shots, seed) in enumerate(tasks):
+            outputs.append(run_task(data, spec, shots, seed))
+            if progress:
+                progress(i + 1, len(tasks))
+    else:
+        from joblib import Parallel, delayed
+
+        outputs = Parallel(n_jobs=jobs, backend="loky", max_nbytes="1M")(
+            delayed(run_task)(data, spec, shots, seed) for shots, seed in tasks
+        )
+    supports = [support for support, _ in outputs]
+    runs = [run for _, task_runs in outputs for run in task_runs]
+    test_labels = data.labels[data.test_rows]
+    return GridResult(runs, supports, len(data.test_rows), test_labels.sum(axis=0), attrs)

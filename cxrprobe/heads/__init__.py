@@ -1,0 +1,47 @@
+"""The heads, by the names the CLI uses. A new head is one module plus one line here."""
+
+from __future__ import annotations
+
+from cxrprobe.errors import InputError
+from cxrprobe.heads.base import Head, TextPrompts
+from cxrprobe.heads.knn import KnnHead
+from cxrprobe.heads.linear import LinearHead
+from cxrprobe.heads.logreg import LogRegHead
+from cxrprobe.heads.paper_mlp import PaperMlpHead
+from cxrprobe.heads.prototype import PrototypeHead
+from cxrprobe.heads.zeroshot import ZeroShotHead
+
+HEADS: dict[str, type[Head]] = {
+    "paper-mlp": PaperMlpHead,
+    "logreg": LogRegHead,
+    "linear": LinearHead,
+    "prototype": PrototypeHead,
+    "knn": KnnHead,
+    "zeroshot": ZeroShotHead,
+}
+BASE_HEADS = tuple(HEADS)
+
+
+def parse_heads(text: str) -> tuple[str, ...]:
+    """'logreg,knn' or 'all' -> head names; an unknown name lists the valid ones."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if names == ("all",):
+        return BASE_HEADS
+    unknown = [n for n in names if n not in HEADS]
+    if unknown or not names:
+        raise InputError(f"unknown head {unknown[0] if unknown else text!r}; valid heads: {', '.join(HEADS)} (or all)")
+    return names
+
+
+def make_head(name: str, text: TextPrompts | None, center, random_state: int):  # noqa: ANN001, ANN201
+    """A fresh head with the cache's text and training-pool mean where it uses them."""
+    cls = HEADS[name]
+    params = {"random_state": random_state}
+    if cls.uses_text:
+        params["text"] = text
+    if cls.uses_center:
+        params["center"] = center
+    return cls(**params)
+
+
+__all__ = ["HEADS", "BASE_HEADS", "Head", "TextPrompts", "make_head", "parse_heads"]

@@ -1,0 +1,66 @@
+"""What every head shares: the estimator contract and embedding transforms.
+
+A head is a scikit-learn style estimator over cached embeddings: ``__init__`` stores its
+parameters unchanged, ``fit(X, Y)`` (X [n, d] embeddings, Y [n, 14] multi-hot) returns self,
+``decision_function(X)`` gives [n, 14] scores (higher = more likely positive; AUC needs only
+the ranking), ``random_state`` seeds whatever is random. Heads that use text take the
+cache's prompts as the ``text`` parameter; the runner supplies it, and the training-pool
+mean as ``center`` for heads that centre.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from cxrprobe.labels import FINDINGS
+from cxrprobe.models.text import PromptSet
+
+
+@dataclass(frozen=True)
+class TextPrompts:
+    """A cache's prompts with their embeddings [p, d]."""
+
+    prompts: PromptSet
+    embeddings: np.ndarray
+
+    def embedding_of(self, cls: str, polarity: str, text: str | None = None) -> np.ndarray:
+        """Mean embedding of the prompts of ``cls`` with ``polarity`` (or the one ``text``)."""
+        rows = [
+            i for i, (c, p, t) in enumerate(zip(self.prompts.classes, self.prompts.polarity, self.prompts.prompts))
+            if c == cls and p == polarity and (text is None or t == text)
+        ]
+        if not rows:
+            raise ValueError(f"the cache has no {polarity} prompt for {cls!r}")
+        return self.embeddings[rows].mean(axis=0)
+
+
+def l2_normalise(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def check_xy(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y)
+    if X.ndim != 2 or Y.ndim != 2 or Y.shape[1] != len(FINDINGS) or len(X) != len(Y):
+        raise ValueError(f"need X [n, d] and Y [n, {len(FINDINGS)}], got {X.shape} and {Y.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("embeddings contain NaN or Inf")
+    return X, Y.astype(np.float64)
+
+
+class Head(BaseEstimator):
+    """Base class: sklearn's get_params / set_params / clone, and the scores-only contract."""
+
+    uses_text = False
+    uses_center = False
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Per-finding probabilities: the logistic of the decision function."""
+        return 1.0 / (1.0 + np.exp(-self.decision_function(X)))

@@ -1,0 +1,31 @@
+"""A torch linear probe: one linear layer over L2-normalised embeddings, BCE, full batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from cxrprobe.heads.base import Head, check_xy, l2_normalise
+from cxrprobe.heads.torch_fit import fit_bce, scores
+
+
+class LinearHead(Head):
+    def __init__(self, epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-4,
+                 random_state: int | None = 0) -> None:
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> LinearHead:
+        X, Y = check_xy(X, Y)
+        seed = 0 if self.random_state is None else int(self.random_state)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            layer = nn.Linear(X.shape[1], Y.shape[1])
+        self.module_ = fit_bce(layer, l2_normalise(X), Y, self.epochs, len(X), self.lr, self.weight_decay, seed)
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return scores(self.module_, l2_normalise(X))

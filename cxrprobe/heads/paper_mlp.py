@@ -1,0 +1,35 @@
+"""The paper's MLP head trained from scratch on the support set: raw embeddings in (as the
+paper's head takes the visual tower's output), plain BCE, batch 16, AdamW 1e-4, a fixed
+number of epochs. Nothing is chosen on test: the paper's code picked its epoch by test AUC."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cxrprobe.heads.base import Head, check_xy
+from cxrprobe.heads.torch_fit import fit_bce, scores
+from cxrprobe.models.mlp_head import PaperHead
+
+
+class PaperMlpHead(Head):
+    def __init__(self, epochs: int = 30, batch_size: int = 16, lr: float = 1e-4, weight_decay: float = 1e-2,
+                 random_state: int | None = 0) -> None:
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> PaperMlpHead:
+        X, Y = check_xy(X, Y)
+        seed = 0 if self.random_state is None else int(self.random_state)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            head = PaperHead(in_dim=X.shape[1], n_classes=Y.shape[1])
+            # dropout draws from the global generator: keep it inside the fork too
+            self.module_ = fit_bce(head, X, Y, self.epochs, self.batch_size, self.lr, self.weight_decay, seed)
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return scores(self.module_, X)

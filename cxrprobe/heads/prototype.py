@@ -1,0 +1,40 @@
+"""Nearest class mean with CL2N (SimpleShot): centre every embedding on the mean of the
+unlabelled training pool, L2-normalise, then per finding score how much nearer the image is
+to the positives' mean than to the negatives' mean. Without ``center``, plain L2N."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cxrprobe.heads.base import Head, check_xy, l2_normalise
+
+
+def cl2n(X: np.ndarray, center: np.ndarray | None) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    return l2_normalise(X - center if center is not None else X)
+
+
+class PrototypeHead(Head):
+    uses_center = True
+
+    def __init__(self, center: np.ndarray | None = None, random_state: int | None = None) -> None:
+        self.center = center
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> PrototypeHead:
+        X, Y = check_xy(X, Y)
+        Z = cl2n(X, self.center)
+        n_pos = Y.sum(axis=0)
+        n_neg = len(Y) - n_pos
+        positive = (Y.T @ Z) / np.maximum(n_pos, 1)[:, None]
+        negative = ((1 - Y).T @ Z) / np.maximum(n_neg, 1)[:, None]
+        # ||z - p-||^2 - ||z - p+||^2 = 2 (p+ - p-) . z - (|p+|^2 - |p-|^2): a linear score
+        self.coef_ = 2.0 * (positive - negative).T
+        self.intercept_ = -((positive**2).sum(axis=1) - (negative**2).sum(axis=1))
+        no_contrast = (n_pos == 0) | (n_neg == 0)  # nothing to learn from: a constant score
+        self.coef_[:, no_contrast] = 0.0
+        self.intercept_[no_contrast] = 0.0
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return cl2n(X, self.center) @ self.coef_ + self.intercept_

@@ -1,0 +1,37 @@
+"""Training a small torch module with BCE on a support set, deterministically."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def fit_bce(
+    module: nn.Module, X: np.ndarray, Y: np.ndarray, epochs: int, batch_size: int, lr: float,
+    weight_decay: float, seed: int,
+) -> nn.Module:
+    """AdamW on plain BCE-with-logits for a fixed number of epochs; shuffling from ``seed``.
+
+    The length is fixed in advance: nothing here looks at validation or test data.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    inputs = torch.as_tensor(X, dtype=torch.float32)
+    targets = torch.as_tensor(Y, dtype=torch.float32)
+    optimiser = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss()
+    module.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(inputs), generator=generator)
+        for start in range(0, len(inputs), batch_size):
+            batch = order[start:start + batch_size]
+            optimiser.zero_grad(set_to_none=True)
+            loss_fn(module(inputs[batch]), targets[batch]).backward()
+            optimiser.step()
+    module.eval()
+    return module
+
+
+def scores(module: nn.Module, X: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return module(torch.as_tensor(X, dtype=torch.float32)).double().numpy()

@@ -1,0 +1,49 @@
+"""Zero-shot from text: per finding, the image's cosine to the positive prompt minus its cosine
+to the negative prompt (CheXzero: sigmoid of that difference is the pair softmax). No
+labelled image is used; ``fit`` only checks its input."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cxrprobe.heads.base import Head, TextPrompts, check_xy, l2_normalise
+from cxrprobe.labels import FINDINGS
+from cxrprobe.models.text import GENERIC_NEGATIVE_CLASS, PAPER_NEGATIVE
+
+NEGATIVES = ("pair", "paper")
+
+
+class ZeroShotHead(Head):
+    """``negative="pair"``: "A chest X-ray showing no {finding}" per finding (CheXzero-style);
+    ``"paper"``: the paper's single "No finding" for every finding."""
+
+    uses_text = True
+
+    def __init__(self, text: TextPrompts | None = None, negative: str = "pair", random_state: int | None = None) -> None:
+        self.text = text
+        self.negative = negative
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> ZeroShotHead:
+        check_xy(X, Y)
+        self.weights_ = self._prompt_difference()
+        return self
+
+    def _prompt_difference(self) -> np.ndarray:
+        if self.text is None:
+            raise ValueError("the zeroshot head needs the cache's text embeddings")
+        if self.negative not in NEGATIVES:
+            raise ValueError(f"negative must be one of {NEGATIVES}")
+        positives = l2_normalise(np.stack([self.text.embedding_of(f, "positive") for f in FINDINGS]))
+        if self.negative == "pair":
+            negatives = np.stack([self.text.embedding_of(f, "negative") for f in FINDINGS])
+        else:
+            generic = self.text.embedding_of(GENERIC_NEGATIVE_CLASS, "negative", PAPER_NEGATIVE)
+            negatives = np.repeat(generic[None], len(FINDINGS), axis=0)
+        return (positives - l2_normalise(negatives)).T  # [d, 14]
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        weights = getattr(self, "weights_", None)
+        if weights is None:
+            weights = self._prompt_difference()  # a zero-shot head needs no fit
+        return l2_normalise(X) @ weights

@@ -1,0 +1,46 @@
+"""auc_vs_shots.png: mean AUC over seeds per head against shots, with 95% CI bands."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+def read_summary(path: Path) -> dict[str, list[tuple[int, float, float, float, int]]]:
+    curves: dict[str, list[tuple[int, float, float, float, int]]] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            value = lambda key: float(row[key]) if row[key] else float("nan")  # noqa: E731
+            curves.setdefault(row["head"], []).append(
+                (int(row["shots"]), value("mean_auc"), value("ci95_low"), value("ci95_high"), int(row["n_seeds"]))
+            )
+    return curves
+
+
+def plot_auc_vs_shots(summary_csv: Path, out_png: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = read_summary(summary_csv)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    seeds = set()
+    for head, points in curves.items():
+        points.sort()
+        shots = [p[0] for p in points]
+        ax.plot(shots, [p[1] for p in points], marker="o", label=head)
+        ax.fill_between(shots, [p[2] for p in points], [p[3] for p in points], alpha=0.15)
+        seeds.update(p[4] for p in points)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({p[0] for pts in curves.values() for p in pts}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("labelled images per finding (shots)")
+    ax.set_ylabel("mean AUC over 14 findings (test)")
+    n = ", ".join(str(s) for s in sorted(seeds))
+    ax.set_title((title + "\n" if title else "") + f"mean over {n} seeds, 95% CI bands (support-set draws)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, metadata={"Software": None})
+    plt.close(fig)

@@ -1,0 +1,113 @@
+"""`cxrprobe fewshot` end to end: results files, determinism across --jobs, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from cxrprobe.cache.reader import FeatureCache
+from test_cli_errors import assert_one_line_error, snapshot
+
+GRID = ("--shots", "1,4", "--seeds", "3", "-q")
+
+
+@pytest.fixture(scope="module")
+def grid_dirs(synthetic_cache, tmp_path_factory):
+    """The same small grid run with --jobs 1 and --jobs 2."""
+    from cxrprobe.cli import main
+
+    root = tmp_path_factory.mktemp("grids")
+    dirs = {}
+    for jobs in (1, 2):
+        out = root / f"jobs{jobs}"
+        with pytest.raises(SystemExit) as stop:
+            main(["fewshot", "--cache", str(synthetic_cache), "--out", str(out), *GRID, "--jobs", str(jobs)])
+        assert stop.value.code == 0
+        dirs[jobs] = out
+    return dirs
+
+
+def read(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_results_dir_holds_every_file(grid_dirs):
+    names = sorted(p.name for p in grid_dirs[1].iterdir())
+    assert names == ["auc_vs_shots.png", "config.json", "paired.csv", "per_class.csv", "runs.csv",
+                     "summary.csv", "supports.csv"]
+    runs = read(grid_dirs[1] / "runs.csv")
+    assert len(runs) == 6 * 2 * 3 * 15  # heads x shots x seeds x (14 classes + mean)
+    summary = read(grid_dirs[1] / "summary.csv")
+    assert {row["n_seeds"] for row in summary} == {"3"}
+    for row in summary:
+        assert float(row["ci95_low"]) <= float(row["mean_auc"]) <= float(row["ci95_high"])
+    config = json.loads((grid_dirs[1] / "config.json").read_text())
+    assert config["shots"] == [1, 4] and config["seeds"] == [0, 1, 2] and config["protocol"] == "default"
+
+
+def test_runs_are_byte_identical_whatever_jobs_is(grid_dirs):
+    for name in ("runs.csv", "summary.csv", "supports.csv", "paired.csv", "per_class.csv"):
+        assert (grid_dirs[1] / name).read_bytes() == (grid_dirs[2] / name).read_bytes(), name
+
+
+def test_supports_replay_and_hold_no_test_or_validation_image(grid_dirs, synthetic_cache):
+    with FeatureCache(synthetic_cache) as cache:
+        split = dict(zip(cache.table.image_ids, cache.table.split))
+    supports = read(grid_dirs[1] / "supports.csv")
+    assert {(r["shots"], r["seed"]) for r in supports} == {(s, k) for s in ("1", "4") for k in ("0", "1", "2")}
+    assert {split[r["image_id"]] for r in supports} == {"train"}
+
+
+def test_learned_heads_rise_with_shots_and_zeroshot_is_above_chance(grid_dirs):
+    mean = {(r["head"], int(r["shots"])): float(r["mean_auc"]) for r in read(grid_dirs[1] / "summary.csv")}
+    for head in ("logreg", "prototype", "linear"):
+        assert mean[(head, 4)] > mean[(head, 1)], head
+    assert mean[("zeroshot", 1)] > 0.55
+
+
+def test_bad_fewshot_inputs_fail_cleanly(synthetic_cache, tmp_path, cli):
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copyfile(synthetic_cache, work / "cache.h5")
+    with h5py.File(work / "cache.h5", "r") as src, h5py.File(work / "notext.h5", "w") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        for name in src:
+            if name != "text":
+                src.copy(name, dst)
+    with h5py.File(work / "incomplete.h5", "w") as dst, h5py.File(work / "cache.h5", "r") as src:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        dst.attrs["complete"] = False
+    (work / "taken").mkdir()
+    (work / "taken" / "notes.txt").write_text("mine\n")
+    cache = work / "cache.h5"
+    new = work / "new"
+    cases = [
+        (("--cache", cache, "--out", new, "--shots", "1,,2"), "--shots takes positive whole numbers"),
+        (("--cache", cache, "--out", new, "--shots", "0"), "--shots must be at least 1"),
+        (("--cache", cache, "--out", new, "--shots", "-4"), "--shots takes positive whole numbers"),
+        (("--cache", cache, "--out", new, "--shots", "a"), "--shots takes positive whole numbers"),
+        (("--cache", cache, "--out", new, "--shots", "2,2"), "lists a value twice"),
+        (("--cache", cache, "--out", new, "--seeds", "0"), "--seeds must be at least 1"),
+        (("--cache", cache, "--out", new, "--jobs", "0"), "--jobs must be at least 1"),
+        (("--cache", cache, "--out", new, "--heads", "logreg,svm"), "unknown head 'svm'; valid heads: paper-mlp"),
+        (("--cache", work / "incomplete.h5", "--out", new, "--seeds", "1"), "is not complete"),
+        (("--cache", work / "notext.h5", "--out", new, "--seeds", "1", "--heads", "zeroshot"), "no text embeddings"),
+        (("--cache", work / "absent.h5", "--out", new), "no cache at"),
+        (("--cache", cache, "--out", work / "taken", "--seeds", "1"), "is not an empty folder"),
+        (("--cache", cache, "--out", work / "missing" / "r", "--seeds", "1"), "does not exist"),
+        (("--cache", cache, "--out", new, "--shots", "64", "--seeds", "1", "--strict-shots"), "fewer than 64 shots"),
+    ]
+    before = snapshot(work)
+    for args, message in cases:
+        assert_one_line_error(cli("fewshot", *args), message)
+    assert snapshot(work) == before
+    assert not new.exists()
+    assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no temporary folder left

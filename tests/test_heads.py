@@ -1,0 +1,93 @@
+"""Every head keeps the estimator contract; each head's math on hand-checkable data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from cxrprobe.cache.reader import FeatureCache
+from cxrprobe.errors import InputError
+from cxrprobe.eval.metrics import mean_auc, per_class_auc
+from cxrprobe.eval.sampler import draw_support
+from cxrprobe.heads import BASE_HEADS, HEADS, TextPrompts, make_head, parse_heads
+from cxrprobe.heads.base import l2_normalise
+from cxrprobe.heads.knn import KnnHead
+from cxrprobe.heads.prototype import PrototypeHead
+from cxrprobe.heads.zeroshot import ZeroShotHead
+from cxrprobe.labels import FINDINGS
+
+
+@pytest.fixture(scope="module")
+def data(synthetic_cache):
+    with FeatureCache(synthetic_cache) as cache:
+        X, Y, split = cache.embeddings(), cache.labels, cache.table.split
+        text = TextPrompts(*cache.text())
+    support = draw_support(Y, split, 8, seed=0)
+    test = np.flatnonzero(split == "test")
+    return X, Y, support.rows, test, text, X[split == "train"].mean(axis=0)
+
+
+@pytest.mark.parametrize("name", BASE_HEADS)
+def test_contract_shapes_clone_and_determinism(name, data):
+    X, Y, support, test, text, center = data
+    head = make_head(name, text, center, random_state=3)
+    assert head.fit(X[support], Y[support]) is head
+    scores = head.decision_function(X[test])
+    assert scores.shape == (len(test), len(FINDINGS)) and np.isfinite(scores).all()
+    twin = clone(head)
+    assert twin.get_params().keys() == head.get_params().keys()
+    again = twin.fit(X[support], Y[support]).decision_function(X[test])
+    assert np.array_equal(scores, again)
+    probabilities = head.predict_proba(X[test])
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+
+
+@pytest.mark.parametrize("name", [n for n in BASE_HEADS if n != "zeroshot"])
+def test_learned_heads_learn_from_the_support_set(name, data):
+    X, Y, support, test, text, center = data
+    head = make_head(name, text, center, random_state=0).fit(X[support], Y[support])
+    assert mean_auc(per_class_auc(Y[test], head.decision_function(X[test]))) > 0.55
+
+
+def test_zeroshot_is_the_cosine_difference_of_the_prompt_pair(data):
+    X, Y, support, test, text, _ = data
+    head = ZeroShotHead(text=text).fit(X[support], Y[support])
+    f = FINDINGS.index("Pneumonia")
+    positive = l2_normalise(text.embedding_of("Pneumonia", "positive")[None])[0]
+    negative = l2_normalise(text.embedding_of("Pneumonia", "negative")[None])[0]
+    x = l2_normalise(X[test[:5]])
+    assert np.allclose(head.decision_function(X[test[:5]])[:, f], x @ positive - x @ negative)
+    paper = ZeroShotHead(text=text, negative="paper").decision_function(X[test[:5]])
+    generic = l2_normalise(text.embedding_of("negative", "negative", "No finding")[None])[0]
+    assert np.allclose(paper[:, f], x @ positive - x @ generic)
+
+
+def test_prototype_score_is_the_difference_of_squared_distances():
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.1, 1.0]])
+    Y = np.zeros((4, len(FINDINGS)))
+    Y[[0, 2], 0] = 1
+    head = PrototypeHead().fit(X, Y)
+    Z = l2_normalise(X)
+    p_pos, p_neg = Z[[0, 2]].mean(axis=0), Z[[1, 3]].mean(axis=0)
+    query = np.array([[0.8, 0.3]])
+    q = l2_normalise(query)[0]
+    expected = ((q - p_neg) ** 2).sum() - ((q - p_pos) ** 2).sum()
+    assert np.isclose(head.decision_function(query)[0, 0], expected)
+    assert head.decision_function(query)[0, 1] == 0.0  # Cardiomegaly: no positive, no contrast
+
+
+def test_knn_with_k_1_copies_the_nearest_support_label():
+    X = np.array([[1.0, 0.0], [0.0, 1.0]])
+    Y = np.zeros((2, len(FINDINGS)))
+    Y[0, 3] = 1
+    head = KnnHead(k=1).fit(X, Y)
+    scores = head.decision_function(np.array([[0.9, 0.2], [0.1, 0.9]]))
+    assert scores[0, 3] == pytest.approx(1.0) and scores[1, 3] == 0.0
+
+
+def test_head_names_parse_and_unknown_ones_list_the_valid(data):
+    assert parse_heads("all") == BASE_HEADS
+    assert parse_heads("knn,logreg,knn") == ("knn", "logreg")
+    with pytest.raises(InputError, match="unknown head 'svm'; valid heads: " + ", ".join(HEADS)):
+        parse_heads("logreg,svm")
