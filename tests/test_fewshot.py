@@ -111,3 +111,39 @@ def test_bad_fewshot_inputs_fail_cleanly(synthetic_cache, tmp_path, cli):
     assert snapshot(work) == before
     assert not new.exists()
     assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_report_re_renders_one_or_several_results_dirs(grid_dirs, tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps to the terminal; keep rows on one line
+    one = cli("report", grid_dirs[1])
+    assert one.code == 0 and "logreg" in one.stdout and "3 seeds" in one.stdout
+    plot = tmp_path / "both.png"
+    both = cli("report", grid_dirs[1], grid_dirs[2], "--plot", plot)
+    assert both.code == 0 and "jobs1: logreg" in both.stdout and "jobs2: logreg" in both.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_one_line_error(cli("report", tmp_path), "is not a cxrprobe results dir")
+    assert_one_line_error(cli("report", grid_dirs[1], "--plot", tmp_path / "x.jpg"), "must name a .png")
+
+
+def test_zeroshot_command_gives_per_class_auc_with_bootstrap_cis(synthetic_cache, tmp_path, cli):
+    out = tmp_path / "zs"
+    result = cli("zeroshot", "--cache", synthetic_cache, "--out", out, "--bootstrap", "200")
+    assert result.code == 0, result.stderr
+    rows = read(out / "zeroshot.csv")
+    assert [r["class"] for r in rows][-1] == "mean" and len(rows) == 15
+    with FeatureCache(synthetic_cache) as cache:
+        from cxrprobe.eval.metrics import per_class_auc
+        from cxrprobe.heads import TextPrompts
+        from cxrprobe.heads.zeroshot import ZeroShotHead
+
+        test = cache.rows("test")
+        expected = per_class_auc(cache.labels[test], ZeroShotHead(text=TextPrompts(*cache.text())).decision_function(
+            cache.embeddings(test)))
+    for row, auc in zip(rows[:14], expected):
+        assert float(row["auc"]) == pytest.approx(auc, abs=1e-12)
+        assert float(row["ci95_low"]) < float(row["auc"]) < float(row["ci95_high"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["what"].startswith("zero-shot from text")
+    assert_one_line_error(cli("zeroshot", "--cache", synthetic_cache, "--out", out), "is not an empty folder")
+    assert_one_line_error(cli("zeroshot", "--cache", synthetic_cache, "--out", tmp_path / "z2", "--negative", "x"),
+                          "--negative must be one of")

@@ -69,3 +69,46 @@ def test_per_class_reports_undefined_classes_as_nan_and_the_mean_skips_them():
 def test_nan_scores_are_refused():
     with pytest.raises(ValueError, match="NaN"):
         auc_score([0, 1], [0.1, float("nan")])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(-3, 3)), min_size=2, max_size=50))
+def test_weighted_auc_with_unit_weights_is_the_plain_auc(pairs):
+    from cxrprobe.eval.bootstrap import weighted_auc_batch
+
+    y = np.array([p[0] for p in pairs])
+    scores = np.array([p[1] for p in pairs], dtype=float)
+    if y.min() == y.max():
+        return
+    _, groups = np.unique(scores, return_inverse=True)
+    got = weighted_auc_batch(groups, y, np.ones((1, len(y))), int(groups.max()) + 1)[0]
+    assert abs(got - roc_auc_score(y, scores)) <= 1e-12
+
+
+def test_weighted_auc_equals_the_auc_of_the_repeated_sample():
+    from cxrprobe.eval.bootstrap import weighted_auc_batch
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 40).astype(bool)
+    scores = rng.integers(0, 6, 40).astype(float)
+    weights = rng.integers(0, 4, 40).astype(float)
+    weights[np.flatnonzero(y)[0]] = weights[np.flatnonzero(~y)[0]] = 1  # keep both classes
+    _, groups = np.unique(scores, return_inverse=True)
+    got = weighted_auc_batch(groups, y, weights[None], int(groups.max()) + 1)[0]
+    repeat = np.repeat(np.arange(40), weights.astype(int))
+    assert abs(got - roc_auc_score(y[repeat], scores[repeat])) <= 1e-12
+
+
+def test_bootstrap_ci_brackets_the_auc_and_narrows_with_more_data():
+    from cxrprobe.eval.bootstrap import bootstrap_auc_ci
+
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (200, 5000):
+        y = rng.integers(0, 2, n)
+        scores = rng.normal(size=n) + y
+        low, high = bootstrap_auc_ci(y, scores, n_resamples=400, seed=0)
+        assert low < auc_score(y, scores) < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 3
+    assert all(math.isnan(v) for v in bootstrap_auc_ci(np.ones(5), np.arange(5.0)))  # one class: undefined

@@ -18,18 +18,22 @@ def read_summary(path: Path) -> dict[str, list[tuple[int, float, float, float, i
 
 
 def plot_auc_vs_shots(summary_csv: Path, out_png: Path, title: str = "") -> None:
+    plot_curves(read_summary(summary_csv), out_png, title)
+
+
+def plot_curves(curves: dict[str, list[tuple[int, float, float, float, int]]], out_png: Path, title: str = "") -> None:
+    """One line per curve (mean AUC against shots on a log2 axis) with its CI band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = read_summary(summary_csv)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     seeds = set()
     for head, points in curves.items():
         points.sort()
         shots = [p[0] for p in points]
-        ax.plot(shots, [p[1] for p in points], marker="o", label=head)
+        ax.plot(shots, [p[1] for p in points], marker="o", label=head + (" (text only)" if head.endswith("zeroshot") else ""))
         ax.fill_between(shots, [p[2] for p in points], [p[3] for p in points], alpha=0.15)
         seeds.update(p[4] for p in points)
     ax.set_xscale("log", base=2)

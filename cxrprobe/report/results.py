@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -100,30 +101,43 @@ def supports_table(result: GridResult, image_ids: np.ndarray) -> list[list[objec
     return rows
 
 
-def write_results(
-    out: Path, result: GridResult, spec: GridSpec, protocol: str, image_ids: np.ndarray, config: dict,
-) -> None:
-    """Write every results file into a fresh folder beside ``out``, then rename it to ``out``."""
+def publish_folder(out: Path, fill: Callable[[Path], None]) -> None:
+    """Let ``fill`` write into a fresh hidden folder beside ``out``, then rename it to ``out``."""
     check_results_dir(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        files = {
-            "runs.csv": runs_table(result, protocol),
-            "summary.csv": summary_table(result),
-            "per_class.csv": per_class_table(result),
-            "paired.csv": paired_table(result),
-            "supports.csv": supports_table(result, image_ids),
-        }
-        for name, rows in files.items():
-            (tmp / name).write_text(_csv(rows))
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        from cxrprobe.report.plots import plot_auc_vs_shots
-
-        plot_auc_vs_shots(tmp / "summary.csv", tmp / "auc_vs_shots.png", config.get("label", ""))
+        fill(tmp)
         if out.exists():
             out.rmdir()  # checked empty above
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_csv(path: Path, rows: list[list[object]]) -> None:
+    path.write_text(_csv(rows))
+
+
+def write_json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def write_results(
+    out: Path, result: GridResult, spec: GridSpec, protocol: str, image_ids: np.ndarray, config: dict,
+) -> None:
+    """Every results file of a grid, published as one folder."""
+
+    def fill(folder: Path) -> None:
+        write_csv(folder / "runs.csv", runs_table(result, protocol))
+        write_csv(folder / "summary.csv", summary_table(result))
+        write_csv(folder / "per_class.csv", per_class_table(result))
+        write_csv(folder / "paired.csv", paired_table(result))
+        write_csv(folder / "supports.csv", supports_table(result, image_ids))
+        write_json(folder / "config.json", config)
+        from cxrprobe.report.plots import plot_auc_vs_shots
+
+        plot_auc_vs_shots(folder / "summary.csv", folder / "auc_vs_shots.png", config.get("label", ""))
+
+    publish_folder(out, fill)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from rich.console import Console
@@ -11,16 +12,31 @@ from cxrprobe.report.plots import read_summary
 
 
 def render_summary(summary_csv: Path, console: Console | None = None) -> None:
-    """Mean AUC [95% CI] per head and shot level; the seed count in the title."""
+    """Mean AUC ± 95% CI per head and shot level; the seed count in the title."""
+    render_curves(read_summary(summary_csv), console)
+
+
+def render_curves(curves: dict[str, list], console: Console | None = None) -> None:
     console = console or Console(highlight=False)
-    curves = read_summary(summary_csv)
     shots = sorted({p[0] for points in curves.values() for p in points})
     seeds = sorted({p[4] for points in curves.values() for p in points})
-    table = Table(title=f"mean test AUC over 14 findings, {'/'.join(map(str, seeds))} seeds, 95% CI")
+    console.print(
+        f"mean test AUC over the 14 findings ± half-width of its 95% CI over {'/'.join(map(str, seeds))} seeds "
+        "(support-set draws)", soft_wrap=True,
+    )
+    table = Table()
     table.add_column("head")
     for s in shots:
         table.add_column(f"{s}-shot", justify="right")
     for head, points in curves.items():
-        cells = {p[0]: f"{p[1]:.3f} [{p[2]:.3f}, {p[3]:.3f}]" for p in points}
-        table.add_row(head + (" (text only)" if head == "zeroshot" else ""), *[cells.get(s, "") for s in shots])
+        cells = {p[0]: _cell(p[1], p[2], p[3]) for p in points}
+        table.add_row(head + (" (text only)" if head.endswith("zeroshot") else ""), *[cells.get(s, "") for s in shots])
     console.print(table)
+
+
+def _cell(mean: float, low: float, high: float) -> str:
+    if not math.isfinite(mean):
+        return "undefined"
+    if not math.isfinite(low):
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ±{(high - low) / 2:.3f}"

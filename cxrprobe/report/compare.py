@@ -1,0 +1,45 @@
+"""``cxrprobe report``: tables (and optionally one plot) from one or more results dirs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cxrprobe.errors import InputError
+from cxrprobe.report.plots import plot_curves, read_summary
+
+
+def load_results(dirs: list[Path]) -> dict[str, dict]:
+    """{label: curves} for each results dir; the label is the folder name when several."""
+    loaded: dict[str, dict] = {}
+    for folder in dirs:
+        folder = Path(folder)
+        summary, config = folder / "summary.csv", folder / "config.json"
+        if not summary.is_file() or not config.is_file():
+            raise InputError(f"{folder} is not a cxrprobe results dir (no summary.csv and config.json)")
+        try:
+            json.loads(config.read_text())
+            curves = read_summary(summary)
+        except (ValueError, KeyError) as exc:
+            raise InputError(f"{folder}/summary.csv or config.json is malformed ({exc})") from None
+        label = folder.resolve().name
+        if label in loaded:
+            label = str(folder)
+        loaded[label] = curves
+    return loaded
+
+
+def combined_curves(loaded: dict[str, dict]) -> dict[str, list]:
+    if len(loaded) == 1:
+        return next(iter(loaded.values()))
+    return {f"{label}: {head}": points for label, curves in loaded.items() for head, points in curves.items()}
+
+
+def write_plot(loaded: dict[str, dict], out_png: Path) -> None:
+    if out_png.suffix.lower() != ".png":
+        raise InputError(f"--plot must name a .png file, got {out_png}")
+    if not out_png.parent.is_dir():
+        raise InputError(f"folder {out_png.parent} does not exist")
+    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
+    plot_curves(combined_curves(loaded), tmp, " vs ".join(loaded))
+    tmp.replace(out_png)
