@@ -15,7 +15,9 @@ import numpy as np
 def auc_score(y: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC of binary labels ``y`` [n] against ``scores`` [n]; NaN when undefined."""
     y = np.asarray(y).astype(bool).ravel()
-    scores = np.asarray(scores, dtype=np.float64).ravel()
+    scores = np.asarray(scores).ravel()
+    if scores.dtype.kind != "f":
+        scores = scores.astype(np.float64)  # float32 scores stay float32: half the sort's cost
     if y.shape != scores.shape:
         raise ValueError(f"y has {y.size} values, scores {scores.size}")
     if np.isnan(scores).any():

@@ -19,6 +19,7 @@ from cxrprobe.errors import CacheError, InputError
 from cxrprobe.eval.metrics import per_class_auc
 from cxrprobe.eval.sampler import SupportSet, draw_support
 from cxrprobe.heads import HEADS, TextPrompts, make_head
+from cxrprobe.heads.base import transform_embeddings
 
 
 def parse_shots(text: str) -> tuple[int, ...]:
@@ -73,6 +74,7 @@ class GridData:
     test_rows: np.ndarray
     center: np.ndarray  # mean of the unlabelled training pool
     text: TextPrompts | None
+    test_inputs: dict[str, np.ndarray]  # the test rows under each transform the heads use, made once
 
 
 def load_grid_data(cache_path: Path, heads: tuple[str, ...]) -> tuple[GridData, dict]:
@@ -91,9 +93,12 @@ def load_grid_data(cache_path: Path, heads: tuple[str, ...]) -> tuple[GridData, 
             raise CacheError(f"{cache_path} has no test images")
         if len(train) == 0:
             raise CacheError(f"{cache_path} has no training images to draw support sets from")
+        center = embeddings[train].astype(np.float64).mean(axis=0)
+        kinds = sorted({HEADS[h].input_transform for h in heads})
         data = GridData(
             embeddings=embeddings, labels=cache.labels, split=cache.table.split, test_rows=test,
-            center=embeddings[train].mean(axis=0), text=text,
+            center=center, text=text,
+            test_inputs={kind: transform_embeddings(embeddings[test], kind, center) for kind in kinds},
         )
         return data, dict(cache.attrs)
 
@@ -113,15 +118,28 @@ def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[Sup
             support = draw_support(data.labels, data.split, shots, seed, strict=spec.strict_shots)
             X = data.embeddings[support.rows]
             Y = data.labels[support.rows]
-            X_test = data.embeddings[data.test_rows]
             Y_test = data.labels[data.test_rows]
             results = []
             for name in spec.heads:
+                if not HEADS[name].needs_support:
+                    continue  # scored once for the whole grid by run_grid
                 head = make_head(name, data.text, data.center, random_state=seed).fit(X, Y)
-                results.append(RunResult(name, shots, seed, per_class_auc(Y_test, head.decision_function(X_test))))
+                scores = head.decision_from(data.test_inputs[head.input_transform])
+                results.append(RunResult(name, shots, seed, per_class_auc(Y_test, scores)))
     finally:
         torch.set_num_threads(threads)
     return support, results
+
+
+def _support_free_aucs(data: GridData, spec: GridSpec) -> dict[str, np.ndarray]:
+    """Heads whose scores ignore the support set (zero-shot) are scored once, not per run."""
+    Y_test = data.labels[data.test_rows]
+    out = {}
+    for name in spec.heads:
+        if not HEADS[name].needs_support:
+            head = make_head(name, data.text, data.center, random_state=0)
+            out[name] = per_class_auc(Y_test, head.decision_from(data.test_inputs[head.input_transform]))
+    return out
 
 
 def run_grid(
@@ -143,7 +161,12 @@ def run_grid(
         outputs = Parallel(n_jobs=jobs, backend="loky", max_nbytes="1M")(
             delayed(run_task)(data, spec, shots, seed) for shots, seed in tasks
         )
+    fixed = _support_free_aucs(data, spec)
     supports = [support for support, _ in outputs]
-    runs = [run for _, task_runs in outputs for run in task_runs]
+    runs = []
+    for (shots, seed), (_, task_runs) in zip(tasks, outputs):
+        learned = {run.head: run for run in task_runs}
+        for name in spec.heads:
+            runs.append(learned[name] if name in learned else RunResult(name, shots, seed, fixed[name]))
     test_labels = data.labels[data.test_rows]
     return GridResult(runs, supports, len(data.test_rows), test_labels.sum(axis=0), attrs)

@@ -42,6 +42,24 @@ def l2_normalise(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
+TRANSFORMS = ("raw", "l2", "cl2n")
+
+
+def transform_embeddings(X: np.ndarray, kind: str, center: np.ndarray | None = None) -> np.ndarray:
+    """The input a head scores, as float32: raw, L2-normalised, or centred then normalised (CL2N).
+
+    Test embeddings go through this once per grid, not once per run: the runner caches it.
+    """
+    if kind == "raw":
+        return np.asarray(X, dtype=np.float32)
+    if kind == "l2":
+        return l2_normalise(X).astype(np.float32)
+    if kind == "cl2n":
+        X = np.asarray(X, dtype=np.float64)
+        return l2_normalise(X - center if center is not None else X).astype(np.float32)
+    raise ValueError(f"unknown transform {kind!r}; expected one of {TRANSFORMS}")
+
+
 def check_xy(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y)
@@ -57,8 +75,17 @@ class Head(BaseEstimator):
 
     uses_text = False
     uses_center = False
+    input_transform = "raw"  # what decision_from expects; see transform_embeddings
+    needs_support = True  # False: the scores do not depend on the support set (zero-shot)
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return transform_embeddings(X, self.input_transform, getattr(self, "center", None))
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return self.decision_from(self.transform(X))
+
+    def decision_from(self, Z: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        """Scores [n, 14] of inputs already transformed by ``transform``."""
         raise NotImplementedError
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

@@ -7,11 +7,11 @@ import faiss
 import numpy as np
 
 from cxrprobe.heads.base import Head, check_xy
-from cxrprobe.heads.prototype import cl2n
 
 
 class KnnHead(Head):
     uses_center = True
+    input_transform = "cl2n"
 
     def __init__(self, k: int = 5, center: np.ndarray | None = None, random_state: int | None = None) -> None:
         self.k = k
@@ -22,14 +22,14 @@ class KnnHead(Head):
         X, Y = check_xy(X, Y)
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
-        support = np.ascontiguousarray(cl2n(X, self.center), dtype=np.float32)
+        support = np.ascontiguousarray(self.transform(X))
         self.index_ = faiss.IndexFlatIP(support.shape[1])
         self.index_.add(support)
         self.labels_ = Y
         return self
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        queries = np.ascontiguousarray(cl2n(X, self.center), dtype=np.float32)
+    def decision_from(self, Z: np.ndarray) -> np.ndarray:
+        queries = np.ascontiguousarray(Z, dtype=np.float32)
         k = min(self.k, self.index_.ntotal)
         similarity, neighbours = self.index_.search(queries, k)
         weights = np.maximum(similarity.astype(np.float64), 0.0) + 1e-6  # cosine may be negative

@@ -6,11 +6,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxrprobe.heads.base import Head, check_xy, l2_normalise
+from cxrprobe.heads.base import Head, check_xy
 from cxrprobe.heads.torch_fit import fit_bce, scores
 
 
 class LinearHead(Head):
+    input_transform = "l2"
     def __init__(self, epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-4,
                  random_state: int | None = 0) -> None:
         self.epochs = epochs
@@ -24,8 +25,8 @@ class LinearHead(Head):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             layer = nn.Linear(X.shape[1], Y.shape[1])
-        self.module_ = fit_bce(layer, l2_normalise(X), Y, self.epochs, len(X), self.lr, self.weight_decay, seed)
+        self.module_ = fit_bce(layer, self.transform(X), Y, self.epochs, len(X), self.lr, self.weight_decay, seed)
         return self
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return scores(self.module_, l2_normalise(X))
+    def decision_from(self, Z: np.ndarray) -> np.ndarray:
+        return scores(self.module_, Z)

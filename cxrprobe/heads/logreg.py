@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from cxrprobe.heads.base import Head, check_xy, l2_normalise
+from cxrprobe.heads.base import Head, check_xy
 
 
 class LogRegHead(Head):
+    input_transform = "l2"
     def __init__(self, C: float = 0.316, class_weight: str | None = "balanced", max_iter: int = 1000,
                  random_state: int | None = None) -> None:
         self.C = C
@@ -20,7 +21,7 @@ class LogRegHead(Head):
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> LogRegHead:
         X, Y = check_xy(X, Y)
-        Z = l2_normalise(X)
+        Z = self.transform(X).astype(np.float64)
         self.coef_ = np.zeros((Z.shape[1], Y.shape[1]))
         self.intercept_ = np.zeros(Y.shape[1])
         for c in range(Y.shape[1]):
@@ -32,5 +33,5 @@ class LogRegHead(Head):
             self.intercept_[c] = model.intercept_[0]
         return self
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return l2_normalise(X) @ self.coef_ + self.intercept_
+    def decision_from(self, Z: np.ndarray) -> np.ndarray:
+        return Z @ self.coef_.astype(np.float32) + self.intercept_.astype(np.float32)

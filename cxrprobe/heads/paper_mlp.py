@@ -31,5 +31,5 @@ class PaperMlpHead(Head):
             self.module_ = fit_bce(head, X, Y, self.epochs, self.batch_size, self.lr, self.weight_decay, seed)
         return self
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return scores(self.module_, X)
+    def decision_from(self, Z: np.ndarray) -> np.ndarray:
+        return scores(self.module_, Z)

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrprobe.heads.base import Head, check_xy, l2_normalise
-
-
-def cl2n(X: np.ndarray, center: np.ndarray | None) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    return l2_normalise(X - center if center is not None else X)
+from cxrprobe.heads.base import Head, check_xy
 
 
 class PrototypeHead(Head):
     uses_center = True
+    input_transform = "cl2n"
 
     def __init__(self, center: np.ndarray | None = None, random_state: int | None = None) -> None:
         self.center = center
@@ -23,7 +19,7 @@ class PrototypeHead(Head):
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> PrototypeHead:
         X, Y = check_xy(X, Y)
-        Z = cl2n(X, self.center)
+        Z = self.transform(X).astype(np.float64)
         n_pos = Y.sum(axis=0)
         n_neg = len(Y) - n_pos
         positive = (Y.T @ Z) / np.maximum(n_pos, 1)[:, None]
@@ -36,5 +32,5 @@ class PrototypeHead(Head):
         self.intercept_[no_contrast] = 0.0
         return self
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return cl2n(X, self.center) @ self.coef_ + self.intercept_
+    def decision_from(self, Z: np.ndarray) -> np.ndarray:
+        return Z @ self.coef_.astype(np.float32) + self.intercept_.astype(np.float32)

@@ -18,6 +18,8 @@ class ZeroShotHead(Head):
     ``"paper"``: the paper's single "No finding" for every finding."""
 
     uses_text = True
+    input_transform = "l2"
+    needs_support = False
 
     def __init__(self, text: TextPrompts | None = None, negative: str = "pair", random_state: int | None = None) -> None:
         self.text = text
@@ -42,8 +44,8 @@ class ZeroShotHead(Head):
             negatives = np.repeat(generic[None], len(FINDINGS), axis=0)
         return (positives - l2_normalise(negatives)).T  # [d, 14]
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
+    def decision_from(self, Z: np.ndarray) -> np.ndarray:
         weights = getattr(self, "weights_", None)
         if weights is None:
             weights = self._prompt_difference()  # a zero-shot head needs no fit
-        return l2_normalise(X) @ weights
+        return Z @ weights.astype(np.float32)
