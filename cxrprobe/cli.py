@@ -154,6 +154,7 @@ def fewshot(
     heads: Annotated[str, typer.Option(help="Comma-separated heads, or all.")] = "all",
     jobs: Annotated[int, typer.Option(help="Parallel processes; results are the same for any value.")] = 1,
     strict_shots: Annotated[bool, typer.Option("--strict-shots", help="Fail when a finding has fewer training images than shots.")] = False,
+    search: Annotated[bool, typer.Option("--search", help="Let heads that can (logreg) choose hyperparameters on a few-shot set of validation patients.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Few-shot probes on a cache: shots x seeds x heads, mean AUC with 95% CIs over seeds."""
@@ -161,7 +162,7 @@ def fewshot(
     from cxrprobe.report.tables import render_summary
 
     with _progress("few-shot runs", quiet) as progress:
-        summary = run_fewshot(cache, out, shots, seeds, heads, jobs, strict_shots, progress)
+        summary = run_fewshot(cache, out, shots, seeds, heads, jobs, strict_shots, progress, search=search)
     render_summary(summary)
     typer.echo(f"results in {out} (summary.csv, runs.csv, per_class.csv, paired.csv, supports.csv, auc_vs_shots.png)")
 

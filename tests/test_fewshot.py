@@ -147,3 +147,13 @@ def test_zeroshot_command_gives_per_class_auc_with_bootstrap_cis(synthetic_cache
     assert_one_line_error(cli("zeroshot", "--cache", synthetic_cache, "--out", out), "is not an empty folder")
     assert_one_line_error(cli("zeroshot", "--cache", synthetic_cache, "--out", tmp_path / "z2", "--negative", "x"),
                           "--negative must be one of")
+
+
+def test_search_on_validation_is_recorded(synthetic_cache, tmp_path, cli):
+    out = tmp_path / "searched"
+    result = cli("fewshot", "--cache", synthetic_cache, "--out", out, "--shots", "2", "--seeds", "2",
+                 "--heads", "logreg", "--search", "-q")
+    assert result.code == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["search_on_validation"] is True
+    assert config["labelled_images_used"]["validation_per_run_max"] > 0

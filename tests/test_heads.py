@@ -91,3 +91,19 @@ def test_head_names_parse_and_unknown_ones_list_the_valid(data):
     assert parse_heads("knn,logreg,knn") == ("knn", "logreg")
     with pytest.raises(InputError, match="unknown head 'svm'; valid heads: " + ", ".join(HEADS)):
         parse_heads("logreg,svm")
+
+
+def test_logreg_c_search_uses_the_validation_set_and_picks_from_the_grid(data):
+    from cxrprobe.heads.logreg import C_GRID, LogRegHead
+
+    X, Y, support, test, text, center = data
+    val = np.setdiff1d(np.arange(len(X)), np.concatenate([support, test]))[:300]
+    head = LogRegHead(search_C=True).fit(X[support], Y[support], X[val], Y[val])
+    assert head.C_ in C_GRID
+    # the choice is the grid point with the best validation mean AUC
+    best = max(C_GRID, key=lambda C: mean_auc(per_class_auc(
+        Y[val], LogRegHead(C=C).fit(X[support], Y[support]).decision_function(X[val]))))
+    assert head.C_ == best
+    with pytest.raises(ValueError, match="needs a validation set"):
+        LogRegHead(search_C=True).fit(X[support], Y[support])
+    assert LogRegHead().fit(X[support], Y[support]).C_ == 0.316

@@ -27,13 +27,13 @@ def package_versions() -> dict[str, str]:
 
 def run_fewshot(
     cache: Path, out: Path, shots: str, seeds: int, heads: str, jobs: int, strict_shots: bool,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, search: bool = False,
 ) -> Path:
     """Run the grid and write ``out``; returns the summary.csv path."""
     from cxrprobe.report.results import check_results_dir, write_results
 
     spec = GridSpec(shots=parse_shots(shots), seeds=_positive(seeds, "--seeds"), heads=parse_heads(heads),
-                    strict_shots=strict_shots)
+                    strict_shots=strict_shots, search=search)
     _positive(jobs, "--jobs")
     out = Path(out)
     check_results_dir(out)
@@ -53,11 +53,12 @@ def run_fewshot(
         "seeds": list(range(spec.first_seed, spec.first_seed + spec.seeds)),
         "heads": list(spec.heads),
         "strict_shots": strict_shots,
+        "search_on_validation": search,
         "test_images": result.n_test,
         "labelled_images_used": {
             "adaptation": 0,
             "support_per_run_max": max(len(s.rows) for s in result.supports),
-            "validation": 0,
+            "validation_per_run_max": result.validation_images,
         },
         "versions": package_versions(),
         "note": "CIs are t-based over seeds (support-set draws); zeroshot uses text only, no labelled image.",

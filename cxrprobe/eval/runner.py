@@ -42,6 +42,7 @@ class GridSpec:
     heads: tuple[str, ...]
     first_seed: int = 0
     strict_shots: bool = False
+    search: bool = False  # heads that can, select hyperparameters on a few-shot validation set
 
     def tasks(self) -> list[tuple[int, int]]:
         return [(s, seed) for s in self.shots for seed in range(self.first_seed, self.first_seed + self.seeds)]
@@ -60,6 +61,7 @@ class GridResult:
     runs: list[RunResult]
     supports: list[SupportSet]
     n_test: int
+    validation_images: int
     test_positives: np.ndarray
     cache_attrs: dict = field(default_factory=dict)
 
@@ -103,7 +105,10 @@ def load_grid_data(cache_path: Path, heads: tuple[str, ...]) -> tuple[GridData, 
         return data, dict(cache.attrs)
 
 
-def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[SupportSet, list[RunResult]]:
+VALIDATION_SHOTS_MAX = 4  # CoOp's K_val = min(K, 4)
+
+
+def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[SupportSet, list[RunResult], int]:
     """One (shots, seed): the support set and every head's per-finding test AUC."""
     from threadpoolctl import threadpool_limits
 
@@ -120,15 +125,24 @@ def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[Sup
             Y = data.labels[support.rows]
             Y_test = data.labels[data.test_rows]
             results = []
+            validation = None
             for name in spec.heads:
                 if not HEADS[name].needs_support:
                     continue  # scored once for the whole grid by run_grid
-                head = make_head(name, data.text, data.center, random_state=seed).fit(X, Y)
+                head = make_head(name, data.text, data.center, random_state=seed, search=spec.search)
+                if head.uses_validation:
+                    if validation is None:  # other patients than the support set's: the val split
+                        validation = draw_support(data.labels, data.split, min(shots, VALIDATION_SHOTS_MAX), seed,
+                                                  pool_split="val")
+                    rows = validation.rows
+                    head.fit(X, Y, data.embeddings[rows], data.labels[rows])
+                else:
+                    head.fit(X, Y)
                 scores = head.decision_from(data.test_inputs[head.input_transform])
                 results.append(RunResult(name, shots, seed, per_class_auc(Y_test, scores)))
     finally:
         torch.set_num_threads(threads)
-    return support, results
+    return support, results, 0 if validation is None else len(validation.rows)
 
 
 def _support_free_aucs(data: GridData, spec: GridSpec) -> dict[str, np.ndarray]:
@@ -162,11 +176,12 @@ def run_grid(
             delayed(run_task)(data, spec, shots, seed) for shots, seed in tasks
         )
     fixed = _support_free_aucs(data, spec)
-    supports = [support for support, _ in outputs]
+    supports = [support for support, _, _ in outputs]
     runs = []
-    for (shots, seed), (_, task_runs) in zip(tasks, outputs):
+    for (shots, seed), (_, task_runs, _) in zip(tasks, outputs):
         learned = {run.head: run for run in task_runs}
         for name in spec.heads:
             runs.append(learned[name] if name in learned else RunResult(name, shots, seed, fixed[name]))
     test_labels = data.labels[data.test_rows]
-    return GridResult(runs, supports, len(data.test_rows), test_labels.sum(axis=0), attrs)
+    validation_images = max(n for _, _, n in outputs)
+    return GridResult(runs, supports, len(data.test_rows), validation_images, test_labels.sum(axis=0), attrs)

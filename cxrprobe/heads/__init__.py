@@ -33,10 +33,13 @@ def parse_heads(text: str) -> tuple[str, ...]:
     return names
 
 
-def make_head(name: str, text: TextPrompts | None, center, random_state: int):  # noqa: ANN001, ANN201
-    """A fresh head with the cache's text and training-pool mean where it uses them."""
+def make_head(name: str, text: TextPrompts | None, center, random_state: int, search: bool = False):  # noqa: ANN001, ANN201
+    """A fresh head with the cache's text and training-pool mean where it uses them; with
+    ``search``, heads that can select hyperparameters on a validation set are told to."""
     cls = HEADS[name]
     params = {"random_state": random_state}
+    if search and "search_C" in cls().get_params():
+        params["search_C"] = True
     if cls.uses_text:
         params["text"] = text
     if cls.uses_center:

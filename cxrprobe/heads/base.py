@@ -77,6 +77,7 @@ class Head(BaseEstimator):
     uses_center = False
     input_transform = "raw"  # what decision_from expects; see transform_embeddings
     needs_support = True  # False: the scores do not depend on the support set (zero-shot)
+    uses_validation = False  # True: fit(X, Y, X_val, Y_val) selects hyperparameters on validation
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         return transform_embeddings(X, self.input_transform, getattr(self, "center", None))

@@ -1,37 +1,65 @@
 """One binary L2 logistic regression per finding on L2-normalised embeddings (the CLIP /
 CoOp linear probe, made multi-label). Validation-free default C = 0.316 with balanced class
-weights (each finding sees ~N positives against ~14N negatives in a support set)."""
+weights (each finding sees ~N positives against ~14N negatives in a support set).
+
+With ``search_C``, one C shared by the 14 findings is chosen from a log grid by mean AUC on
+a few-shot validation set drawn from validation patients (never from test); ``fit`` then
+needs ``X_val`` and ``Y_val``."""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.heads.base import Head, check_xy
+
+C_GRID = tuple(float(c) for c in np.logspace(-2, 3, 11))
 
 
 class LogRegHead(Head):
     input_transform = "l2"
     def __init__(self, C: float = 0.316, class_weight: str | None = "balanced", max_iter: int = 1000,
-                 random_state: int | None = None) -> None:
+                 search_C: bool = False, random_state: int | None = None) -> None:
         self.C = C
+        self.search_C = search_C
         self.class_weight = class_weight
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> LogRegHead:
+    @property
+    def uses_validation(self) -> bool:
+        return bool(self.search_C)
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None = None,
+            Y_val: np.ndarray | None = None) -> LogRegHead:
         X, Y = check_xy(X, Y)
         Z = self.transform(X).astype(np.float64)
+        if self.search_C:
+            if X_val is None or Y_val is None:
+                raise ValueError("search_C needs a validation set (X_val, Y_val)")
+            Z_val = self.transform(check_xy(X_val, Y_val)[0])
+            scores = []
+            for C in C_GRID:
+                self._fit_at(Z, Y, C)
+                scores.append(mean_auc(per_class_auc(Y_val, self.decision_from(Z_val))))
+            finite = np.where(np.isnan(scores), -np.inf, scores)
+            self.C_ = C_GRID[int(np.argmax(finite))]  # first best: the most regularised on ties
+        else:
+            self.C_ = self.C
+        self._fit_at(Z, Y, self.C_)
+        return self
+
+    def _fit_at(self, Z: np.ndarray, Y: np.ndarray, C: float) -> None:
         self.coef_ = np.zeros((Z.shape[1], Y.shape[1]))
         self.intercept_ = np.zeros(Y.shape[1])
         for c in range(Y.shape[1]):
             if Y[:, c].min() == Y[:, c].max():
                 continue  # one class only: nothing to separate, scores stay constant
-            model = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
+            model = LogisticRegression(C=C, class_weight=self.class_weight, max_iter=self.max_iter)
             model.fit(Z, Y[:, c].astype(int))
             self.coef_[:, c] = model.coef_[0]
             self.intercept_[c] = model.intercept_[0]
-        return self
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:
         return Z @ self.coef_.astype(np.float32) + self.intercept_.astype(np.float32)
