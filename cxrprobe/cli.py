@@ -175,6 +175,7 @@ def zeroshot(
     negative: Annotated[str, typer.Option(help="pair: 'A chest X-ray showing no {finding}'; paper: 'No finding'.")] = "pair",
     bootstrap: Annotated[int, typer.Option(help="Stratified bootstrap resamples of the test images.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    prompts: Annotated[Optional[Path], typer.Option(help="JSON of prompts per finding, encoded with the cache's model on the CPU.")] = None,
 ) -> None:
     """Zero-shot AUC from text prompts per finding, with bootstrap 95% CIs over test images."""
     from rich.console import Console
@@ -185,7 +186,7 @@ def zeroshot(
 
     if negative not in NEGATIVES:
         raise InputError(f"--negative must be one of {', '.join(NEGATIVES)}, got {negative!r}")
-    rows = run_zeroshot(cache, out, negative, bootstrap, seed)
+    rows = run_zeroshot(cache, out, negative, bootstrap, seed, prompts)
     table = Table(title=f"zero-shot from text (no labelled image), test AUC, {bootstrap} bootstrap resamples")
     for name in ("finding", "AUC", "95% CI", "positives"):
         table.add_column(name, justify="left" if name == "finding" else "right")

@@ -157,3 +157,30 @@ def test_search_on_validation_is_recorded(synthetic_cache, tmp_path, cli):
     config = json.loads((out / "config.json").read_text())
     assert config["search_on_validation"] is True
     assert config["labelled_images_used"]["validation_per_run_max"] > 0
+
+
+def test_zeroshot_with_a_prompts_file_encodes_with_the_cache_model(small_dataset, tmp_path, cli):
+    cache = tmp_path / "tiny.h5"
+    assert cli("embed", "--data-dir", small_dataset, "--out", cache, "--model", "cxrprobe-tiny",
+               "--pretrained", "none", "--workers", "0", "-q").code == 0
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"Pneumonia": {"positive": ["pneumonia", "lung infection"], "negative": ["clear lungs"]}}))
+    out = tmp_path / "zs"
+    result = cli("zeroshot", "--cache", cache, "--out", out, "--prompts", prompts, "--bootstrap", "50")
+    assert result.code == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    used = [p["prompt"] for p in config["prompts"] if p["class"] == "Pneumonia"]
+    assert used == ["pneumonia", "lung infection", "clear lungs"]
+    assert any(p["class"] == "Hernia" for p in config["prompts"])  # the others keep the cache's prompts
+    bad = tmp_path / "bad.json"
+    for content, message in [("{", "is not valid JSON"), ('{"Pneumonitis": {}}', "unknown finding 'Pneumonitis'"),
+                             ('{"Mass": {"positive": ["mass"]}}', "Mass needs a non-empty list of negative")]:
+        bad.write_text(content)
+        assert_one_line_error(cli("zeroshot", "--cache", cache, "--out", tmp_path / "x", "--prompts", bad), message)
+
+
+def test_new_prompts_need_the_cache_model(synthetic_cache, tmp_path, cli):
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({"Mass": {"positive": ["mass"], "negative": ["no mass"]}}))
+    assert_one_line_error(cli("zeroshot", "--cache", synthetic_cache, "--out", tmp_path / "z", "--prompts", prompts),
+                          "cannot rebuild the cache's model synthetic/none")

@@ -11,11 +11,14 @@ from cxrprobe.eval.bootstrap import bootstrap_auc_ci
 from cxrprobe.eval.experiment import package_versions
 from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.eval.runner import load_grid_data
+from cxrprobe.heads import TextPrompts
 from cxrprobe.heads.zeroshot import ZeroShotHead
 from cxrprobe.labels import FINDINGS
 
 
-def run_zeroshot(cache: Path, out: Path, negative: str, n_resamples: int, seed: int) -> list[list[object]]:
+def run_zeroshot(
+    cache: Path, out: Path, negative: str, n_resamples: int, seed: int, prompts_file: Path | None = None,
+) -> list[list[object]]:
     """Write ``out``/zeroshot.csv and config.json; returns the table's rows."""
     from cxrprobe.report.results import check_results_dir, number, publish_folder, write_csv, write_json
 
@@ -26,9 +29,15 @@ def run_zeroshot(cache: Path, out: Path, negative: str, n_resamples: int, seed: 
     out = Path(out)
     check_results_dir(out)
     data, attrs = load_grid_data(Path(cache), ("zeroshot",))
+    text = data.text
+    if prompts_file is not None:
+        from cxrprobe.models.prompt_file import encode_for_cache, merge_prompts, read_prompt_file
+
+        new = read_prompt_file(prompts_file)
+        text = TextPrompts(*merge_prompts(text.prompts, text.embeddings, new, encode_for_cache(new, attrs)))
     X = data.embeddings[data.test_rows]
     Y = data.labels[data.test_rows]
-    scores = ZeroShotHead(text=data.text, negative=negative).decision_function(X)
+    scores = ZeroShotHead(text=text, negative=negative).decision_function(X)
     aucs = per_class_auc(Y, scores)
     rows: list[list[object]] = [["class", "auc", "ci95_low", "ci95_high", "n_positive", "n_negative"]]
     for c, name in enumerate(FINDINGS):
@@ -39,6 +48,9 @@ def run_zeroshot(cache: Path, out: Path, negative: str, n_resamples: int, seed: 
         "command": "zeroshot",
         "what": "zero-shot from text prompts: no labelled image used",
         "negative": negative,
+        "prompts_file": str(prompts_file) if prompts_file else None,
+        "prompts": [{"class": c, "polarity": p, "prompt": t}
+                    for t, c, p in zip(text.prompts.prompts, text.prompts.classes, text.prompts.polarity)],
         "bootstrap": {"resamples": n_resamples, "stratified": True, "method": "percentile", "seed": seed},
         "cache": str(cache),
         "model": attrs.get("model"),
