@@ -18,7 +18,7 @@ import numpy as np
 
 from cxrprobe.cache.final import write_cache
 from cxrprobe.cache.layout import created_timestamp, json_attr, package_versions
-from cxrprobe.cache.reader import peek_cache
+from cxrprobe.cache.reader import FeatureCache, peek_cache
 from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, preprocessing_json
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.data.images import make_loader
@@ -121,7 +121,9 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             if difference:
                 raise CacheError(f"{out} was written by another run ({difference}); use --force to rebuild it or choose another --out")
             notify(f"{out} is already complete; nothing to do")
-            return EmbedResult(out, len(manifest), 0, missing, len(table), 0, time.perf_counter() - started, True)
+            with FeatureCache(out) as done:
+                rows, failures = len(done.table), len(done.failures())
+            return EmbedResult(out, rows, failures, missing, len(table), 0, time.perf_counter() - started, True)
         writer = _open_or_create_shard(partial, spec, options, manifest, loaded, len(table), missing, notify)
         workers = usable_cores() if options.workers is None else options.workers
         with writer:
