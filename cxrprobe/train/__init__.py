@@ -1,0 +1,1 @@
+"""Domain adaptation: losses, the training loop, checkpoints."""
