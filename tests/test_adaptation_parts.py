@@ -48,3 +48,39 @@ def test_focal_loss_matches_its_formula_and_masks_held_out_labels():
     mask = torch.tensor([[1.0, 0.0]])  # second finding held out
     focal_bce_with_logits(logits, targets, mask=mask).backward()
     assert torch.all(logits.grad[:, 1] == 0) and torch.all(logits.grad[:, 0] != 0)
+
+
+def test_pixel_cache_holds_each_image_decoded_once(small_dataset, tmp_path):
+    import numpy as np
+
+    from cxrprobe.data.images import Preprocessing, load_grey
+    from cxrprobe.train.pixels import PixelDataset, build_pixel_cache
+
+    paths = sorted(str(p) for p in (small_dataset / "images").glob("*.png"))[:10]
+    prep = Preprocessing(image_size=64)
+    pixels = build_pixel_cache(paths, tmp_path / "pixels.npy", prep, workers=0)
+    assert pixels.shape == (10, 64, 64) and pixels.dtype == np.uint8
+    assert np.array_equal(pixels[3], load_grey(paths[3], prep))
+    labels = np.zeros((10, 14), dtype=np.uint8)
+    plain = PixelDataset(pixels, labels, prep, augment=False)
+    x, y = plain[3]
+    assert x.shape == (3, 64, 64) and y.shape == (14,)
+    augmented = PixelDataset(pixels, labels, prep, augment=True, seed=1)
+    first, again = augmented[3][0], augmented[3][0]
+    assert torch.equal(first, again)  # the draw is a function of (seed, epoch, row)
+    augmented.set_epoch(1)
+    assert not torch.equal(first, augmented[3][0])
+    assert not torch.equal(first, x)
+
+
+def test_pixel_cache_refuses_an_undecodable_training_image(small_dataset, tmp_path):
+    from cxrprobe.data.images import Preprocessing
+    from cxrprobe.errors import DataError
+    from cxrprobe.train.pixels import build_pixel_cache
+
+    broken = tmp_path / "empty.png"
+    broken.write_bytes(b"")
+    good = str(next((small_dataset / "images").glob("*.png")))
+    with pytest.raises(DataError, match="empty file"):
+        build_pixel_cache([good, str(broken)], tmp_path / "p.npy", Preprocessing(image_size=32), workers=0)
+    assert not (tmp_path / "p.npy").exists() and len(list(tmp_path.iterdir())) == 1
