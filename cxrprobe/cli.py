@@ -169,6 +169,39 @@ def fewshot(
 
 @app.command()
 @guarded
+def adapt(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Dataset folder (NIH layout).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.csv, config.json.")],
+    model: Annotated[str, typer.Option(help="open_clip ViT model name.")] = "ViT-B-32",
+    pretrained: Annotated[str, typer.Option(help="Weights tag, local file, or none.")] = "openai",
+    unfreeze: Annotated[int, typer.Option(help="Top visual blocks to train (plus ln_post and proj).")] = 3,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation AUC, patience 5).")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
+    hold_out: Annotated[str, typer.Option(help="Comma-separated findings whose labels adaptation never sees.")] = "",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 0,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N train and N val images.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over in a folder that holds a run.")] = False,
+) -> None:
+    """The paper's partial CLIP adaptation (top blocks + MLP head), resumable, selected on validation only."""
+    from cxrprobe.train.adapt import AdaptOptions
+    from cxrprobe.train.adapt import adapt as run_adapt
+
+    if resume and force:
+        raise InputError("--resume and --force exclude each other")
+    options = AdaptOptions(
+        data_dir=data_dir, out=out, model=model, pretrained=pretrained, unfreeze=unfreeze, epochs=epochs,
+        batch_size=batch_size, hold_out=tuple(f.strip() for f in hold_out.split(",") if f.strip()), device=device,
+        workers=workers, limit=limit, resume=resume, force=force,
+    )
+    summary = run_adapt(options, notify=lambda line: _say(f"cxrprobe adapt: {line}"))
+    typer.echo(f"{out}: {summary['epochs_run']} epochs, best validation mean AUC {summary['best_val_auc']:.4f} "
+               f"at epoch {summary['best_epoch']} (best.pt; last.pt resumes)")
+
+
+@app.command()
+@guarded
 def zeroshot(
     cache: Annotated[Path, typer.Option("--cache", help="Feature cache with text embeddings.")],
     out: Annotated[Path, typer.Option("--out", help="Results folder to create (must be new or empty).")],

@@ -1,0 +1,84 @@
+"""`cxrprobe adapt` on CPU with the tiny model: it learns, trains only what it should, resumes exactly."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from cxrprobe.data.synthetic import write_nih_folder
+from cxrprobe.models.loading import load_model
+from cxrprobe.models.unfreeze import unfreeze_top
+from cxrprobe.train.checkpoint import load_checkpoint
+from test_cli_errors import assert_one_line_error, snapshot
+
+TINY = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu", "--unfreeze", "1", "--batch-size", "16")
+
+
+@pytest.fixture(scope="module")
+def adapt_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapt")
+    write_nih_folder(root, 80, seed=2, image_size=96, test_fraction=0.2)
+    return root
+
+
+def metrics(run):
+    with open(run / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_adapt_learns_and_changes_only_the_intended_parameters(adapt_data, tmp_path, cli):
+    run = tmp_path / "run"
+    result = cli("adapt", "--data-dir", adapt_data, "--out", run, *TINY, "--epochs", "3")
+    assert result.code == 0, result.stderr
+    assert "trainable parameters" in result.stderr
+    rows = metrics(run)
+    assert len(rows) == 3 and float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert {"config.json", "metrics.csv", "last.pt", "best.pt", "training_curve.png"} <= {p.name for p in run.iterdir()}
+    before = load_model("cxrprobe-tiny", "none", "cpu").model.visual.state_dict()
+    after = load_checkpoint(run / "last.pt")["visual"]
+    reference = load_model("cxrprobe-tiny", "none", "cpu").model.visual
+    unfreeze_top(reference, 1)
+    trainable = {n for n, p in reference.named_parameters() if p.requires_grad}
+    for name, value in before.items():
+        changed = not torch.equal(value, after[name])
+        assert changed == (name in trainable), name
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(adapt_data, tmp_path, cli):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert cli("adapt", "--data-dir", adapt_data, "--out", whole, *TINY, "--epochs", "2").code == 0
+    assert cli("adapt", "--data-dir", adapt_data, "--out", split, *TINY, "--epochs", "1").code == 0
+    assert cli("adapt", "--data-dir", adapt_data, "--out", split, *TINY, "--epochs", "2", "--resume").code == 0
+    a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(split / "last.pt")
+    for key in ("visual", "head"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    assert (whole / "metrics.csv").read_text() == (split / "metrics.csv").read_text()
+
+
+def test_bad_adapt_inputs(adapt_data, tmp_path, cli):
+    run = tmp_path / "run"
+    assert cli("adapt", "--data-dir", adapt_data, "--out", run, *TINY, "--epochs", "1").code == 0
+    (run / "last.pt").write_bytes(b"not a checkpoint")
+    empty = tmp_path / "empty-data"
+    empty.mkdir()
+    for name in ("Data_Entry_2017_v2020.csv", "train_val_list.txt", "test_list.txt"):
+        (empty / name).write_bytes((adapt_data / name).read_bytes())
+    before = snapshot(tmp_path)
+    cases = [
+        (("--out", tmp_path / "a", "--unfreeze", "3"), "--unfreeze must be between 0 and 2"),
+        (("--out", tmp_path / "a", "--unfreeze", "-1"), "--unfreeze must be between 0 and 2"),
+        (("--out", run, "--resume"), "cannot be read safely"),
+        (("--out", run), "already holds a run; use --resume"),
+        (("--out", run, "--resume", "--hold-out", "Hernia"), "holds a different run"),
+        (("--out", tmp_path / "a", "--hold-out", "Hernias"), "unknown finding 'Hernias'"),
+    ]
+    base = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu", "--batch-size", "16", "--epochs", "1")
+    for extra, message in cases:
+        unfreeze = () if "--unfreeze" in extra else ("--unfreeze", "1")
+        assert_one_line_error(cli("adapt", "--data-dir", adapt_data, *base, *unfreeze, *extra), message)
+    assert_one_line_error(cli("adapt", "--data-dir", empty, "--out", tmp_path / "b", *TINY), "no training images")
+    assert snapshot(tmp_path) == before
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
