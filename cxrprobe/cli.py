@@ -100,6 +100,7 @@ def embed(
     require_all: Annotated[bool, typer.Option("--require-all", help="Fail when a metadata image has no file.")] = False,
     val_fraction: Annotated[float, typer.Option(help="Share of train_val patients carved out for validation.")] = 0.1,
     val_seed: Annotated[int, typer.Option(help="Seed of the patient-wise validation carve-out.")] = 7,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="An adapt run dir: embed with its encoder (model and weights from the run) and store its head's logits.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes or progress on stderr.")] = False,
 ) -> None:
     """Embed every image of a dataset once into an HDF5 feature cache."""
@@ -112,6 +113,7 @@ def embed(
         data_dir=data_dir, out=out, model=model, pretrained=pretrained, device=device,
         batch_size=batch_size, workers=workers, precision=precision, dtype=dtype, limit=limit,
         resume=resume, force=force, require_all=require_all, val_fraction=val_fraction, val_seed=val_seed,
+        checkpoint=checkpoint,
     )
     notify = (lambda _line: None) if quiet else (lambda line: _say(f"cxrprobe: {line}"))
     with _progress("embedding", quiet) as progress:

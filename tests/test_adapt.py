@@ -82,3 +82,42 @@ def test_bad_adapt_inputs(adapt_data, tmp_path, cli):
     assert_one_line_error(cli("adapt", "--data-dir", empty, "--out", tmp_path / "b", *TINY), "no training images")
     assert snapshot(tmp_path) == before
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_embed_from_an_adapt_run_stores_the_head_logits_and_the_adapted_head_runs(adapt_data, tmp_path, cli):
+    import json
+
+    import numpy as np
+
+    from cxrprobe.cache.reader import FeatureCache
+    from cxrprobe.models.mlp_head import PaperHead
+
+    run = tmp_path / "run"
+    assert cli("adapt", "--data-dir", adapt_data, "--out", run, *TINY, "--epochs", "2").code == 0
+    cache = tmp_path / "adapted.h5"
+    result = cli("embed", "--data-dir", adapt_data, "--out", cache, "--checkpoint", run, "--device", "cpu",
+                 "--workers", "0", "-q")
+    assert result.code == 0, result.stderr
+    with FeatureCache(cache) as opened:
+        assert opened.attrs["pretrained"] == "none+adapted" and opened.attrs["checkpoint"] == str(run)
+        logits = opened.head_logits()
+        embeddings = opened.embeddings()
+        summary = opened.summary()
+    assert summary["adapted_head"] is True
+    head = PaperHead(embeddings.shape[1])
+    head.load_state_dict(load_checkpoint(run / "best.pt")["head"])
+    head.eval()
+    with torch.inference_mode():
+        expected = head(torch.from_numpy(embeddings)).numpy()
+    assert logits.shape == (len(embeddings), 14)
+    assert np.allclose(logits, expected, atol=0.05)  # stored embeddings are float16; logits were computed before
+    out = tmp_path / "results"
+    assert cli("fewshot", "--cache", cache, "--out", out, "--shots", "1", "--seeds", "2", "-q").code == 0
+    heads = json.loads((out / "config.json").read_text())["heads"]
+    assert "adapted" in heads
+    plain = tmp_path / "plain.h5"
+    assert cli("embed", "--data-dir", adapt_data, "--out", plain, *TINY[:6], "--workers", "0", "-q").code == 0
+    assert_one_line_error(cli("fewshot", "--cache", plain, "--out", tmp_path / "r2", "--heads", "adapted"),
+                          "holds no adapted-head logits")
+    assert_one_line_error(cli("embed", "--data-dir", adapt_data, "--out", tmp_path / "x.h5", "--checkpoint", tmp_path),
+                          "is not a finished cxrprobe adapt run")

@@ -28,9 +28,10 @@ from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
 from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError, DataError, InputError
 from cxrprobe.fsutil import check_output_path, exclusive_lock
-from cxrprobe.models.encode import check_precision, encode_images
+from cxrprobe.models.encode import check_precision, encode_with_head
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.text import default_prompts, encode_prompts
+from cxrprobe.train.adapted import file_sha256, load_adapted
 
 Notify = Callable[[str], None]
 Progress = Callable[[int, int], None]
@@ -53,6 +54,7 @@ class EmbedOptions:
     require_all: bool = False
     val_fraction: float = DEFAULT_VAL_FRACTION
     val_seed: int = DEFAULT_VAL_SEED
+    checkpoint: Path | None = None  # an adapt run dir: its encoder embeds, its head's logits are stored
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,15 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
         if options.limit is not None:
             present = present[: options.limit]
         manifest = table.take(present)
-        loaded = load_model(options.model, options.pretrained, options.device)
+        checkpoint_file = None
+        if options.checkpoint is not None:
+            loaded, checkpoint_file = load_adapted(Path(options.checkpoint), options.device)
+        else:
+            loaded = load_model(options.model, options.pretrained, options.device)
         check_precision(options.precision, loaded.device)
         spec = EmbedSpec(
-            model=options.model,
-            pretrained=options.pretrained,
+            model=loaded.name,
+            pretrained=loaded.pretrained,
             weights_sha256=loaded.weights_sha256,
             preprocessing=preprocessing_json(loaded.preprocessing.as_dict()),
             embed_dim=loaded.embed_dim,
@@ -124,7 +130,8 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             with FeatureCache(out) as done:
                 rows, failures = len(done.table), len(done.failures())
             return EmbedResult(out, rows, failures, missing, len(table), 0, time.perf_counter() - started, True)
-        writer = _open_or_create_shard(partial, spec, options, manifest, loaded, len(table), missing, notify)
+        writer = _open_or_create_shard(partial, spec, options, manifest, loaded, len(table), missing, notify,
+                                       checkpoint_file)
         workers = usable_cores() if options.workers is None else options.workers
         with writer:
             batches_run = fill_shard(writer, paths[present].tolist(), loaded, options.precision, workers, progress)
@@ -164,7 +171,7 @@ def _check_existing(out: Path, partial: Path, options: EmbedOptions) -> str:
 
 def _open_or_create_shard(
     partial: Path, spec: EmbedSpec, options: EmbedOptions, manifest: ImageTable, loaded: LoadedModel,
-    metadata_rows: int, missing: int, notify: Notify,
+    metadata_rows: int, missing: int, notify: Notify, checkpoint_file: Path | None,
 ) -> ShardWriter:
     if partial.exists() and options.resume:
         writer = ShardWriter(partial)
@@ -185,8 +192,10 @@ def _open_or_create_shard(
         "limit": options.limit if options.limit is not None else -1,
         "versions": json_attr(package_versions()),
     }
+    if checkpoint_file is not None:
+        extra.update(checkpoint=str(checkpoint_file.parent), checkpoint_sha256=file_sha256(checkpoint_file))
     plan = ShardPlan(0, len(manifest), len(manifest), options.batch_size)
-    create_shard(partial, spec, plan, manifest, prompts, text_embeddings, extra)
+    create_shard(partial, spec, plan, manifest, prompts, text_embeddings, extra, with_head=loaded.head is not None)
     return ShardWriter(partial)
 
 
@@ -203,11 +212,11 @@ def fill_shard(
     if progress:
         progress(done, writer.n_rows)
     for batch, decoded in zip(batches, loader):
-        embeddings = (
-            encode_images(loaded, decoded.pixels, precision)
-            if len(decoded.rows) else np.zeros((0, loaded.embed_dim), dtype=np.float32)
+        embeddings, logits = (
+            encode_with_head(loaded, decoded.pixels, precision)
+            if len(decoded.rows) else (np.zeros((0, loaded.embed_dim), dtype=np.float32), None)
         )
-        writer.commit(batch, decoded.rows, embeddings, decoded.failures)
+        writer.commit(batch, decoded.rows, embeddings, decoded.failures, logits)
         done += len(batch)
         if progress:
             progress(done, writer.n_rows)

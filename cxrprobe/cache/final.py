@@ -53,6 +53,8 @@ def write_cache(out: Path, shards: list[Path]) -> CacheSummary:
             group.create_dataset("image_id", data=np.array(table.image_ids[failed].tolist(), dtype=STR))
             group.create_dataset("reason", data=np.array([r.decode("utf-8", "replace") for r in reasons[failed]], dtype=STR))
             write_text(f, prompts, text_embeddings)
+            if parts[0][6] is not None:
+                f.create_group("head").create_dataset("logits", data=np.concatenate([p[6] for p in parts])[keep])
             f.attrs["complete"] = True
         fsync_path(tmp)
         os.replace(tmp, out)
@@ -70,6 +72,7 @@ def _read_shard(path: Path) -> tuple:
             f["embeddings"][()],
             f["reason"][()],
             read_text(f),
+            f["head_logits"][()] if "head_logits" in f else None,
         )
 
 

@@ -112,6 +112,13 @@ class FeatureCache:
             raise CacheError(f"{self.path} holds no text embeddings")
         return read_text(self.file)
 
+    def head_logits(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """The adapted head's logits [n, 14], when the cache was embedded from an adapt run."""
+        if "head" not in self.file:
+            raise CacheError(f"{self.path} holds no adapted-head logits (embed it with --checkpoint RUN_DIR)")
+        data = self.file["head/logits"][()]
+        return np.asarray(data if rows is None else data[rows], dtype=np.float32)
+
     def failures(self) -> list[tuple[str, str]]:
         if self.is_shard:
             status = self.file["status"][()]
@@ -167,5 +174,7 @@ class FeatureCache:
             "splits": per_split,
             "failures": [{"image_id": i, "reason": r} for i, r in failures],
             "text_prompts": len(self.file["text/prompt"]) if "text" in self.file else 0,
+            "adapted_head": "head" in self.file or "head_logits" in self.file,
+            "checkpoint": a.get("checkpoint"),
             "versions": json.loads(str(a.get("versions", "{}"))),
         }

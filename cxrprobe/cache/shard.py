@@ -28,6 +28,7 @@ from cxrprobe.data.images import batch_ranges
 from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError
 from cxrprobe.fsutil import temporary_sibling
+from cxrprobe.labels import FINDINGS
 from cxrprobe.models.text import PromptSet
 
 
@@ -54,8 +55,10 @@ def create_shard(
     prompts: PromptSet,
     text_embeddings: np.ndarray,
     extra_attrs: dict[str, object],
+    with_head: bool = False,
 ) -> None:
-    """Write a fresh shard under a temporary name, then rename it into place."""
+    """Write a fresh shard under a temporary name, then rename it into place; ``with_head``
+    reserves room for an adapted head's logits beside the embeddings."""
     n = plan.row_stop - plan.row_start
     if len(table) != n:
         raise ValueError(f"table has {len(table)} rows for a shard of {n}")
@@ -70,6 +73,8 @@ def create_shard(
             f.create_dataset("embeddings", shape=(n, spec.embed_dim), dtype=spec.dtype, dcpl=_early_dcpl())
             f.create_dataset("status", shape=(n,), dtype=np.uint8, dcpl=_early_dcpl())
             f.create_dataset("reason", shape=(n,), dtype=f"S{REASON_BYTES}", dcpl=_early_dcpl())
+            if with_head:
+                f.create_dataset("head_logits", shape=(n, len(FINDINGS)), dtype=np.float32, dcpl=_early_dcpl())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -115,7 +120,10 @@ class ShardWriter:
             if np.any(status[b.start:b.stop] == STATUS_PENDING)
         ]
 
-    def commit(self, batch: range, ok_rows: np.ndarray, embeddings: np.ndarray, failures: list[tuple[int, str]]) -> None:
+    def commit(
+        self, batch: range, ok_rows: np.ndarray, embeddings: np.ndarray, failures: list[tuple[int, str]],
+        logits: np.ndarray | None = None,
+    ) -> None:
         """Write one batch: the embeddings of ``ok_rows`` and the reasons of ``failures``
         (both in local row numbers), flush, then mark the batch's rows done and flush again."""
         block = np.zeros((len(batch), self.spec.embed_dim), dtype=self.spec.dtype)
@@ -128,6 +136,11 @@ class ShardWriter:
         if np.count_nonzero(status == STATUS_WRITTEN) != len(ok_rows):
             raise ValueError("every row of a batch must be either embedded or failed")
         self.file["embeddings"][batch.start:batch.stop] = block
+        if "head_logits" in self.file:
+            head_block = np.zeros((len(batch), self.file["head_logits"].shape[1]), dtype=np.float32)
+            if logits is not None:
+                head_block[ok_rows - batch.start] = logits
+            self.file["head_logits"][batch.start:batch.stop] = head_block
         self.file["reason"][batch.start:batch.stop] = reasons
         self.file.flush()
         self.file["status"][batch.start:batch.stop] = status

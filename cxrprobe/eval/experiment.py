@@ -32,16 +32,17 @@ def run_fewshot(
     """Run the grid and write ``out``; returns the summary.csv path."""
     from cxrprobe.report.results import check_results_dir, write_results
 
-    spec = GridSpec(shots=parse_shots(shots), seeds=_positive(seeds, "--seeds"), heads=parse_heads(heads),
+    from cxrprobe.cache.reader import FeatureCache
+
+    with FeatureCache(cache) as opened:
+        image_ids = opened.table.image_ids
+        has_head = "head" in opened.file
+    spec = GridSpec(shots=parse_shots(shots), seeds=_positive(seeds, "--seeds"), heads=parse_heads(heads, has_head),
                     strict_shots=strict_shots, search=search)
     _positive(jobs, "--jobs")
     out = Path(out)
     check_results_dir(out)
     result = run_grid(Path(cache), spec, jobs=jobs, progress=progress)
-    from cxrprobe.cache.reader import FeatureCache
-
-    with FeatureCache(cache) as opened:
-        image_ids = opened.table.image_ids
     attrs = result.cache_attrs
     config = {
         "command": "fewshot",

@@ -100,7 +100,10 @@ def load_grid_data(cache_path: Path, heads: tuple[str, ...]) -> tuple[GridData, 
         data = GridData(
             embeddings=embeddings, labels=cache.labels, split=cache.table.split, test_rows=test,
             center=center, text=text,
-            test_inputs={kind: transform_embeddings(embeddings[test], kind, center) for kind in kinds},
+            test_inputs={
+                kind: cache.head_logits(test) if kind == "head_logits" else transform_embeddings(embeddings[test], kind, center)
+                for kind in kinds
+            },
         )
         return data, dict(cache.attrs)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cxrprobe.errors import InputError
+from cxrprobe.heads.adapted import AdaptedHead
 from cxrprobe.heads.base import Head, TextPrompts
 from cxrprobe.heads.knn import KnnHead
 from cxrprobe.heads.linear import LinearHead
@@ -18,15 +19,17 @@ HEADS: dict[str, type[Head]] = {
     "prototype": PrototypeHead,
     "knn": KnnHead,
     "zeroshot": ZeroShotHead,
+    "adapted": AdaptedHead,
 }
-BASE_HEADS = tuple(HEADS)
+BASE_HEADS = tuple(name for name in HEADS if name != "adapted")
 
 
-def parse_heads(text: str) -> tuple[str, ...]:
-    """'logreg,knn' or 'all' -> head names; an unknown name lists the valid ones."""
+def parse_heads(text: str, with_adapted: bool = False) -> tuple[str, ...]:
+    """'logreg,knn' or 'all' -> head names; an unknown name lists the valid ones. 'all' takes
+    the adapted head only ``with_adapted`` (a cache embedded from an adapt run)."""
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if names == ("all",):
-        return BASE_HEADS
+        return BASE_HEADS + (("adapted",) if with_adapted else ())
     unknown = [n for n in names if n not in HEADS]
     if unknown or not names:
         raise InputError(f"unknown head {unknown[0] if unknown else text!r}; valid heads: {', '.join(HEADS)} (or all)")

@@ -42,7 +42,7 @@ def l2_normalise(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
-TRANSFORMS = ("raw", "l2", "cl2n")
+TRANSFORMS = ("raw", "l2", "cl2n", "head_logits")
 
 
 def transform_embeddings(X: np.ndarray, kind: str, center: np.ndarray | None = None) -> np.ndarray:
@@ -57,6 +57,8 @@ def transform_embeddings(X: np.ndarray, kind: str, center: np.ndarray | None = N
     if kind == "cl2n":
         X = np.asarray(X, dtype=np.float64)
         return l2_normalise(X - center if center is not None else X).astype(np.float32)
+    if kind == "head_logits":
+        raise ValueError("head logits come from the cache, not from the embeddings")
     raise ValueError(f"unknown transform {kind!r}; expected one of {TRANSFORMS}")
 
 

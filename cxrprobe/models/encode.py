@@ -20,7 +20,12 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 
 def encode_images(loaded: LoadedModel, grey: torch.Tensor, precision: str) -> np.ndarray:
-    """uint8 [b, s, s] grey images -> raw float32 image embeddings [b, d] (not normalised).
+    return encode_with_head(loaded, grey, precision)[0]
+
+
+def encode_with_head(loaded: LoadedModel, grey: torch.Tensor, precision: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """uint8 [b, s, s] grey images -> (raw float32 embeddings [b, d], the adapted head's logits
+    [b, 14] or None). Embeddings are not normalised.
 
     Weights stay fp32; fp16 and bf16 run under autocast, as open_clip's own evaluation does.
     """
@@ -31,4 +36,6 @@ def encode_images(loaded: LoadedModel, grey: torch.Tensor, precision: str) -> np
     )
     with torch.inference_mode(), autocast:
         x = to_model_input(grey.to(device, non_blocking=True), loaded.preprocessing, torch.float32)
-        return loaded.model.encode_image(x).float().cpu().numpy()
+        features = loaded.model.encode_image(x).float()
+        logits = loaded.head(features).float().cpu().numpy() if loaded.head is not None else None
+        return features.cpu().numpy(), logits

@@ -38,6 +38,7 @@ class LoadedModel:
     preprocessing: Preprocessing
     embed_dim: int
     device: torch.device
+    head: torch.nn.Module | None = None  # an adapted run's MLP head, scored beside the embeddings
 
     def tokenizer(self):  # noqa: ANN201 - open_clip's tokenizer classes share no base type
         return open_clip.get_tokenizer(_open_clip_name(self.name))

@@ -1,0 +1,47 @@
+"""Loading an adapted run (``cxrprobe adapt``'s best.pt) for embedding."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from cxrprobe.errors import InputError
+from cxrprobe.models.loading import LoadedModel, load_model
+from cxrprobe.models.mlp_head import PaperHead
+from cxrprobe.models.weights import weights_sha256
+from cxrprobe.train.checkpoint import load_checkpoint
+
+BEST = "best.pt"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_adapted(run_dir: Path, device: str) -> tuple[LoadedModel, Path]:
+    """The run's base model with its adapted visual tower and head (the best epoch's)."""
+    run_dir = Path(run_dir)
+    config_path, best = run_dir / "config.json", run_dir / BEST
+    if not config_path.is_file() or not best.is_file():
+        raise InputError(f"{run_dir} is not a finished cxrprobe adapt run (no config.json and {BEST})")
+    config = json.loads(config_path.read_text())
+    saved = load_checkpoint(best)
+    loaded = load_model(config["model"], config["pretrained"], device)  # the text tower stays the base one
+    try:
+        loaded.model.visual.load_state_dict(saved["visual"])
+        head = PaperHead(loaded.embed_dim)
+        head.load_state_dict(saved["head"])
+    except (KeyError, RuntimeError) as exc:
+        raise InputError(f"{best} does not fit {config['model']}: {str(exc).splitlines()[0][:160]}") from None
+    head.eval().to(loaded.device)
+    identity = hashlib.sha256((weights_sha256(loaded.model) + weights_sha256(head)).encode()).hexdigest()
+    adapted = dataclasses.replace(
+        loaded, head=head, weights_sha256=identity, pretrained=f"{config['pretrained']}+adapted",
+    )
+    return adapted, best
