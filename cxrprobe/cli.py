@@ -156,6 +156,7 @@ def fewshot(
     heads: Annotated[str, typer.Option(help="Comma-separated heads, or all.")] = "all",
     jobs: Annotated[int, typer.Option(help="Parallel processes; results are the same for any value.")] = 1,
     strict_shots: Annotated[bool, typer.Option("--strict-shots", help="Fail when a finding has fewer training images than shots.")] = False,
+    protocol: Annotated[str, typer.Option(help="default (honest), or paper: the paper's code as it ran (adapted head trained further, one draw per N).")] = "default",
     search: Annotated[bool, typer.Option("--search", help="Let heads that can (logreg) choose hyperparameters on a few-shot set of validation patients.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
@@ -164,7 +165,8 @@ def fewshot(
     from cxrprobe.report.tables import render_summary
 
     with _progress("few-shot runs", quiet) as progress:
-        summary = run_fewshot(cache, out, shots, seeds, heads, jobs, strict_shots, progress, search=search)
+        summary = run_fewshot(cache, out, shots, seeds, heads, jobs, strict_shots, progress, search=search,
+                              protocol=protocol)
     render_summary(summary)
     typer.echo(f"results in {out} (summary.csv, runs.csv, per_class.csv, paired.csv, supports.csv, auc_vs_shots.png)")
 

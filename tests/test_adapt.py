@@ -121,3 +121,36 @@ def test_embed_from_an_adapt_run_stores_the_head_logits_and_the_adapted_head_run
                           "holds no adapted-head logits")
     assert_one_line_error(cli("embed", "--data-dir", adapt_data, "--out", tmp_path / "x.h5", "--checkpoint", tmp_path),
                           "is not a finished cxrprobe adapt run")
+
+
+def test_paper_protocol_continues_the_adapted_head_from_the_cache(adapt_data, tmp_path, cli):
+    import json
+
+    import numpy as np
+
+    from cxrprobe.cache.reader import FeatureCache
+    from cxrprobe.heads.paper_mlp import PaperMlpHead
+
+    run = tmp_path / "run"
+    assert cli("adapt", "--data-dir", adapt_data, "--out", run, *TINY, "--epochs", "1").code == 0
+    cache = tmp_path / "adapted.h5"
+    assert cli("embed", "--data-dir", adapt_data, "--out", cache, "--checkpoint", run, "--device", "cpu",
+               "--workers", "0", "-q").code == 0
+    with FeatureCache(cache) as opened:
+        state, X, logits = opened.head_state(), opened.embeddings(), opened.head_logits()
+    # zero epochs of continued training is the adapted head itself
+    untouched = PaperMlpHead(init_state=state, epochs=0).fit(X[:4], np.zeros((4, 14))).decision_function(X)
+    assert np.allclose(untouched, logits, atol=0.05)
+    out = tmp_path / "paper"
+    result = cli("fewshot", "--cache", cache, "--out", out, "--shots", "1,2", "--protocol", "paper", "-q")
+    assert result.code == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["protocol"] == "paper" and config["seeds"] == [0] and set(config["heads"]) == {"adapted", "paper-mlp"}
+    assert "the paper's protocol" in config["label"]
+    assert {line.split(",")[1] for line in (out / "runs.csv").read_text().splitlines()[1:]} == {"paper"}
+    plain = tmp_path / "plain.h5"
+    assert cli("embed", "--data-dir", adapt_data, "--out", plain, *TINY[:6], "--workers", "0", "-q").code == 0
+    assert_one_line_error(cli("fewshot", "--cache", plain, "--out", tmp_path / "r", "--protocol", "paper"),
+                          "continues training the adapted head")
+    assert_one_line_error(cli("fewshot", "--cache", plain, "--out", tmp_path / "r", "--protocol", "papers"),
+                          "--protocol must be one of default, paper")

@@ -195,7 +195,11 @@ def _open_or_create_shard(
     if checkpoint_file is not None:
         extra.update(checkpoint=str(checkpoint_file.parent), checkpoint_sha256=file_sha256(checkpoint_file))
     plan = ShardPlan(0, len(manifest), len(manifest), options.batch_size)
-    create_shard(partial, spec, plan, manifest, prompts, text_embeddings, extra, with_head=loaded.head is not None)
+    head_state = (
+        {k: v.detach().cpu().numpy() for k, v in loaded.head.state_dict().items()} if loaded.head is not None else None
+    )
+    create_shard(partial, spec, plan, manifest, prompts, text_embeddings, extra,
+                 with_head=loaded.head is not None, head_state=head_state)
     return ShardWriter(partial)
 
 

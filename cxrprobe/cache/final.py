@@ -9,7 +9,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cxrprobe.cache.layout import STR, read_attrs, read_table, read_text, write_root_attrs, write_table, write_text
+from cxrprobe.cache.layout import (
+    STR, read_attrs, read_head_state, read_table, read_text, write_head_state, write_root_attrs, write_table, write_text,
+)
 from cxrprobe.cache.schema import ROW_CHUNK, STATUS_FAILED, STATUS_PENDING, STATUS_WRITTEN, EmbedSpec
 from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError
@@ -55,6 +57,8 @@ def write_cache(out: Path, shards: list[Path]) -> CacheSummary:
             write_text(f, prompts, text_embeddings)
             if parts[0][6] is not None:
                 f.create_group("head").create_dataset("logits", data=np.concatenate([p[6] for p in parts])[keep])
+            if parts[0][7] is not None:
+                write_head_state(f, parts[0][7])
             f.attrs["complete"] = True
         fsync_path(tmp)
         os.replace(tmp, out)
@@ -73,6 +77,7 @@ def _read_shard(path: Path) -> tuple:
             f["reason"][()],
             read_text(f),
             f["head_logits"][()] if "head_logits" in f else None,
+            read_head_state(f),
         )
 
 

@@ -117,3 +117,16 @@ def read_text(f: h5py.File) -> tuple[PromptSet, np.ndarray]:
 
 def json_attr(value: object) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def write_head_state(f: h5py.File, state: dict[str, np.ndarray]) -> None:
+    """The adapted head's weights (group ``head/state``), so the paper protocol runs from the cache."""
+    group = f.require_group("head").create_group("state")
+    for name in sorted(state):
+        group.create_dataset(name, data=np.asarray(state[name], dtype=np.float32))
+
+
+def read_head_state(f: h5py.File) -> dict[str, np.ndarray] | None:
+    if "head/state" not in f:
+        return None
+    return {name: f["head/state"][name][()] for name in f["head/state"]}

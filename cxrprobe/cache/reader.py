@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cxrprobe.cache.layout import read_attrs, read_table, read_text
+from cxrprobe.cache.layout import read_attrs, read_head_state, read_table, read_text
 from cxrprobe.cache.schema import FORMAT, FORMAT_VERSION, STATUS_FAILED, STATUS_WRITTEN
 from cxrprobe.data.table import SPLITS, ImageTable
 from cxrprobe.errors import CacheError
@@ -118,6 +118,13 @@ class FeatureCache:
             raise CacheError(f"{self.path} holds no adapted-head logits (embed it with --checkpoint RUN_DIR)")
         data = self.file["head/logits"][()]
         return np.asarray(data if rows is None else data[rows], dtype=np.float32)
+
+    def head_state(self) -> dict[str, np.ndarray]:
+        """The adapted head's weights, for the paper protocol."""
+        state = read_head_state(self.file)
+        if state is None:
+            raise CacheError(f"{self.path} holds no adapted head (embed it with --checkpoint RUN_DIR)")
+        return state
 
     def failures(self) -> list[tuple[str, str]]:
         if self.is_shard:

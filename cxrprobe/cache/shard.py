@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cxrprobe.cache.layout import read_attrs, write_root_attrs, write_table, write_text
+from cxrprobe.cache.layout import read_attrs, write_head_state, write_root_attrs, write_table, write_text
 from cxrprobe.cache.schema import (
     FORMAT, REASON_BYTES, STATUS_FAILED, STATUS_PENDING, STATUS_WRITTEN, EmbedSpec,
 )
@@ -56,6 +56,7 @@ def create_shard(
     text_embeddings: np.ndarray,
     extra_attrs: dict[str, object],
     with_head: bool = False,
+    head_state: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Write a fresh shard under a temporary name, then rename it into place; ``with_head``
     reserves room for an adapted head's logits beside the embeddings."""
@@ -73,6 +74,8 @@ def create_shard(
             f.create_dataset("embeddings", shape=(n, spec.embed_dim), dtype=spec.dtype, dcpl=_early_dcpl())
             f.create_dataset("status", shape=(n,), dtype=np.uint8, dcpl=_early_dcpl())
             f.create_dataset("reason", shape=(n,), dtype=f"S{REASON_BYTES}", dcpl=_early_dcpl())
+            if head_state is not None:
+                write_head_state(f, head_state)
             if with_head:
                 f.create_dataset("head_logits", shape=(n, len(FINDINGS)), dtype=np.float32, dcpl=_early_dcpl())
         os.replace(tmp, path)

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Callable
 
 from cxrprobe.errors import InputError
-from cxrprobe.eval.runner import GridSpec, parse_shots, run_grid
+from cxrprobe.eval.runner import PROTOCOLS, GridSpec, parse_shots, run_grid
 from cxrprobe.heads import parse_heads
 
-PROTOCOL = "default"
 PACKAGES = ("cxrprobe", "numpy", "scipy", "scikit-learn", "torch", "faiss-cpu", "h5py", "open_clip_torch")
 
 
@@ -27,7 +26,7 @@ def package_versions() -> dict[str, str]:
 
 def run_fewshot(
     cache: Path, out: Path, shots: str, seeds: int, heads: str, jobs: int, strict_shots: bool,
-    progress: Callable[[int, int], None] | None = None, search: bool = False,
+    progress: Callable[[int, int], None] | None = None, search: bool = False, protocol: str = "default",
 ) -> Path:
     """Run the grid and write ``out``; returns the summary.csv path."""
     from cxrprobe.report.results import check_results_dir, write_results
@@ -37,8 +36,15 @@ def run_fewshot(
     with FeatureCache(cache) as opened:
         image_ids = opened.table.image_ids
         has_head = "head" in opened.file
+    if protocol not in PROTOCOLS:
+        raise InputError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if protocol == "paper":
+        if not has_head:
+            raise InputError(f"the paper protocol continues training the adapted head, which {cache} does not hold "
+                             "(embed with --checkpoint RUN_DIR)")
+        seeds, heads = 1, "adapted,paper-mlp"  # one draw per N, as the paper's code ran
     spec = GridSpec(shots=parse_shots(shots), seeds=_positive(seeds, "--seeds"), heads=parse_heads(heads, has_head),
-                    strict_shots=strict_shots, search=search)
+                    strict_shots=strict_shots, search=search, protocol=protocol)
     _positive(jobs, "--jobs")
     out = Path(out)
     check_results_dir(out)
@@ -46,8 +52,9 @@ def run_fewshot(
     attrs = result.cache_attrs
     config = {
         "command": "fewshot",
-        "protocol": PROTOCOL,
-        "label": f"{attrs.get('model')}/{attrs.get('pretrained')} on {attrs.get('dataset')}; default protocol",
+        "protocol": protocol,
+        "label": f"{attrs.get('model')}/{attrs.get('pretrained')} on {attrs.get('dataset')}; "
+                 + ("the paper's protocol (adapted head trained further, one draw)" if protocol == "paper" else "default protocol"),
         "cache": str(cache),
         "cache_fingerprint": {k: attrs.get(k) for k in ("weights_sha256", "dataset_fingerprint", "manifest_sha256", "model", "pretrained")},
         "shots": list(spec.shots),
@@ -64,7 +71,7 @@ def run_fewshot(
         "versions": package_versions(),
         "note": "CIs are t-based over seeds (support-set draws); zeroshot uses text only, no labelled image.",
     }
-    write_results(out, result, spec, PROTOCOL, image_ids, config)
+    write_results(out, result, spec, protocol, image_ids, config)
     return out / "summary.csv"
 
 

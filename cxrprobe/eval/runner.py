@@ -43,6 +43,7 @@ class GridSpec:
     first_seed: int = 0
     strict_shots: bool = False
     search: bool = False  # heads that can, select hyperparameters on a few-shot validation set
+    protocol: str = "default"  # "paper": the paper's code as it ran (see PAPER_EPOCHS)
 
     def tasks(self) -> list[tuple[int, int]]:
         return [(s, seed) for s in self.shots for seed in range(self.first_seed, self.first_seed + self.seeds)]
@@ -77,9 +78,16 @@ class GridData:
     center: np.ndarray  # mean of the unlabelled training pool
     text: TextPrompts | None
     test_inputs: dict[str, np.ndarray]  # the test rows under each transform the heads use, made once
+    head_state: dict | None = None  # the adapted head's weights, for the paper protocol
 
 
-def load_grid_data(cache_path: Path, heads: tuple[str, ...]) -> tuple[GridData, dict]:
+PROTOCOLS = ("default", "paper")
+# The paper's few-shot code: continue training the adapted head on each support set for 5
+# epochs (AdamW 1e-4, batch 16), support sets without explicit normals, one draw per N.
+PAPER_EPOCHS = 5
+
+
+def load_grid_data(cache_path: Path, heads: tuple[str, ...], protocol: str = "default") -> tuple[GridData, dict]:
     with FeatureCache(cache_path) as cache:
         embeddings = cache.embeddings()
         if not np.isfinite(embeddings).all():
@@ -100,6 +108,7 @@ def load_grid_data(cache_path: Path, heads: tuple[str, ...]) -> tuple[GridData, 
         data = GridData(
             embeddings=embeddings, labels=cache.labels, split=cache.table.split, test_rows=test,
             center=center, text=text,
+            head_state=cache.head_state() if "paper-mlp" in heads and protocol == "paper" else None,
             test_inputs={
                 kind: cache.head_logits(test) if kind == "head_logits" else transform_embeddings(embeddings[test], kind, center)
                 for kind in kinds
@@ -123,7 +132,8 @@ def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[Sup
     faiss.omp_set_num_threads(1)
     try:
         with threadpool_limits(1):
-            support = draw_support(data.labels, data.split, shots, seed, strict=spec.strict_shots)
+            support = draw_support(data.labels, data.split, shots, seed, strict=spec.strict_shots,
+                                   with_normals=spec.protocol != "paper")
             X = data.embeddings[support.rows]
             Y = data.labels[support.rows]
             Y_test = data.labels[data.test_rows]
@@ -133,6 +143,8 @@ def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[Sup
                 if not HEADS[name].needs_support:
                     continue  # scored once for the whole grid by run_grid
                 head = make_head(name, data.text, data.center, random_state=seed, search=spec.search)
+                if spec.protocol == "paper" and name == "paper-mlp":
+                    head.set_params(init_state=data.head_state, epochs=PAPER_EPOCHS)
                 if head.uses_validation:
                     if validation is None:  # other patients than the support set's: the val split
                         validation = draw_support(data.labels, data.split, min(shots, VALIDATION_SHOTS_MAX), seed,
@@ -164,7 +176,7 @@ def run_grid(
 ) -> GridResult:
     if jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {jobs}")
-    data, attrs = load_grid_data(cache_path, spec.heads)
+    data, attrs = load_grid_data(cache_path, spec.heads, spec.protocol)
     tasks = spec.tasks()
     if jobs == 1:
         outputs = []

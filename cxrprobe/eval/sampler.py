@@ -34,12 +34,14 @@ class SupportSet:
 
 
 def draw_support(
-    labels: np.ndarray, split: np.ndarray, shots: int, seed: int, pool_split: str = "train", strict: bool = False
+    labels: np.ndarray, split: np.ndarray, shots: int, seed: int, pool_split: str = "train", strict: bool = False,
+    with_normals: bool = True,
 ) -> SupportSet:
     """Draw the support set of ``shots`` per finding plus ``shots`` normals from ``pool_split``.
 
     With ``strict``, a finding with fewer than ``shots`` positives in the pool is an error
-    instead of contributing all it has.
+    instead of contributing all it has. Without ``with_normals`` no "No Finding" images are drawn
+    (the paper's sampler: negatives come only from other findings' images).
     """
     if pool_split not in POOL_SPLITS:
         raise ValueError(f"support sets come from {' or '.join(POOL_SPLITS)}, never from {pool_split!r}")
@@ -52,8 +54,11 @@ def draw_support(
     pool_labels = labels[pool]
     chosen: list[np.ndarray] = []
     short: list[str] = []
-    candidates = [pool_labels[:, c] == 1 for c in range(len(FINDINGS))] + [pool_labels.sum(axis=1) == 0]
-    names = list(FINDINGS) + ["No Finding"]
+    candidates = [pool_labels[:, c] == 1 for c in range(len(FINDINGS))]
+    names = list(FINDINGS)
+    if with_normals:
+        candidates.append(pool_labels.sum(axis=1) == 0)
+        names.append("No Finding")
     for name, mask in zip(names, candidates):
         available = pool[mask]
         if available.size < shots:

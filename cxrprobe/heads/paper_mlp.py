@@ -1,6 +1,9 @@
 """The paper's MLP head trained from scratch on the support set: raw embeddings in (as the
 paper's head takes the visual tower's output), plain BCE, batch 16, AdamW 1e-4, a fixed
-number of epochs. Nothing is chosen on test: the paper's code picked its epoch by test AUC."""
+number of epochs. Nothing is chosen on test: the paper's code picked its epoch by test AUC.
+
+With ``init_state`` (the adapted head's weights from the cache) it continues training that
+head instead, as the paper's few-shot code did (``--protocol paper``: 5 epochs)."""
 
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ from cxrprobe.models.mlp_head import PaperHead
 
 class PaperMlpHead(Head):
     def __init__(self, epochs: int = 30, batch_size: int = 16, lr: float = 1e-4, weight_decay: float = 1e-2,
-                 random_state: int | None = 0) -> None:
+                 init_state: dict | None = None, random_state: int | None = 0) -> None:
         self.epochs = epochs
+        self.init_state = init_state
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
@@ -27,6 +31,8 @@ class PaperMlpHead(Head):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             head = PaperHead(in_dim=X.shape[1], n_classes=Y.shape[1])
+            if self.init_state is not None:
+                head.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in self.init_state.items()})
             # dropout draws from the global generator: keep it inside the fork too
             self.module_ = fit_bce(head, X, Y, self.epochs, self.batch_size, self.lr, self.weight_decay, seed)
         return self
