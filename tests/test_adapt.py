@@ -154,3 +154,24 @@ def test_paper_protocol_continues_the_adapted_head_from_the_cache(adapt_data, tm
                           "continues training the adapted head")
     assert_one_line_error(cli("fewshot", "--cache", plain, "--out", tmp_path / "r", "--protocol", "papers"),
                           "--protocol must be one of default, paper")
+
+
+def test_held_out_labels_reach_neither_the_loss_nor_the_selection(adapt_data, tmp_path, cli):
+    from cxrprobe.labels import FINDINGS
+
+    run = tmp_path / "all-held-out"
+    result = cli("adapt", "--data-dir", adapt_data, "--out", run, *TINY, "--epochs", "2", "--hold-out", ",".join(FINDINGS))
+    assert result.code == 0, result.stderr
+    rows = metrics(run)
+    assert all(float(r["train_loss"]) == 0.0 for r in rows)  # every label masked: nothing to learn from
+    assert all(r["val_mean_auc"] == "nan" for r in rows)  # and nothing to select on
+    assert not (run / "best.pt").exists()
+    before = load_model("cxrprobe-tiny", "none", "cpu").model.visual.state_dict()
+    after = load_checkpoint(run / "last.pt")["visual"]
+    # only weight decay moved the trainable weights: no gradient came from a held-out label
+    reference = load_model("cxrprobe-tiny", "none", "cpu").model.visual
+    unfreeze_top(reference, 1)
+    for name, p in reference.named_parameters():
+        if p.requires_grad and p.ndim > 1:
+            ratio = (after[name] / before[name])[before[name].abs() > 1e-3]
+            assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), atol=1e-4), name
