@@ -75,7 +75,8 @@ def main() -> None:
             cache = Path(tmp) / "synthetic.h5"
             write_synthetic_cache(cache, meta.table, meta.label_source, meta.val_fraction, meta.val_seed)
         start = time.perf_counter()
-        run_fewshot(cache, Path(tmp) / "results", args.shots, args.seeds, "all", args.jobs, strict_shots=False)
+        run_fewshot(cache, Path(tmp) / "results", args.shots, args.seeds, ",".join(BASE_HEADS), args.jobs,
+                    strict_shots=False)
         grid_s = time.perf_counter() - start
         print(f"grid: {len(shots)} shot levels x {args.seeds} seeds x {len(BASE_HEADS)} heads, "
               f"--jobs {args.jobs}: {grid_s:.1f} s")

@@ -10,7 +10,7 @@ from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.errors import InputError
 from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.eval.sampler import draw_support
-from cxrprobe.heads import BASE_HEADS, HEADS, TextPrompts, make_head, parse_heads
+from cxrprobe.heads import ADAPTERS, BASE_HEADS, HEADS, TextPrompts, make_head, parse_heads
 from cxrprobe.heads.base import l2_normalise
 from cxrprobe.heads.knn import KnnHead
 from cxrprobe.heads.prototype import PrototypeHead
@@ -28,7 +28,7 @@ def data(synthetic_cache):
     return X, Y, support.rows, test, text, X[split == "train"].mean(axis=0)
 
 
-@pytest.mark.parametrize("name", BASE_HEADS)
+@pytest.mark.parametrize("name", BASE_HEADS + ADAPTERS)
 def test_contract_shapes_clone_and_determinism(name, data):
     X, Y, support, test, text, center = data
     head = make_head(name, text, center, random_state=3)
@@ -43,7 +43,7 @@ def test_contract_shapes_clone_and_determinism(name, data):
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
 
 
-@pytest.mark.parametrize("name", [n for n in BASE_HEADS if n != "zeroshot"])
+@pytest.mark.parametrize("name", [n for n in BASE_HEADS + ADAPTERS if n != "zeroshot"])
 def test_learned_heads_learn_from_the_support_set(name, data):
     X, Y, support, test, text, center = data
     head = make_head(name, text, center, random_state=0).fit(X[support], Y[support])
@@ -87,7 +87,8 @@ def test_knn_with_k_1_copies_the_nearest_support_label():
 
 
 def test_head_names_parse_and_unknown_ones_list_the_valid(data):
-    assert parse_heads("all") == BASE_HEADS
+    assert parse_heads("all") == BASE_HEADS + ADAPTERS
+    assert parse_heads("all", with_adapted=True)[-1] == "adapted"
     assert parse_heads("knn,logreg,knn") == ("knn", "logreg")
     with pytest.raises(InputError, match="unknown head 'svm'; valid heads: " + ", ".join(HEADS)):
         parse_heads("logreg,svm")
@@ -107,3 +108,42 @@ def test_logreg_c_search_uses_the_validation_set_and_picks_from_the_grid(data):
     with pytest.raises(ValueError, match="needs a validation set"):
         LogRegHead(search_C=True).fit(X[support], Y[support])
     assert LogRegHead().fit(X[support], Y[support]).C_ == 0.316
+
+
+def test_tip_adapter_with_alpha_0_is_zero_shot_and_its_cache_score_is_signed(data):
+    from cxrprobe.heads.tip_adapter import TipAdapterHead
+
+    X, Y, support, test, text, _ = data
+    zero = ZeroShotHead(text=text).fit(X[support], Y[support]).decision_function(X[test])
+    tip0 = TipAdapterHead(text=text, alpha=0.0).fit(X[support], Y[support]).decision_function(X[test])
+    assert np.allclose(tip0, zero, atol=1e-6)
+    # a query equal to a support image leans toward that image's labels
+    tip = TipAdapterHead(text=text, alpha=1.0, beta=50.0).fit(X[support], Y[support])
+    row = support[int(np.argmax(Y[support].sum(axis=1)))]
+    cache = tip.decision_function(X[[row]]) - ZeroShotHead(text=text).decision_function(X[[row]])
+    positive = Y[row] == 1
+    assert cache[0, positive].mean() > cache[0, ~positive].mean()
+
+
+def test_gda_recovers_the_discriminant_direction_of_two_gaussians():
+    from cxrprobe.heads.gda import GdaHead
+
+    rng = np.random.default_rng(0)
+    d, n = 6, 20000
+    A = rng.normal(size=(d, d)) * 0.02
+    cov = A @ A.T + 0.001 * np.eye(d)
+    base = np.zeros(d)
+    base[0] = 1.0  # far from the origin, so L2 normalisation barely bends the classes
+    delta = rng.normal(size=d) * 0.02
+    y = rng.integers(0, 2, n)
+    X = base + y[:, None] * delta + rng.multivariate_normal(np.zeros(d), cov, size=n)
+    Y = np.zeros((n, len(FINDINGS)))
+    Y[:, 0] = y
+    head = GdaHead(text=None).fit(X, Y)
+    Z = l2_normalise(X)
+    mu1, mu0 = Z[y == 1].mean(axis=0), Z[y == 0].mean(axis=0)
+    centred = np.where(y[:, None] == 1, Z - mu1, Z - mu0)
+    analytic = np.linalg.solve(np.cov(centred.T), mu1 - mu0)
+    got = head.coef_[:, 0]
+    cosine = got @ analytic / np.linalg.norm(got) / np.linalg.norm(analytic)
+    assert cosine > 0.99

@@ -5,11 +5,13 @@ from __future__ import annotations
 from cxrprobe.errors import InputError
 from cxrprobe.heads.adapted import AdaptedHead
 from cxrprobe.heads.base import Head, TextPrompts
+from cxrprobe.heads.gda import GdaHead
 from cxrprobe.heads.knn import KnnHead
 from cxrprobe.heads.linear import LinearHead
 from cxrprobe.heads.logreg import LogRegHead
 from cxrprobe.heads.paper_mlp import PaperMlpHead
 from cxrprobe.heads.prototype import PrototypeHead
+from cxrprobe.heads.tip_adapter import TipAdapterHead
 from cxrprobe.heads.zeroshot import ZeroShotHead
 
 HEADS: dict[str, type[Head]] = {
@@ -19,9 +21,13 @@ HEADS: dict[str, type[Head]] = {
     "prototype": PrototypeHead,
     "knn": KnnHead,
     "zeroshot": ZeroShotHead,
+    "tip-adapter": TipAdapterHead,
+    "gda": GdaHead,
     "adapted": AdaptedHead,
 }
-BASE_HEADS = tuple(name for name in HEADS if name != "adapted")
+# The six heads of the performance target; 'all' adds the adapters (and 'adapted' when cached).
+BASE_HEADS = ("paper-mlp", "logreg", "linear", "prototype", "knn", "zeroshot")
+ADAPTERS = ("tip-adapter", "gda")
 
 
 def parse_heads(text: str, with_adapted: bool = False) -> tuple[str, ...]:
@@ -29,7 +35,7 @@ def parse_heads(text: str, with_adapted: bool = False) -> tuple[str, ...]:
     the adapted head only ``with_adapted`` (a cache embedded from an adapt run)."""
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if names == ("all",):
-        return BASE_HEADS + (("adapted",) if with_adapted else ())
+        return BASE_HEADS + ADAPTERS + (("adapted",) if with_adapted else ())
     unknown = [n for n in names if n not in HEADS]
     if unknown or not names:
         raise InputError(f"unknown head {unknown[0] if unknown else text!r}; valid heads: {', '.join(HEADS)} (or all)")
