@@ -28,25 +28,38 @@ def data(synthetic_cache):
     return X, Y, support.rows, test, text, X[split == "train"].mean(axis=0)
 
 
+@pytest.fixture(scope="module")
+def validation(synthetic_cache):
+    with FeatureCache(synthetic_cache) as cache:
+        return draw_support(cache.labels, cache.table.split, 4, seed=0, pool_split="val").rows
+
+
+def fit(head, X, Y, rows, validation):
+    """Fit as the runner does: heads that select on validation get the few-shot validation set."""
+    if head.uses_validation:
+        return head.fit(X[rows], Y[rows], X[validation], Y[validation])
+    return head.fit(X[rows], Y[rows])
+
+
 @pytest.mark.parametrize("name", BASE_HEADS + ADAPTERS)
-def test_contract_shapes_clone_and_determinism(name, data):
+def test_contract_shapes_clone_and_determinism(name, data, validation):
     X, Y, support, test, text, center = data
     head = make_head(name, text, center, random_state=3)
-    assert head.fit(X[support], Y[support]) is head
+    assert fit(head, X, Y, support, validation) is head
     scores = head.decision_function(X[test])
     assert scores.shape == (len(test), len(FINDINGS)) and np.isfinite(scores).all()
     twin = clone(head)
     assert twin.get_params().keys() == head.get_params().keys()
-    again = twin.fit(X[support], Y[support]).decision_function(X[test])
+    again = fit(twin, X, Y, support, validation).decision_function(X[test])
     assert np.array_equal(scores, again)
     probabilities = head.predict_proba(X[test])
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
 
 
 @pytest.mark.parametrize("name", [n for n in BASE_HEADS + ADAPTERS if n != "zeroshot"])
-def test_learned_heads_learn_from_the_support_set(name, data):
+def test_learned_heads_learn_from_the_support_set(name, data, validation):
     X, Y, support, test, text, center = data
-    head = make_head(name, text, center, random_state=0).fit(X[support], Y[support])
+    head = fit(make_head(name, text, center, random_state=0), X, Y, support, validation)
     assert mean_auc(per_class_auc(Y[test], head.decision_function(X[test]))) > 0.55
 
 
@@ -147,3 +160,19 @@ def test_gda_recovers_the_discriminant_direction_of_two_gaussians():
     got = head.coef_[:, 0]
     cosine = got @ analytic / np.linalg.norm(got) / np.linalg.norm(analytic)
     assert cosine > 0.99
+
+
+def test_logreg_cv_bisection_never_ends_below_its_coarse_grid(data, validation):
+    from cxrprobe.heads.logreg import LogRegCvHead, LogRegHead
+
+    X, Y, support, test, text, center = data
+    head = LogRegCvHead(bisection_steps=3).fit(X[support], Y[support], X[validation], Y[validation])
+    assert 1e-8 <= head.C_ <= 1e8
+
+    def val_auc(C):
+        model = LogRegHead(C=C).fit(X[support], Y[support])
+        return mean_auc(per_class_auc(Y[validation], model.decision_function(X[validation])))
+
+    assert val_auc(head.C_) >= max(val_auc(C) for C in LogRegCvHead.COARSE) - 1e-12
+    with pytest.raises(ValueError, match="needs a validation set"):
+        LogRegCvHead().fit(X[support], Y[support])

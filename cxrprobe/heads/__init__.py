@@ -8,7 +8,7 @@ from cxrprobe.heads.base import Head, TextPrompts
 from cxrprobe.heads.gda import GdaHead
 from cxrprobe.heads.knn import KnnHead
 from cxrprobe.heads.linear import LinearHead
-from cxrprobe.heads.logreg import LogRegHead
+from cxrprobe.heads.logreg import LogRegCvHead, LogRegHead
 from cxrprobe.heads.paper_mlp import PaperMlpHead
 from cxrprobe.heads.prototype import PrototypeHead
 from cxrprobe.heads.tip_adapter import TipAdapterHead
@@ -23,11 +23,12 @@ HEADS: dict[str, type[Head]] = {
     "zeroshot": ZeroShotHead,
     "tip-adapter": TipAdapterHead,
     "gda": GdaHead,
+    "logreg-cv": LogRegCvHead,
     "adapted": AdaptedHead,
 }
 # The six heads of the performance target; 'all' adds the adapters (and 'adapted' when cached).
 BASE_HEADS = ("paper-mlp", "logreg", "linear", "prototype", "knn", "zeroshot")
-ADAPTERS = ("tip-adapter", "gda")
+ADAPTERS = ("tip-adapter", "gda", "logreg-cv")
 
 
 def parse_heads(text: str, with_adapted: bool = False) -> tuple[str, ...]:

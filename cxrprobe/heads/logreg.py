@@ -8,6 +8,8 @@ needs ``X_val`` and ``Y_val``."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
@@ -39,16 +41,21 @@ class LogRegHead(Head):
             if X_val is None or Y_val is None:
                 raise ValueError("search_C needs a validation set (X_val, Y_val)")
             Z_val = self.transform(check_xy(X_val, Y_val)[0])
-            scores = []
-            for C in C_GRID:
-                self._fit_at(Z, Y, C)
-                scores.append(mean_auc(per_class_auc(Y_val, self.decision_from(Z_val))))
-            finite = np.where(np.isnan(scores), -np.inf, scores)
-            self.C_ = C_GRID[int(np.argmax(finite))]  # first best: the most regularised on ties
+            self.C_ = self._choose_C(lambda C: self._validation_auc(Z, Y, Z_val, Y_val, C))
         else:
             self.C_ = self.C
         self._fit_at(Z, Y, self.C_)
         return self
+
+    def _validation_auc(self, Z: np.ndarray, Y: np.ndarray, Z_val: np.ndarray, Y_val: np.ndarray, C: float) -> float:
+        self._fit_at(Z, Y, C)
+        score = mean_auc(per_class_auc(Y_val, self.decision_from(Z_val)))
+        return score if np.isfinite(score) else -np.inf
+
+    def _choose_C(self, score: Callable[[float], float]) -> float:
+        """The grid point with the best validation mean AUC; the most regularised on ties."""
+        scores = [score(C) for C in C_GRID]
+        return C_GRID[int(np.argmax(scores))]
 
     def _fit_at(self, Z: np.ndarray, Y: np.ndarray, C: float) -> None:
         self.coef_ = np.zeros((Z.shape[1], Y.shape[1]))
@@ -63,3 +70,31 @@ class LogRegHead(Head):
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:
         return Z @ self.coef_.astype(np.float32) + self.intercept_.astype(np.float32)
+
+
+class LogRegCvHead(LogRegHead):
+    """The CLIP paper's / CoOp's search for C, always on: a coarse grid 1e-6 ... 1e6 (every two
+    decades), then ``bisection_steps`` halvings of the log interval around the best point, all
+    scored by mean AUC on the few-shot validation set."""
+
+    COARSE = tuple(10.0**e for e in range(-6, 7, 2))
+
+    def __init__(self, class_weight: str | None = "balanced", max_iter: int = 1000, bisection_steps: int = 8,
+                 random_state: int | None = None) -> None:
+        super().__init__(class_weight=class_weight, max_iter=max_iter, search_C=True, random_state=random_state)
+        self.bisection_steps = bisection_steps
+
+    def _choose_C(self, score: Callable[[float], float]) -> float:
+        logs = [float(np.log10(C)) for C in self.COARSE]
+        values = {x: score(10.0**x) for x in logs}
+        best = max(logs, key=lambda x: (values[x], -x))
+        low, high = best - 2.0, best + 2.0
+        for _ in range(self.bisection_steps):
+            middle_low, middle_high = (low + best) / 2, (best + high) / 2
+            for x in (middle_low, middle_high):
+                if x not in values:
+                    values[x] = score(10.0**x)
+            best = max((middle_low, best, middle_high), key=lambda x: (values[x], -x))
+            span = (high - low) / 4
+            low, high = best - span, best + span
+        return float(10.0**best)
