@@ -7,7 +7,6 @@ the cache in one rename. See cache/shard.py for why a resumed run writes the sam
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -17,9 +16,9 @@ from typing import Callable
 import numpy as np
 
 from cxrprobe.cache.final import write_cache
-from cxrprobe.cache.layout import created_timestamp, json_attr, package_versions
+from cxrprobe.cache.layout import created_timestamp, json_attr
 from cxrprobe.cache.reader import FeatureCache, peek_cache
-from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, preprocessing_json
+from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, manifest_sha256, preprocessing_json
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.data.images import make_loader
 from cxrprobe.data.locate import find_images
@@ -32,6 +31,7 @@ from cxrprobe.models.encode import check_precision, encode_with_head
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.text import default_prompts, encode_prompts
 from cxrprobe.train.adapted import file_sha256, load_adapted
+from cxrprobe.versions import package_versions
 
 Notify = Callable[[str], None]
 Progress = Callable[[int, int], None]
@@ -120,7 +120,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             label_source=metadata.label_source,
             val_fraction=metadata.val_fraction,
             val_seed=metadata.val_seed,
-            manifest_sha256=hashlib.sha256("\n".join(manifest.image_ids.tolist()).encode()).hexdigest(),
+            manifest_sha256=manifest_sha256(manifest.image_ids),
         )
         if existing == "complete":
             difference = spec.first_difference(EmbedSpec.from_attrs(peek_cache(out)))

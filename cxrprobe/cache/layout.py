@@ -27,21 +27,6 @@ def created_timestamp() -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def package_versions() -> dict[str, str]:
-    import open_clip
-    import torch
-
-    from cxrprobe import __version__
-
-    return {
-        "cxrprobe": __version__,
-        "torch": torch.__version__,
-        "open_clip": open_clip.__version__,
-        "h5py": h5py.__version__,
-        "hdf5": h5py.version.hdf5_version,
-    }
-
-
 def write_root_attrs(f: h5py.File, spec: EmbedSpec, extra: dict[str, object], complete: bool) -> None:
     attrs = f.attrs
     attrs["format"] = FORMAT

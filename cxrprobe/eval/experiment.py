@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import platform
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 from cxrprobe.errors import InputError
 from cxrprobe.eval.runner import PROTOCOLS, GridSpec, parse_shots, run_grid
 from cxrprobe.heads import parse_heads
-
-PACKAGES = ("cxrprobe", "numpy", "scipy", "scikit-learn", "torch", "faiss-cpu", "h5py", "open_clip_torch")
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+from cxrprobe.versions import package_versions
 
 
 def run_fewshot(
@@ -29,9 +16,9 @@ def run_fewshot(
     progress: Callable[[int, int], None] | None = None, search: bool = False, protocol: str = "default",
 ) -> Path:
     """Run the grid and write ``out``; returns the summary.csv path."""
+    from cxrprobe.cache.reader import FeatureCache
     from cxrprobe.report.results import check_results_dir, write_results
 
-    from cxrprobe.cache.reader import FeatureCache
 
     with FeatureCache(cache) as opened:
         image_ids = opened.table.image_ids

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from cxrprobe.eval.bootstrap import bootstrap_auc_ci
-from cxrprobe.eval.experiment import package_versions
 from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.eval.runner import load_grid_data
 from cxrprobe.heads import TextPrompts
 from cxrprobe.heads.zeroshot import ZeroShotHead
 from cxrprobe.labels import FINDINGS
+from cxrprobe.versions import package_versions
 
 
 def run_zeroshot(
