@@ -7,7 +7,6 @@ import json
 import shutil
 
 import h5py
-import numpy as np
 import pytest
 
 from cxrprobe.cache.reader import FeatureCache

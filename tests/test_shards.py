@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 
 import h5py
 import numpy as np
@@ -12,7 +11,7 @@ from conftest import TINY
 from cxrprobe.cache.extract import fill_shard
 from cxrprobe.cache.final import write_cache
 from cxrprobe.cache.reader import FeatureCache
-from cxrprobe.cache.schema import EmbedSpec, preprocessing_json
+from cxrprobe.cache.schema import EmbedSpec, manifest_sha256, preprocessing_json
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
@@ -32,7 +31,7 @@ def setup(small_dataset):
         dtype="float16", precision="fp32", l2_normalised=False, dataset="test",
         dataset_fingerprint=meta.table.fingerprint(), label_source=meta.label_source,
         val_fraction=meta.val_fraction, val_seed=meta.val_seed,
-        manifest_sha256=hashlib.sha256("\n".join(meta.table.image_ids).encode()).hexdigest(),
+        manifest_sha256=manifest_sha256(meta.table.image_ids),
     )
     prompts = default_prompts()
     text = encode_prompts(loaded.model, loaded.tokenizer(), prompts, loaded.device)

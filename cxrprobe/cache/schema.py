@@ -7,6 +7,7 @@ the rows that were embedded, in manifest order, with ``complete`` true.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 
@@ -72,6 +73,11 @@ class EmbedSpec:
                     return "the metadata (labels, splits or patients) differ"
                 return f"{name} is {theirs!r} there but {mine!r} here"
         return None
+
+
+def manifest_sha256(image_ids) -> str:  # noqa: ANN001 - any sequence of str
+    """The identity of an ordered list of images: sha256 of the ids joined by newlines."""
+    return hashlib.sha256("\n".join(list(image_ids)).encode()).hexdigest()
 
 
 def preprocessing_json(prep: dict[str, object]) -> str:

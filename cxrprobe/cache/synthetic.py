@@ -18,7 +18,7 @@ import numpy as np
 
 from cxrprobe.cache.final import write_cache
 from cxrprobe.cache.layout import created_timestamp
-from cxrprobe.cache.schema import EmbedSpec, preprocessing_json
+from cxrprobe.cache.schema import EmbedSpec, manifest_sha256, preprocessing_json
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.data.images import Preprocessing
 from cxrprobe.data.table import ImageTable
@@ -80,7 +80,7 @@ def write_synthetic_cache(
         preprocessing=preprocessing_json(Preprocessing().as_dict()), embed_dim=model.dim, dtype="float16",
         precision="fp32", l2_normalised=False, dataset="nih-chestxray14 (synthetic embeddings)",
         dataset_fingerprint=table.fingerprint(), label_source=label_source, val_fraction=val_fraction,
-        val_seed=val_seed, manifest_sha256=hashlib.sha256("\n".join(table.image_ids).encode()).hexdigest(),
+        val_seed=val_seed, manifest_sha256=manifest_sha256(table.image_ids),
     )
     shard = out.with_name(out.name + ".partial")
     extra = {"created": created_timestamp(), "n_metadata_rows": len(table), "n_missing_images": 0, "limit": -1}

@@ -63,7 +63,6 @@ class GridResult:
     supports: list[SupportSet]
     n_test: int
     validation_images: int
-    test_positives: np.ndarray
     cache_attrs: dict = field(default_factory=dict)
 
 
@@ -197,6 +196,5 @@ def run_grid(
         learned = {run.head: run for run in task_runs}
         for name in spec.heads:
             runs.append(learned[name] if name in learned else RunResult(name, shots, seed, fixed[name]))
-    test_labels = data.labels[data.test_rows]
     validation_images = max(n for _, _, n in outputs)
-    return GridResult(runs, supports, len(data.test_rows), validation_images, test_labels.sum(axis=0), attrs)
+    return GridResult(runs, supports, len(data.test_rows), validation_images, attrs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 from cxrprobe.errors import InputError
 from cxrprobe.heads.adapted import AdaptedHead
 from cxrprobe.heads.base import Head, TextPrompts
@@ -48,7 +50,7 @@ def make_head(name: str, text: TextPrompts | None, center, random_state: int, se
     ``search``, heads that can select hyperparameters on a validation set are told to."""
     cls = HEADS[name]
     params = {"random_state": random_state}
-    if search and "search_C" in cls().get_params():
+    if search and "search_C" in inspect.signature(cls).parameters:
         params["search_C"] = True
     if cls.uses_text:
         params["text"] = text

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from cxrprobe.errors import InputError
+from cxrprobe.fsutil import temporary_sibling
 from cxrprobe.eval.metrics import mean_auc
 from cxrprobe.eval.runner import GridResult, GridSpec
 from cxrprobe.eval.stats import mean_ci, paired_difference
@@ -104,7 +105,7 @@ def supports_table(result: GridResult, image_ids: np.ndarray) -> list[list[objec
 def publish_folder(out: Path, fill: Callable[[Path], None]) -> None:
     """Let ``fill`` write into a fresh hidden folder beside ``out``, then rename it to ``out``."""
     check_results_dir(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = temporary_sibling(out, "tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
