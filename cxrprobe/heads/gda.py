@@ -9,6 +9,7 @@ the LDA score alone.
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 
 from cxrprobe.heads.base import Head, TextPrompts, check_xy
 from cxrprobe.heads.zeroshot import ZeroShotHead
@@ -16,10 +17,22 @@ from cxrprobe.heads.zeroshot import ZeroShotHead
 ZERO_SHOT_SCALE = 100.0  # CLIP's logit scale, as the method blends its logits
 
 
-def shrunk_precision(centred: np.ndarray) -> np.ndarray:
+def apply_shrunk_precision(centred: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """d pinv((N-1) S + tr(S) I) @ V without forming a d x d inverse.
+
+    (N-1) S = C^T C for the centred rows C, so the matrix is C^T C + t I with t = tr(S) > 0:
+    positive definite, pinv = inv. With fewer rows than dimensions (every few-shot support
+    set) the Woodbury identity turns the d x d solve into an N x N one:
+    (C^T C + t I)^-1 V = (V - C^T (t I + C C^T)^-1 C V) / t.
+    """
     n, d = centred.shape
-    covariance = centred.T @ centred / max(n - 1, 1)
-    return d * np.linalg.pinv((n - 1) * covariance + np.trace(covariance) * np.eye(d))
+    t = float(np.einsum("ij,ij->", centred, centred)) / max(n - 1, 1)
+    if t == 0.0:  # every row equals its class mean: pinv of the zero matrix is zero
+        return np.zeros_like(V)
+    if n < d:
+        inner = scipy.linalg.solve(t * np.eye(n) + centred @ centred.T, centred @ V, assume_a="pos")
+        return d * (V - centred.T @ inner) / t
+    return d * scipy.linalg.solve(centred.T @ centred + t * np.eye(d), V, assume_a="pos")
 
 
 class GdaHead(Head):
@@ -46,9 +59,9 @@ class GdaHead(Head):
                 continue
             mu_pos, mu_neg = Z[positive].mean(axis=0), Z[negative].mean(axis=0)
             centred = np.where(positive[:, None], Z - mu_pos, Z - mu_neg)
-            precision = shrunk_precision(centred)
-            self.coef_[:, c] = precision @ (mu_pos - mu_neg)
-            self.intercept_[c] = -0.5 * (mu_pos @ precision @ mu_pos - mu_neg @ precision @ mu_neg)
+            p_pos, p_neg = apply_shrunk_precision(centred, np.stack([mu_pos, mu_neg], axis=1)).T
+            self.coef_[:, c] = p_pos - p_neg
+            self.intercept_[c] = -0.5 * (mu_pos @ p_pos - mu_neg @ p_neg)
         return self
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:
