@@ -10,6 +10,7 @@ import h5py
 import pytest
 
 from cxrprobe.cache.reader import FeatureCache
+from cxrprobe.heads import parse_heads
 from test_cli_errors import assert_one_line_error, snapshot
 
 GRID = ("--shots", "1,4", "--seeds", "3", "-q")
@@ -41,7 +42,7 @@ def test_results_dir_holds_every_file(grid_dirs):
     assert names == ["auc_vs_shots.png", "config.json", "paired.csv", "per_class.csv", "runs.csv",
                      "summary.csv", "supports.csv"]
     runs = read(grid_dirs[1] / "runs.csv")
-    assert len(runs) == 9 * 2 * 3 * 15  # heads x shots x seeds x (14 classes + mean)
+    assert len(runs) == len(parse_heads("all")) * 2 * 3 * 15  # heads x shots x seeds x (14 classes + mean)
     summary = read(grid_dirs[1] / "summary.csv")
     assert {row["n_seeds"] for row in summary} == {"3"}
     for row in summary:

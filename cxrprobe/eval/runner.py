@@ -8,6 +8,7 @@ share the embeddings through joblib's memory maps.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -55,6 +56,7 @@ class RunResult:
     shots: int
     seed: int
     aucs: np.ndarray  # [14], NaN where the test split has one class only
+    seconds: float = field(default=0.0, compare=False)  # fit + score + AUC, single-threaded; never written to runs.csv
 
 
 @dataclass
@@ -64,6 +66,7 @@ class GridResult:
     n_test: int
     validation_images: int
     cache_attrs: dict = field(default_factory=dict)
+    seconds_by_head: dict[str, float] = field(default_factory=dict)  # summed single-threaded seconds
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[Sup
             for name in spec.heads:
                 if not HEADS[name].needs_support:
                     continue  # scored once for the whole grid by run_grid
+                start = time.perf_counter()
                 head = make_head(name, data.text, data.center, random_state=seed, search=spec.search)
                 if spec.protocol == "paper" and name == "paper-mlp":
                     head.set_params(init_state=data.head_state, epochs=PAPER_EPOCHS)
@@ -153,20 +157,23 @@ def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[Sup
                 else:
                     head.fit(X, Y)
                 scores = head.decision_from(data.test_inputs[head.input_transform])
-                results.append(RunResult(name, shots, seed, per_class_auc(Y_test, scores)))
+                aucs = per_class_auc(Y_test, scores)
+                results.append(RunResult(name, shots, seed, aucs, time.perf_counter() - start))
     finally:
         torch.set_num_threads(threads)
     return support, results, 0 if validation is None else len(validation.rows)
 
 
-def _support_free_aucs(data: GridData, spec: GridSpec) -> dict[str, np.ndarray]:
+def _support_free_runs(data: GridData, spec: GridSpec) -> dict[str, RunResult]:
     """Heads whose scores ignore the support set (zero-shot) are scored once, not per run."""
     Y_test = data.labels[data.test_rows]
     out = {}
     for name in spec.heads:
         if not HEADS[name].needs_support:
+            start = time.perf_counter()
             head = make_head(name, data.text, data.center, random_state=0)
-            out[name] = per_class_auc(Y_test, head.decision_from(data.test_inputs[head.input_transform]))
+            aucs = per_class_auc(Y_test, head.decision_from(data.test_inputs[head.input_transform]))
+            out[name] = RunResult(name, 0, 0, aucs, time.perf_counter() - start)
     return out
 
 
@@ -189,12 +196,15 @@ def run_grid(
         outputs = Parallel(n_jobs=jobs, backend="loky", max_nbytes="1M")(
             delayed(run_task)(data, spec, shots, seed) for shots, seed in tasks
         )
-    fixed = _support_free_aucs(data, spec)
+    fixed = _support_free_runs(data, spec)
     supports = [support for support, _, _ in outputs]
     runs = []
     for (shots, seed), (_, task_runs, _) in zip(tasks, outputs):
         learned = {run.head: run for run in task_runs}
         for name in spec.heads:
-            runs.append(learned[name] if name in learned else RunResult(name, shots, seed, fixed[name]))
+            runs.append(learned[name] if name in learned else RunResult(name, shots, seed, fixed[name].aucs))
     validation_images = max(n for _, _, n in outputs)
-    return GridResult(runs, supports, len(data.test_rows), validation_images, attrs)
+    seconds = {name: fixed[name].seconds if name in fixed else 0.0 for name in spec.heads}
+    for run in runs:
+        seconds[run.head] += run.seconds
+    return GridResult(runs, supports, len(data.test_rows), validation_images, attrs, seconds)
