@@ -30,11 +30,15 @@ def plot_curves(curves: dict[str, list[tuple[int, float, float, float, int]]], o
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     seeds = set()
-    for head, points in curves.items():
+    # past ten curves the default colours repeat: twenty distinct ones, and two line styles
+    colours = plt.get_cmap("tab20").colors if len(curves) > 10 else plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (head, points) in enumerate(curves.items()):
         points.sort()
         shots = [p[0] for p in points]
-        ax.plot(shots, [p[1] for p in points], marker="o", label=head + (" (text only)" if head.endswith("zeroshot") else ""))
-        ax.fill_between(shots, [p[2] for p in points], [p[3] for p in points], alpha=0.15)
+        colour = colours[i % len(colours)]
+        ax.plot(shots, [p[1] for p in points], marker="o", color=colour, linestyle="-" if i % 2 == 0 else "--",
+                label=head + (" (text only)" if head.endswith("zeroshot") else ""))
+        ax.fill_between(shots, [p[2] for p in points], [p[3] for p in points], color=colour, alpha=0.12)
         seeds.update(p[4] for p in points)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted({p[0] for pts in curves.values() for p in pts}))
