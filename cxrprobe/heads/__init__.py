@@ -7,13 +7,16 @@ import inspect
 from cxrprobe.errors import InputError
 from cxrprobe.heads.adapted import AdaptedHead
 from cxrprobe.heads.base import Head, TextPrompts
+from cxrprobe.heads.clap import ClapHead, ZsLpHead
 from cxrprobe.heads.gda import GdaHead
 from cxrprobe.heads.knn import KnnHead
 from cxrprobe.heads.linear import LinearHead
 from cxrprobe.heads.logreg import LogRegCvHead, LogRegHead
+from cxrprobe.heads.lp_plus_plus import LpPlusPlusHead
 from cxrprobe.heads.paper_mlp import PaperMlpHead
 from cxrprobe.heads.prototype import PrototypeHead
 from cxrprobe.heads.tip_adapter import TipAdapterHead
+from cxrprobe.heads.tip_adapter_f import TipAdapterFHead
 from cxrprobe.heads.zeroshot import ZeroShotHead
 
 HEADS: dict[str, type[Head]] = {
@@ -27,10 +30,16 @@ HEADS: dict[str, type[Head]] = {
     "gda": GdaHead,
     "logreg-cv": LogRegCvHead,
     "adapted": AdaptedHead,
+    "tip-adapter-f": TipAdapterFHead,
+    "lp++": LpPlusPlusHead,
+    "zs-lp": ZsLpHead,
+    "clap": ClapHead,
 }
 # The six heads of the performance target; 'all' adds the adapters (and 'adapted' when cached).
 BASE_HEADS = ("paper-mlp", "logreg", "linear", "prototype", "knn", "zeroshot")
-ADAPTERS = ("tip-adapter", "gda", "logreg-cv")
+ADAPTERS = ("tip-adapter", "gda", "logreg-cv", "tip-adapter-f", "lp++", "zs-lp", "clap")
+# the parameter by which a head's optional validation search is switched on
+SEARCH_FLAGS = ("search_C", "search")
 
 
 def parse_heads(text: str, with_adapted: bool = False) -> tuple[str, ...]:
@@ -50,8 +59,8 @@ def make_head(name: str, text: TextPrompts | None, center, random_state: int, se
     ``search``, heads that can select hyperparameters on a validation set are told to."""
     cls = HEADS[name]
     params = {"random_state": random_state}
-    if search and "search_C" in inspect.signature(cls).parameters:
-        params["search_C"] = True
+    if search:
+        params.update({flag: True for flag in SEARCH_FLAGS if flag in inspect.signature(cls).parameters})
     if cls.uses_text:
         params["text"] = text
     if cls.uses_center:

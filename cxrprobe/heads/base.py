@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 from sklearn.base import BaseEstimator
 
 from cxrprobe.labels import FINDINGS
@@ -93,4 +94,4 @@ class Head(BaseEstimator):
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Per-finding probabilities: the logistic of the decision function."""
-        return 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        return expit(self.decision_function(X))  # no overflow warning for large float32 scores

@@ -15,6 +15,19 @@ from cxrprobe.heads.base import Head, TextPrompts, check_xy
 from cxrprobe.heads.zeroshot import ZeroShotHead
 
 
+def kernel_cache(affinity: np.ndarray, values: np.ndarray, beta: float) -> np.ndarray:
+    """exp(-beta (1 - affinity)) @ values, in place on ``affinity`` (x . keys): it is the
+    largest array a head builds while scoring the test set."""
+    affinity -= np.float32(1.0)
+    affinity *= np.float32(beta)
+    np.exp(affinity, out=affinity)
+    return affinity @ values
+
+
+def cache_scores(Z: np.ndarray, keys: np.ndarray, values: np.ndarray, beta: float) -> np.ndarray:
+    return kernel_cache(Z @ keys.T, values, beta)
+
+
 class TipAdapterHead(Head):
     uses_text = True
     input_transform = "l2"
@@ -34,11 +47,18 @@ class TipAdapterHead(Head):
         positives = Y.sum(axis=0)
         negatives = len(Y) - positives
         usable = (positives > 0) & (negatives > 0)  # a one-sided support has no contrast to offer
-        self.positive_values_ = (Y / np.maximum(positives, 1) * usable).astype(np.float32)
-        self.negative_values_ = ((1 - Y) / np.maximum(negatives, 1) * usable).astype(np.float32)
+        # signed values: the positives' kernel mean minus the negatives'
+        values = Y / np.maximum(positives, 1) - (1 - Y) / np.maximum(negatives, 1)
+        self.values_ = (values * usable).astype(np.float32)
+        self.alpha_, self.beta_ = self.alpha, self.beta  # tip-adapter-f may re-select them
         return self
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:
-        affinity = np.exp(-self.beta * (1.0 - Z @ self.keys_.T))
-        cache = affinity @ self.positive_values_ - affinity @ self.negative_values_
-        return self.zero_shot_.decision_from(Z) + np.float32(self.alpha) * cache
+        # one product for the zero-shot weights and the keys: reading Z is much of the cost
+        weights = np.concatenate([self.zero_shot_.weights_.astype(np.float32), self.keys_.T], axis=1)
+        both = Z @ weights
+        k = self.values_.shape[1]
+        scores = kernel_cache(both[:, k:], self.values_, self.beta_)
+        scores *= np.float32(self.alpha_)
+        scores += both[:, :k]
+        return scores

@@ -13,6 +13,25 @@ from cxrprobe.models.text import GENERIC_NEGATIVE_CLASS, PAPER_NEGATIVE
 NEGATIVES = ("pair", "paper")
 
 
+def prompt_pair(text: TextPrompts | None, negative: str = "pair", unit: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Each finding's positive and negative prompt embeddings, two [14, d] arrays, L2-normalised
+    unless ``unit`` is False (the raw text-encoder outputs, as CLAP starts from). Heads that
+    learn from text (lp++, zs-lp, clap) start from these."""
+    if text is None:
+        raise ValueError("this head needs the cache's text embeddings")
+    if negative not in NEGATIVES:
+        raise ValueError(f"negative must be one of {NEGATIVES}")
+    positives = np.stack([text.embedding_of(f, "positive") for f in FINDINGS])
+    if negative == "pair":
+        negatives = np.stack([text.embedding_of(f, "negative") for f in FINDINGS])
+    else:
+        generic = text.embedding_of(GENERIC_NEGATIVE_CLASS, "negative", PAPER_NEGATIVE)
+        negatives = np.repeat(generic[None], len(FINDINGS), axis=0)
+    if not unit:
+        return positives.astype(np.float64), negatives.astype(np.float64)
+    return l2_normalise(positives), l2_normalise(negatives)
+
+
 class ZeroShotHead(Head):
     """``negative="pair"``: "A chest X-ray showing no {finding}" per finding (CheXzero-style);
     ``"paper"``: the paper's single "No finding" for every finding."""
@@ -32,17 +51,8 @@ class ZeroShotHead(Head):
         return self
 
     def _prompt_difference(self) -> np.ndarray:
-        if self.text is None:
-            raise ValueError("the zeroshot head needs the cache's text embeddings")
-        if self.negative not in NEGATIVES:
-            raise ValueError(f"negative must be one of {NEGATIVES}")
-        positives = l2_normalise(np.stack([self.text.embedding_of(f, "positive") for f in FINDINGS]))
-        if self.negative == "pair":
-            negatives = np.stack([self.text.embedding_of(f, "negative") for f in FINDINGS])
-        else:
-            generic = self.text.embedding_of(GENERIC_NEGATIVE_CLASS, "negative", PAPER_NEGATIVE)
-            negatives = np.repeat(generic[None], len(FINDINGS), axis=0)
-        return (positives - l2_normalise(negatives)).T  # [d, 14]
+        positives, negatives = prompt_pair(self.text, self.negative)
+        return (positives - negatives).T  # [d, 14]
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:
         weights = getattr(self, "weights_", None)

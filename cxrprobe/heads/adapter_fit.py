@@ -1,0 +1,85 @@
+"""What the trained CLIP adapters (tip-adapter-f, lp++, zs-lp, clap) share.
+
+- One loss convention: the sum over findings of each finding's mean BCE over the support
+  set. The findings' parameters are disjoint, so every finding trains exactly as a binary
+  problem would alone, and LP++'s Lipschitz step 4N / lambda_max(X^T X) holds per finding.
+- Full-batch training, so nothing is random: ``random_state`` is kept for the contract only.
+- The optional search on a few-shot validation set, the way ``LogRegHead(search_C=True)``
+  does it: ``fit(X, Y, X_val, Y_val)``, the runner passing the validation set when
+  ``uses_validation`` is true, mean AUC as the criterion, the first best candidate on ties.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cxrprobe.eval.metrics import mean_auc, per_class_auc
+from cxrprobe.heads.base import check_xy
+
+# exp(logit_scale) of CLIP models; caches do not store it, and these methods need a scale
+# for their text logits (ZS-LP/CLAP keep it frozen).
+CLIP_LOGIT_SCALE = 100.0
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """(1 + tanh(z / 2)) / 2: exact, and several times faster than scipy's expit on the
+    small arrays these loops run on."""
+    out = np.tanh(z * 0.5)
+    out *= 0.5
+    out += 0.5
+    return out
+
+
+def bce_residual(logits: np.ndarray, targets: np.ndarray, n_images: int) -> np.ndarray:
+    """d/d logits of sum_c mean_i BCE(logits_ic, targets_ic): (sigmoid - targets) / N."""
+    out = sigmoid(logits)
+    out -= targets
+    out *= 1.0 / n_images
+    return out
+
+
+def cosine_rates(lr: float, steps: int) -> np.ndarray:
+    """torch's CosineAnnealingLR (eta_min 0) stepped once per full-batch step."""
+    return lr * 0.5 * (1.0 + np.cos(np.pi * np.arange(steps) / max(steps, 1)))
+
+
+def two_sided(Y: np.ndarray) -> np.ndarray:
+    """Findings with both positives and negatives in the support set: the only ones a
+    support set can teach anything (the others keep their text-only start)."""
+    positives = Y.sum(axis=0)
+    return (positives > 0) & (positives < len(Y))
+
+
+def validation_auc(Y_val: np.ndarray, scores: np.ndarray) -> float:
+    """The search criterion: mean AUC over the findings the validation set can score."""
+    score = mean_auc(per_class_auc(Y_val, scores))
+    return score if np.isfinite(score) else -np.inf
+
+
+def first_best(values: list[float]) -> int:
+    """Index of the best candidate; on ties the first (candidates are listed with the least
+    training or the smallest value first)."""
+    return int(np.argmax(values))
+
+
+class ValidationSearch:
+    """Mixin for heads with an optional ``search`` on a few-shot validation set (default off:
+    every head has a validation-free default)."""
+
+    @property
+    def uses_validation(self) -> bool:
+        return bool(self.search)
+
+    def _validation_inputs(self, X_val: np.ndarray | None, Y_val: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if X_val is None or Y_val is None:
+            raise ValueError("search needs a validation set (X_val, Y_val)")
+        X_val, Y_val = check_xy(X_val, Y_val)
+        return self.transform(X_val), Y_val
+
+
+def linear_scores(Z: np.ndarray, coef: np.ndarray, intercept: np.ndarray | None = None) -> np.ndarray:
+    """Z @ coef (+ intercept) in float32, the cost of scoring every test row."""
+    scores = Z @ coef.astype(np.float32)
+    if intercept is not None:
+        scores += intercept.astype(np.float32)
+    return scores

@@ -1,0 +1,96 @@
+"""Tip-Adapter-F (Zhang et al., ECCV'22), made multi-label: tip-adapter with learned keys.
+
+The cache keys start as the L2-normalised support embeddings (so zero epochs is exactly
+tip-adapter) and are trained, values fixed, on the support set with BCE on
+z = zeroshot + alpha * cache, the cache score being tip_adapter.py's signed kernel mean.
+Defaults from reference/heads.md §3 and §8 (validation-free row): AdamW lr 1e-3, eps 1e-4
+(weight decay 0.01, torch's default, as the official code leaves it), a cosine schedule
+over all steps, a fixed 20 epochs, alpha = beta = 1. An epoch is one full batch: the
+reference's batch of 256 holds a whole support set of up to 256 images (16 shots is ~240).
+
+With ``search``, the epoch, then alpha and beta, are chosen by mean AUC on the few-shot
+validation set, as the reference re-searches them after training (its official code picked
+the epoch on test).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cxrprobe.heads.adapter_fit import ValidationSearch, bce_residual, cosine_rates, first_best, validation_auc
+from cxrprobe.heads.base import TextPrompts
+from cxrprobe.heads.tip_adapter import TipAdapterHead, cache_scores, kernel_cache
+
+ALPHA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)  # [proposal] heads.md §3: a small grid shared by the findings
+BETA_GRID = (1.0, 2.0, 4.0, 8.0, 16.0)
+ADAM_BETAS = (0.9, 0.999)
+
+
+def adamw_step(param: np.ndarray, grad: np.ndarray, state: dict, lr: float, eps: float, weight_decay: float) -> None:
+    """One step of torch.optim.AdamW, in place (decoupled decay, bias-corrected moments);
+    ``grad`` is used as scratch space."""
+    b1, b2 = ADAM_BETAS
+    state["t"] = t = state.get("t", 0) + 1
+    m = state.setdefault("m", np.zeros_like(param))
+    v = state.setdefault("v", np.zeros_like(param))
+    param *= np.float32(1.0 - lr * weight_decay)
+    m *= np.float32(b1)
+    m += np.float32(1 - b1) * grad
+    v *= np.float32(b2)
+    grad *= grad
+    grad *= np.float32(1 - b2)
+    v += grad
+    denom = np.sqrt(v, out=grad)
+    denom *= np.float32(1 / np.sqrt(1 - b2**t))
+    denom += np.float32(eps)
+    np.divide(m, denom, out=denom)
+    denom *= np.float32(lr / (1 - b1**t))
+    param -= denom
+
+
+class TipAdapterFHead(ValidationSearch, TipAdapterHead):
+    def __init__(self, text: TextPrompts | None = None, alpha: float = 1.0, beta: float = 1.0, epochs: int = 20,
+                 lr: float = 1e-3, eps: float = 1e-4, weight_decay: float = 0.01, negative: str = "pair",
+                 search: bool = False, random_state: int | None = None) -> None:
+        super().__init__(text=text, alpha=alpha, beta=beta, negative=negative, random_state=random_state)
+        self.epochs = epochs
+        self.lr = lr
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.search = search
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None = None,
+            Y_val: np.ndarray | None = None) -> TipAdapterFHead:
+        validation = self._validation_inputs(X_val, Y_val) if self.search else None
+        super().fit(X, Y)  # the training-free cache: keys_, values_, zero_shot_
+        Y = np.asarray(Y, dtype=np.float32)
+        Z = self.keys_.copy()  # the support images are also the training queries
+        zero_shot = self.zero_shot_.decision_from(Z)
+        alpha, beta = np.float32(self.alpha), np.float32(self.beta)
+        keys, values, state = self.keys_, self.values_, {}  # keys_ is trained in place
+        self.epoch_ = self.epochs
+        snapshots = []
+        for rate in cosine_rates(self.lr, self.epochs):
+            affinity = Z @ keys.T
+            cache = kernel_cache(affinity, values, beta)  # affinity now holds A
+            residual = bce_residual(zero_shot + alpha * cache, Y, len(Y))
+            # z = zs + alpha A V with A = exp(beta (Z K^T - 1)): dL/dK = (alpha beta A * (R V^T))^T Z
+            d_scores = (alpha * beta) * affinity * (residual @ values.T)
+            adamw_step(keys, d_scores.T @ Z, state, float(rate), self.eps, self.weight_decay)
+            if validation is not None:
+                snapshots.append(keys.copy())
+        if validation is not None and snapshots:
+            self._select(*validation, snapshots)
+        return self
+
+    def _select(self, Z_val: np.ndarray, Y_val: np.ndarray, snapshots: list[np.ndarray]) -> None:
+        """The epoch at the training alpha and beta, then alpha and beta for that epoch."""
+        zero_shot = self.zero_shot_.decision_from(Z_val)
+
+        def auc(keys: np.ndarray, alpha: float, beta: float) -> float:
+            return validation_auc(Y_val, zero_shot + np.float32(alpha) * cache_scores(Z_val, keys, self.values_, beta))
+
+        epoch = first_best([auc(keys, self.alpha, self.beta) for keys in snapshots])
+        self.keys_, self.epoch_ = snapshots[epoch], epoch + 1
+        grid = [(a, b) for b in BETA_GRID for a in ALPHA_GRID]
+        self.alpha_, self.beta_ = grid[first_best([auc(self.keys_, a, b) for a, b in grid])]

@@ -1,0 +1,248 @@
+"""The trained CLIP adapters (tip-adapter-f, lp++, zs-lp, clap): the estimator contract beyond
+tests/test_heads.py, and each method's math on hand-checkable cases."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from cxrprobe.cache.reader import FeatureCache
+from cxrprobe.eval.metrics import mean_auc, per_class_auc
+from cxrprobe.eval.sampler import draw_support
+from cxrprobe.heads import HEADS, TextPrompts, make_head
+from cxrprobe.heads.adapter_fit import CLIP_LOGIT_SCALE, cosine_rates
+from cxrprobe.heads.base import l2_normalise
+from cxrprobe.heads.clap import ClapHead, ZsLpHead
+from cxrprobe.heads.lp_plus_plus import LpPlusPlusHead
+from cxrprobe.heads.tip_adapter import TipAdapterHead
+from cxrprobe.heads.tip_adapter_f import ALPHA_GRID, BETA_GRID, TipAdapterFHead, adamw_step
+from cxrprobe.heads.zeroshot import ZeroShotHead, prompt_pair
+from cxrprobe.labels import FINDINGS
+
+NEW = ("tip-adapter-f", "lp++", "zs-lp", "clap")
+SEARCHING = ("tip-adapter-f", "lp++")
+
+
+@pytest.fixture(scope="module")
+def data(synthetic_cache):
+    with FeatureCache(synthetic_cache) as cache:
+        X, Y, split = cache.embeddings(), cache.labels, cache.table.split
+        text = TextPrompts(*cache.text())
+    support = draw_support(Y, split, 4, seed=0).rows
+    validation = draw_support(Y, split, 4, seed=0, pool_split="val").rows
+    test = np.flatnonzero(split == "test")
+    return X.astype(np.float64), Y, support, validation, test, text
+
+
+def fitted(name, data, **params):
+    X, Y, support, validation, _, text = data
+    head = make_head(name, text, None, random_state=0)
+    head.set_params(**params)
+    if head.uses_validation:
+        return head.fit(X[support], Y[support], X[validation], Y[validation])
+    return head.fit(X[support], Y[support])
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_scores_of_a_row_depend_on_that_row_alone(name, data):
+    """No statistics over the scored rows: appending or altering other rows changes nothing."""
+    X, Y, support, validation, test, text = data
+    head = fitted(name, data)
+    rows = X[test[:50]]
+    alone = head.decision_function(rows)
+    rng = np.random.default_rng(0)
+    altered = np.concatenate([rows, rng.normal(size=(300, X.shape[1])) * 10])
+    altered[:50][::2] = rng.normal(size=(25, X.shape[1]))  # every other original row replaced
+    again = head.decision_function(altered)
+    assert np.allclose(again[1:50:2], alone[1::2], rtol=1e-5, atol=1e-5)
+    assert np.allclose(head.decision_function(rows[::-1])[::-1], alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_defaults_are_validation_free_and_fixed_length(name, data):
+    head = HEADS[name]()
+    assert not head.uses_validation
+    assert make_head(name, data[5], None, random_state=0, search=True).uses_validation == (name in SEARCHING)
+
+
+@pytest.mark.parametrize("name", SEARCHING)
+def test_search_needs_a_validation_set(name, data):
+    X, Y, support, _, _, text = data
+    with pytest.raises(ValueError, match="needs a validation set"):
+        make_head(name, text, None, random_state=0, search=True).fit(X[support], Y[support])
+
+
+# --- lp++ ---
+
+
+def test_lp_plus_plus_step_sizes_equal_their_formulas(data):
+    X, Y, support, _, _, text = data
+    head = LpPlusPlusHead(text=text, epochs=0).fit(X[support], Y[support])
+    Z = l2_normalise(X[support])
+    n = len(Z)
+    assert head.lr_w_ == pytest.approx(4 * n / np.linalg.eigvalsh(Z.T @ Z).max(), rel=1e-6)  # float32 inputs
+    positives, negatives = prompt_pair(text)
+    u = positives - negatives
+    assert np.allclose(head.lr_alpha_, 4 * n / ((Z @ u.T) ** 2).sum(axis=0), rtol=1e-5)
+
+
+def test_lp_plus_plus_starts_at_the_mean_difference_and_takes_gradient_steps(data):
+    """Epoch 0 is the hand-written init; epoch 1 is one gradient step on the summed per-finding
+    mean BCE, done in d dimensions here (the head works on the Gram matrix)."""
+    X, Y, support, _, _, text = data
+    Z, Ys = l2_normalise(X[support]), Y[support].astype(np.float64)
+    u = np.subtract(*prompt_pair(text))
+    positive = Ys == 1
+    w0 = (Z.T @ Ys) / positive.sum(0) - (Z.T @ (1 - Ys)) / (~positive).sum(0)
+    alpha0 = 250 * np.abs(Z @ u.T).mean()
+    head0 = LpPlusPlusHead(text=text, epochs=0).fit(X[support], Ys)
+    assert np.allclose(head0.coef_, w0 + u.T * alpha0, atol=1e-6) and not head0.intercept_.any()
+
+    head1 = LpPlusPlusHead(text=text, epochs=1).fit(X[support], Ys)
+    logits = Z @ w0 + alpha0 * (Z @ u.T)
+    residual = (1 / (1 + np.exp(-logits)) - Ys) / len(Z)
+    w1, b1 = w0 - head1.lr_w_ * Z.T @ residual, -head1.lr_w_ * residual.sum(0)
+    assert np.allclose(head1.coef_, w1 + u.T * alpha0, atol=1e-4)
+    assert np.allclose(head1.intercept_, b1, atol=1e-5)
+
+
+def test_lp_plus_plus_search_picks_the_best_checkpoint_on_validation(data):
+    X, Y, support, validation, _, text = data
+    head = LpPlusPlusHead(text=text, epochs=60, search=True).fit(X[support], Y[support], X[validation], Y[validation])
+    checkpoints = range(10, 61, 10)
+    assert head.epoch_ in checkpoints
+
+    def val_auc(epochs):
+        model = LpPlusPlusHead(text=text, epochs=epochs).fit(X[support], Y[support])
+        return mean_auc(per_class_auc(Y[validation], model.decision_function(X[validation])))
+
+    aucs = {e: val_auc(e) for e in checkpoints}
+    assert head.epoch_ == max(checkpoints, key=lambda e: (aucs[e], -e))
+    same = LpPlusPlusHead(text=text, epochs=head.epoch_).fit(X[support], Y[support])
+    assert np.allclose(head.coef_, same.coef_) and np.allclose(head.intercept_, same.intercept_)
+
+
+# --- zs-lp and clap ---
+
+
+def test_zs_lp_at_zero_epochs_is_the_zero_shot_ranking(data):
+    X, Y, support, _, test, text = data
+    zero_shot = ZeroShotHead(text=text).decision_function(X[test])
+    head = ZsLpHead(text=text, epochs=0).fit(X[support], Y[support])
+    scores = head.decision_function(X[test])
+    assert np.allclose(scores, CLIP_LOGIT_SCALE * zero_shot, rtol=1e-4, atol=1e-4)
+    assert np.array_equal(per_class_auc(Y[test], scores), per_class_auc(Y[test], zero_shot))
+
+
+def test_zs_lp_follows_sgd_on_the_prototypes_in_full_dimension(data):
+    """The Gram-matrix loop against torch's SGD (momentum 0.9) and cosine schedule on the raw
+    [28, d] prototypes: the same iterates."""
+    X, Y, support, _, _, text = data
+    epochs = 25
+    head = ZsLpHead(text=text, epochs=epochs).fit(X[support], Y[support])
+    T = np.concatenate(prompt_pair(text, unit=False))
+    W = torch.tensor(T, requires_grad=True)
+    Z, targets = torch.tensor(l2_normalise(X[support])), torch.tensor(Y[support], dtype=torch.float64)
+    optimiser = torch.optim.SGD([W], lr=0.1, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, epochs)
+    for _ in range(epochs):
+        cosine = Z @ (W / W.norm(dim=1, keepdim=True)).T
+        logits = CLIP_LOGIT_SCALE * (cosine[:, :14] - cosine[:, 14:])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(0).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+    reference = l2_normalise(W.detach().numpy())
+    assert np.abs(head.prototypes_ - reference).max() < 1e-4
+
+
+def test_clap_lambda_is_the_balanced_zero_shot_support_performance(data):
+    X, Y, support, _, _, text = data
+    head = ClapHead(text=text, epochs=0).fit(X[support], Y[support])
+    z = CLIP_LOGIT_SCALE * ZeroShotHead(text=text).decision_function(X[support])
+    p = 1 / (1 + np.exp(-z))
+    positive = Y[support] == 1
+    expected = [(p[positive[:, c], c].mean() + (1 - p[~positive[:, c], c]).mean()) / 2 for c in range(len(FINDINGS))]
+    assert np.allclose(head.lambda_, expected, atol=1e-6)
+
+
+def test_clap_with_a_huge_penalty_stays_at_the_text_prototypes(data):
+    X, Y, support, _, test, text = data
+    free = ZsLpHead(text=text).fit(X[support], Y[support])
+    held = ClapHead(text=text, penalty_scale=1e6).fit(X[support], Y[support])
+    prompts = np.concatenate(prompt_pair(text))
+    assert np.abs(held.prototypes_ - prompts).max() < 1e-3
+    assert np.abs(free.prototypes_ - prompts).max() > 0.05  # without the penalty they move
+    # the default penalty sits in between
+    default = ClapHead(text=text).fit(X[support], Y[support])
+    moved = np.linalg.norm(default.prototypes_ - prompts, axis=1).mean()
+    assert 1e-3 < moved < np.linalg.norm(free.prototypes_ - prompts, axis=1).mean()
+
+
+# --- tip-adapter-f ---
+
+
+def test_tip_adapter_f_at_zero_epochs_is_tip_adapter(data):
+    X, Y, support, _, test, text = data
+    tip = TipAdapterHead(text=text).fit(X[support], Y[support]).decision_function(X[test])
+    tip_f = TipAdapterFHead(text=text, epochs=0).fit(X[support], Y[support]).decision_function(X[test])
+    assert np.array_equal(tip, tip_f)
+
+
+def test_adamw_step_is_torchs():
+    rng = np.random.default_rng(0)
+    param = rng.normal(size=(4, 6)).astype(np.float32)
+    reference = torch.tensor(param.copy(), requires_grad=True)
+    optimiser = torch.optim.AdamW([reference], lr=1e-3, eps=1e-4, weight_decay=0.01)
+    state = {}
+    for step in range(4):
+        grad = (rng.normal(size=param.shape) * 10.0**-step).astype(np.float32)
+        reference.grad = torch.tensor(grad.copy())
+        optimiser.step()
+        adamw_step(param, grad, state, 1e-3, 1e-4, 0.01)
+    assert np.allclose(param, reference.detach().numpy(), rtol=0, atol=1e-7)
+
+
+def test_tip_adapter_f_trains_the_keys_like_torch_autograd(data):
+    """Hand-written BCE gradient of the keys plus AdamW and the cosine schedule, against torch."""
+    X, Y, support, _, _, text = data
+    epochs = 5
+    head = TipAdapterFHead(text=text, epochs=epochs, lr=1e-2).fit(X[support], Y[support])
+    base = TipAdapterHead(text=text).fit(X[support], Y[support])
+    Z = torch.tensor(base.keys_)
+    keys = torch.tensor(base.keys_.copy(), requires_grad=True)
+    zero_shot = torch.tensor(base.zero_shot_.decision_from(base.keys_))
+    values, targets = torch.tensor(base.values_), torch.tensor(Y[support], dtype=torch.float32)
+    optimiser = torch.optim.AdamW([keys], lr=1e-2, eps=1e-4, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, epochs)
+    for _ in range(epochs):
+        logits = zero_shot + torch.exp(Z @ keys.T - 1) @ values
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(0).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+    assert np.allclose(head.keys_, keys.detach().numpy(), atol=1e-5)
+    assert np.abs(head.keys_ - base.keys_).max() > 1e-3  # the keys did move
+    assert np.allclose(cosine_rates(1e-2, epochs), [1e-2 * (1 + np.cos(np.pi * t / epochs)) / 2 for t in range(epochs)])
+
+
+def test_tip_adapter_f_search_picks_alpha_beta_on_validation(data):
+    X, Y, support, validation, _, text = data
+    head = TipAdapterFHead(text=text, epochs=6, lr=1e-2, search=True).fit(
+        X[support], Y[support], X[validation], Y[validation])
+    assert 1 <= head.epoch_ <= 6 and head.alpha_ in ALPHA_GRID and head.beta_ in BETA_GRID
+
+    def val_auc(alpha, beta):
+        model = copy.deepcopy(head)
+        model.alpha_, model.beta_ = alpha, beta
+        return mean_auc(per_class_auc(Y[validation], model.decision_function(X[validation])))
+
+    grid = {(a, b): val_auc(a, b) for a in ALPHA_GRID for b in BETA_GRID}
+    assert grid[head.alpha_, head.beta_] == max(grid.values())  # (1, 1), the training values, included
+    default = TipAdapterFHead(text=text, epochs=6, lr=1e-2).fit(X[support], Y[support])
+    assert (default.epoch_, default.alpha_, default.beta_) == (6, 1.0, 1.0)
