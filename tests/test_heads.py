@@ -216,3 +216,29 @@ def test_joint_logistic_solver_reaches_sklearns_optimum(C):
         best = objective(reference.coef_[0], reference.intercept_[0], c)
         assert objective(weights[:-1, c], weights[-1, c], c) <= best * (1 + 1e-5)
     assert not weights[:, 2].any()
+
+
+def test_linear_gradient_written_out_matches_autograd():
+    import torch
+    from torch import nn
+
+    from cxrprobe.heads.torch_fit import fit_linear_bce
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 8)).astype(np.float32)
+    Y = (rng.random((30, 3)) < 0.3).astype(np.float32)
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 3)
+    reference = nn.Linear(8, 3)
+    reference.load_state_dict(layer.state_dict())
+    fit_linear_bce(layer, X, Y, epochs=5, lr=1e-2, weight_decay=1e-4)
+    optimiser = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(5):
+        optimiser.zero_grad()
+        nn.BCEWithLogitsLoss()(reference(torch.from_numpy(X)), torch.from_numpy(Y)).backward()
+        optimiser.step()
+    assert torch.allclose(layer.weight, reference.weight, atol=1e-6)
+    assert torch.allclose(layer.bias, reference.bias, atol=1e-6)
+    # Adam hides a gradient's scale: compare the last step's gradients themselves
+    assert torch.allclose(layer.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(layer.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-7)
