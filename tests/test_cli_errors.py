@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import shutil
@@ -15,23 +14,8 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import TINY
+from helpers import Evil, assert_one_line_error, snapshot
 from cxrprobe.models.loading import load_model
-
-
-def snapshot(folder):
-    return {
-        p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
-    }
-
-
-def assert_one_line_error(result, contains, code=2):
-    assert result.code == code, (result.code, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("cxrprobe: error: ")
-    assert contains in lines[0], lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 @pytest.fixture()
@@ -43,16 +27,6 @@ def workspace(tmp_path, small_dataset, cli):
     assert cli("embed", "--data-dir", data, "--out", cache, *TINY, "--workers", "0", "-q").code == 0
     (tmp_path / "notes.txt").write_text("not weights\n")
     return tmp_path
-
-
-class Evil:
-    """Unpickling this would create a marker file: torch.load must refuse it."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
