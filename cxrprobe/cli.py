@@ -39,6 +39,11 @@ def _error_line(message: str) -> str:
     return "cxrprobe: error: " + " ".join(str(message).split())
 
 
+def _notes(prefix: str, quiet: bool) -> Callable[[str], None]:
+    """Where a command's notes go: stderr, prefixed, or nowhere under --quiet."""
+    return (lambda _line: None) if quiet else (lambda line: _say(f"{prefix}: {line}"))
+
+
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn cxrprobe's exceptions into one stderr line and an exit status."""
 
@@ -115,7 +120,7 @@ def embed(
         resume=resume, force=force, require_all=require_all, val_fraction=val_fraction, val_seed=val_seed,
         checkpoint=checkpoint,
     )
-    notify = (lambda _line: None) if quiet else (lambda line: _say(f"cxrprobe: {line}"))
+    notify = _notes("cxrprobe", quiet)
     with _progress("embedding", quiet) as progress:
         result = run_embed(options, notify=notify, progress=progress)
     if result.already_complete:
@@ -187,19 +192,20 @@ def adapt(
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N train and N val images.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start over in a folder that holds a run.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes on stderr.")] = False,
 ) -> None:
     """The paper's partial CLIP adaptation (top blocks + MLP head), resumable, selected on validation only."""
-    from cxrprobe.train.adapt import AdaptOptions
+    from cxrprobe.train.adapt import AdaptOptions, parse_hold_out
     from cxrprobe.train.adapt import adapt as run_adapt
 
     if resume and force:
         raise InputError("--resume and --force exclude each other")
     options = AdaptOptions(
         data_dir=data_dir, out=out, model=model, pretrained=pretrained, unfreeze=unfreeze, epochs=epochs,
-        batch_size=batch_size, hold_out=tuple(f.strip() for f in hold_out.split(",") if f.strip()), device=device,
+        batch_size=batch_size, hold_out=parse_hold_out(hold_out), device=device,
         workers=workers, limit=limit, resume=resume, force=force,
     )
-    summary = run_adapt(options, notify=lambda line: _say(f"cxrprobe adapt: {line}"))
+    summary = run_adapt(options, notify=_notes("cxrprobe adapt", quiet))
     typer.echo(f"{out}: {summary['epochs_run']} epochs, best validation mean AUC {summary['best_val_auc']:.4f} "
                f"at epoch {summary['best_epoch']} (best.pt; last.pt resumes)")
 
@@ -256,12 +262,13 @@ def report(
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's data, cache and results.")] = Path("cxrprobe-demo"),
     jobs: Annotated[int, typer.Option(help="Parallel processes for the few-shot grid.")] = 2,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes on stderr.")] = False,
 ) -> None:
     """The whole pipeline offline on generated data: dataset, embed, few-shot grid, report."""
     from cxrprobe.demo import run_demo
     from cxrprobe.report.tables import render_summary
 
-    paths = run_demo(out, jobs, notify=lambda line: _say(f"cxrprobe demo: {line}"))
+    paths = run_demo(out, jobs, notify=_notes("cxrprobe demo", quiet))
     render_summary(paths.results / "summary.csv")
     typer.echo(
         f"Random weights: zeroshot is at chance by design; the learned heads rise with shots.\n"

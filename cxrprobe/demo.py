@@ -8,6 +8,7 @@ the learned heads rise with shots because the discs are there to be seen.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,7 @@ from cxrprobe.cache.extract import EmbedOptions, embed
 from cxrprobe.data.synthetic import write_nih_folder
 from cxrprobe.errors import InputError
 from cxrprobe.eval.experiment import run_fewshot
+from cxrprobe.fsutil import check_writable_folder, reporting_no_room
 
 DEMO_IMAGES = 600
 DEMO_SHOTS = "1,2,4,8"
@@ -31,8 +33,24 @@ class DemoPaths:
 
 def run_demo(out: Path, jobs: int, notify: Callable[[str], None]) -> DemoPaths:
     out = Path(out)
+    if jobs < 1:  # checked now, not after a minute of work
+        raise InputError(f"--jobs must be at least 1, got {jobs}")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; give the demo a new folder with --out")
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; give the demo a new folder with --out")
+    new_folders = [folder for folder in (out, *out.parents) if not folder.exists()]
+    check_writable_folder(new_folders[-1].parent if new_folders else out)
+    try:
+        with reporting_no_room(out):
+            return _run(out, jobs, notify)
+    except Exception:  # an interrupt keeps what was written, as the CLI says
+        if new_folders:  # everything in them is this run's, and unfinished
+            shutil.rmtree(new_folders[-1], ignore_errors=True)
+        raise
+
+
+def _run(out: Path, jobs: int, notify: Callable[[str], None]) -> DemoPaths:
     out.mkdir(parents=True, exist_ok=True)
     paths = DemoPaths(out / "data", out / "demo.h5", out / "results")
     notify(f"1/3 writing {DEMO_IMAGES} generated chest X-ray stand-ins to {paths.data}")

@@ -32,5 +32,10 @@ class CacheError(InputError):
     """A feature cache that is missing, of another format, or does not match the request."""
 
 
+class OutputError(CxrprobeError):
+    """An output that could not be written in full (disk full, file size limit); exit 1, since
+    the same command succeeds once there is room. Files that existed are left as they were."""
+
+
 class BusyError(CxrprobeError):
     """Another process is writing the same output."""

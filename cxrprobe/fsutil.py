@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from pathlib import Path
 from typing import Iterator
 
-from cxrprobe.errors import BusyError, InputError
+from cxrprobe.errors import BusyError, InputError, OutputError
 
 
 @contextlib.contextmanager
@@ -50,11 +51,64 @@ def check_output_path(path: Path) -> None:
     """An output file path whose folder exists and which is not itself a folder."""
     if path.is_dir():
         raise InputError(f"{path} is a folder; give a file path for the output")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"folder {parent} is not writable")
+    check_writable_folder(path.parent)
+
+
+def check_writable_folder(folder: Path) -> None:
+    """A folder an output can be created in: checked before any work, so a bad --out costs nothing."""
+    folder = folder if str(folder) else Path(".")
+    if not folder.exists():
+        raise InputError(f"folder {folder} does not exist; create it first")
+    if not folder.is_dir():
+        raise InputError(f"{folder} is a file, not a folder; choose another --out")
+    # os.access also reports a read-only file system (EROFS), which file modes do not show root
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"folder {folder} is not writable; choose another --out")
+
+
+# errno values that mean "no room for this output": a full disk, a quota, a file size limit
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextlib.contextmanager
+def reporting_no_room(target: Path) -> Iterator[None]:
+    """Turn running out of room while writing ``target`` into one OutputError line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in NO_ROOM:
+            raise
+        remedy = "raise the file size limit (ulimit -f)" if exc.errno == errno.EFBIG else "free some space"
+        raise OutputError(
+            f"cannot write {target}: {os.strerror(exc.errno)}; {remedy} or choose another --out "
+            "(files that existed are unchanged)"
+        ) from None
+
+
+def write_new_file(path: Path, data: bytes, tag: str = "new") -> None:
+    """Write ``data`` to ``path`` through a temporary sibling, fsynced, then renamed into place."""
+    tmp = temporary_sibling(path, tag)
+    try:
+        with open(tmp, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def reserve_blocks(path: Path) -> None:
+    """Allocate every block of ``path`` now, so a full disk fails here with ENOSPC rather than
+    later, inside a memory map, with SIGBUS. A no-op where the file system cannot say."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
 
 
 def fsync_path(path: Path) -> None:
@@ -63,3 +117,4 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+

@@ -26,7 +26,7 @@ from cxrprobe.data.nih import DATASET_NAME, load_nih_metadata
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
 from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError, DataError, InputError
-from cxrprobe.fsutil import check_output_path, exclusive_lock
+from cxrprobe.fsutil import check_output_path, exclusive_lock, reporting_no_room
 from cxrprobe.models.encode import check_precision, encode_with_head
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.text import default_prompts, encode_prompts
@@ -82,7 +82,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
     _check_options(options)
     out = Path(options.out)
     check_output_path(out)
-    with exclusive_lock(out, "writing"):
+    with reporting_no_room(out), exclusive_lock(out, "writing"):
         partial = partial_path(out)
         existing = _check_existing(out, partial, options)
         metadata = load_nih_metadata(Path(options.data_dir), options.val_fraction, options.val_seed)
@@ -123,7 +123,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             manifest_sha256=manifest_sha256(manifest.image_ids),
         )
         if existing == "complete":
-            difference = spec.first_difference(EmbedSpec.from_attrs(peek_cache(out)))
+            difference = spec.first_difference(EmbedSpec.from_attrs(peek_cache(out), out))
             if difference:
                 raise CacheError(f"{out} was written by another run ({difference}); use --force to rebuild it or choose another --out")
             notify(f"{out} is already complete; nothing to do")

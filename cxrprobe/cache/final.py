@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,12 +9,12 @@ import h5py
 import numpy as np
 
 from cxrprobe.cache.layout import (
-    STR, read_attrs, read_head_state, read_table, read_text, write_head_state, write_root_attrs, write_table, write_text,
+    STR, new_h5_file, read_attrs, read_head_state, read_table, read_text, write_head_state, write_root_attrs,
+    write_table, write_text,
 )
 from cxrprobe.cache.schema import ROW_CHUNK, STATUS_FAILED, STATUS_PENDING, STATUS_WRITTEN, EmbedSpec
 from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError
-from cxrprobe.fsutil import fsync_path, temporary_sibling
 
 # Attributes a shard has that the cache does not copy (written anew, or meaningless after the merge).
 NOT_COPIED = ("row_start", "row_stop", "n_rows_total", "batch_size", "complete", "format", "format_version", "classes")
@@ -42,28 +41,22 @@ def write_cache(out: Path, shards: list[Path]) -> CacheSummary:
     failed = status == STATUS_FAILED
     excluded = set(spec.to_attrs()) | set(NOT_COPIED)
     extra = {k: v for k, v in first_attrs.items() if k not in excluded}
-    tmp = temporary_sibling(out, "tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            write_root_attrs(f, spec, extra, complete=False)
-            write_table(f, table.take(keep))
-            kept = embeddings[keep]
-            chunks = (min(ROW_CHUNK, len(kept)), spec.embed_dim) if len(kept) else None
-            f.create_dataset("embeddings", data=kept, chunks=chunks)
-            f.create_dataset("written", data=np.ones(len(kept), dtype=np.uint8))
-            group = f.create_group("failures")
-            group.create_dataset("image_id", data=np.array(table.image_ids[failed].tolist(), dtype=STR))
-            group.create_dataset("reason", data=np.array([r.decode("utf-8", "replace") for r in reasons[failed]], dtype=STR))
-            write_text(f, prompts, text_embeddings)
-            if parts[0][6] is not None:
-                f.create_group("head").create_dataset("logits", data=np.concatenate([p[6] for p in parts])[keep])
-            if parts[0][7] is not None:
-                write_head_state(f, parts[0][7])
-            f.attrs["complete"] = True
-        fsync_path(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with new_h5_file(out, "tmp") as f:
+        write_root_attrs(f, spec, extra, complete=False)
+        write_table(f, table.take(keep))
+        kept = embeddings[keep]
+        chunks = (min(ROW_CHUNK, len(kept)), spec.embed_dim) if len(kept) else None
+        f.create_dataset("embeddings", data=kept, chunks=chunks)
+        f.create_dataset("written", data=np.ones(len(kept), dtype=np.uint8))
+        group = f.create_group("failures")
+        group.create_dataset("image_id", data=np.array(table.image_ids[failed].tolist(), dtype=STR))
+        group.create_dataset("reason", data=np.array([r.decode("utf-8", "replace") for r in reasons[failed]], dtype=STR))
+        write_text(f, prompts, text_embeddings)
+        if parts[0][6] is not None:
+            f.create_group("head").create_dataset("logits", data=np.concatenate([p[6] for p in parts])[keep])
+        if parts[0][7] is not None:
+            write_head_state(f, parts[0][7])
+        f.attrs["complete"] = True
     return CacheSummary(rows=int(keep.sum()), failures=int(failed.sum()))
 
 

@@ -3,16 +3,20 @@ table and the text group."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
 
 from cxrprobe.cache.schema import FORMAT, FORMAT_VERSION, EmbedSpec
 from cxrprobe.data.table import ImageTable
+from cxrprobe.fsutil import temporary_sibling, write_new_file
 from cxrprobe.labels import FINDINGS
 from cxrprobe.models.text import PromptSet
 
@@ -25,6 +29,24 @@ def created_timestamp() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     seconds = int(epoch) if epoch and epoch.isdigit() else int(time.time())
     return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@contextlib.contextmanager
+def new_h5_file(path: Path, tag: str) -> Iterator[h5py.File]:
+    """An HDF5 file built in memory and written to ``path`` (through a temporary sibling) once whole.
+
+    HDF5 writes metadata lazily, when a file closes; on a full disk that close fails, and the
+    library then prints tracebacks at exit and can crash the interpreter. Built in memory, the
+    file reaches the disk in one plain write whose failure is an ordinary OSError.
+    """
+    f = h5py.File(temporary_sibling(path, "in-memory"), "w", driver="core", backing_store=False)
+    try:
+        yield f
+        f.flush()
+        image = f.id.get_file_image()
+    finally:
+        f.close()
+    write_new_file(path, image, tag)
 
 
 def write_root_attrs(f: h5py.File, spec: EmbedSpec, extra: dict[str, object], complete: bool) -> None:

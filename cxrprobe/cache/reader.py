@@ -15,6 +15,9 @@ from cxrprobe.errors import CacheError
 from cxrprobe.labels import FINDINGS
 from cxrprobe.models.text import PromptSet
 
+# What every cache and working shard holds beside its attributes (docs/cache-format.md).
+REQUIRED_DATASETS = ("image_id", "patient_id", "split", "view", "labels", "embeddings")
+
 
 def _open_h5(path: Path) -> h5py.File:
     if not path.exists():
@@ -72,13 +75,27 @@ class FeatureCache:
             _check_format(self.path, self.attrs)
             if require_complete and not self.attrs.get("complete"):
                 raise CacheError(f"{self.path} is not complete; finish it with `cxrprobe embed ... --resume`")
-            self.table: ImageTable = read_table(self.file)
+            self.table: ImageTable = self._read_checked_table()
         except Exception:
             self.file.close()
             raise
         if list(self.attrs.get("classes", [])) != list(FINDINGS):
             self.file.close()
             raise CacheError(f"{self.path} has classes {self.attrs.get('classes')}, not the 14 NIH findings")
+
+    def _read_checked_table(self) -> ImageTable:
+        """The row table, after checking that every dataset a reader needs is there and fits."""
+        missing = [name for name in REQUIRED_DATASETS if name not in self.file]
+        if missing:
+            raise CacheError(f"{self.path} is damaged: it has no {missing[0]!r} dataset; re-embed it")
+        try:
+            table = read_table(self.file)
+            rows = self.file["embeddings"].shape[0]
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            raise CacheError(f"{self.path} is damaged ({str(exc).splitlines()[0][:120]}); re-embed it") from None
+        if rows != len(table):
+            raise CacheError(f"{self.path} is damaged: {rows} embeddings for {len(table)} images; re-embed it")
+        return table
 
     def close(self) -> None:
         self.file.close()
@@ -132,6 +149,8 @@ class FeatureCache:
             ids = self.table.image_ids[status == STATUS_FAILED]
             reasons = self.file["reason"][()][status == STATUS_FAILED]
             return [(i, r.decode("utf-8", "replace")) for i, r in zip(ids, reasons)]
+        if "failures" not in self.file:
+            raise CacheError(f"{self.path} is damaged: it has no 'failures' table; re-embed it")
         group = self.file["failures"]
         return list(zip(group["image_id"].asstr()[()], group["reason"].asstr()[()]))
 
@@ -167,7 +186,7 @@ class FeatureCache:
             "model": a.get("model"),
             "pretrained": a.get("pretrained"),
             "weights_sha256": a.get("weights_sha256"),
-            "preprocessing": json.loads(str(a.get("preprocessing", "{}"))),
+            "preprocessing": self._json_attr("preprocessing"),
             "embed_dim": a.get("embed_dim"),
             "dtype": a.get("dtype"),
             "precision": a.get("precision"),
@@ -183,5 +202,15 @@ class FeatureCache:
             "text_prompts": len(self.file["text/prompt"]) if "text" in self.file else 0,
             "adapted_head": "head" in self.file or "head_logits" in self.file,
             "checkpoint": a.get("checkpoint"),
-            "versions": json.loads(str(a.get("versions", "{}"))),
+            "versions": self._json_attr("versions"),
         }
+
+    def _json_attr(self, name: str) -> dict:
+        """An attribute holding JSON, parsed as data only (never evaluated)."""
+        try:
+            value = json.loads(str(self.attrs.get(name, "{}")))
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise CacheError(f"{self.path} is damaged: its {name!r} attribute is not a JSON object; re-embed it")
+        return value

@@ -11,6 +11,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from cxrprobe.errors import CacheError
+
 FORMAT = "cxrprobe-cache"
 FORMAT_VERSION = 1
 
@@ -53,7 +55,11 @@ class EmbedSpec:
         return asdict(self)
 
     @classmethod
-    def from_attrs(cls, attrs: dict[str, object]) -> EmbedSpec:
+    def from_attrs(cls, attrs: dict[str, object], source: object = "the cache") -> EmbedSpec:
+        missing = [name for name in cls.__dataclass_fields__ if name not in attrs]
+        if missing:
+            raise CacheError(f"{source} lacks its {missing[0]!r} attribute (damaged, or written by another program); "
+                             "rebuild it with --force")
         values = {}
         for name in cls.__dataclass_fields__:
             value = attrs[name]

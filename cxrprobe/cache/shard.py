@@ -13,21 +13,21 @@ one per rank when torchrun splits the work; ``final.write_cache`` merges them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from cxrprobe.cache.layout import read_attrs, write_head_state, write_root_attrs, write_table, write_text
+from cxrprobe.cache.layout import (
+    new_h5_file, read_attrs, write_head_state, write_root_attrs, write_table, write_text,
+)
 from cxrprobe.cache.schema import (
     FORMAT, REASON_BYTES, STATUS_FAILED, STATUS_PENDING, STATUS_WRITTEN, EmbedSpec,
 )
 from cxrprobe.data.images import batch_ranges
 from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError
-from cxrprobe.fsutil import temporary_sibling
 from cxrprobe.labels import FINDINGS
 from cxrprobe.models.text import PromptSet
 
@@ -58,29 +58,24 @@ def create_shard(
     with_head: bool = False,
     head_state: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """Write a fresh shard under a temporary name, then rename it into place; ``with_head``
-    reserves room for an adapted head's logits beside the embeddings."""
+    """Write a fresh shard (built in memory, written under a temporary name, renamed into place);
+    ``with_head`` reserves room for an adapted head's logits beside the embeddings."""
     n = plan.row_stop - plan.row_start
     if len(table) != n:
         raise ValueError(f"table has {len(table)} rows for a shard of {n}")
-    tmp = temporary_sibling(path, "new")
-    try:
-        with h5py.File(tmp, "w") as f:
-            write_root_attrs(f, spec, extra_attrs, complete=False)
-            for name, value in vars(plan).items():
-                f.attrs[name] = value
-            write_table(f, table)
-            write_text(f, prompts, text_embeddings)
-            f.create_dataset("embeddings", shape=(n, spec.embed_dim), dtype=spec.dtype, dcpl=_early_dcpl())
-            f.create_dataset("status", shape=(n,), dtype=np.uint8, dcpl=_early_dcpl())
-            f.create_dataset("reason", shape=(n,), dtype=f"S{REASON_BYTES}", dcpl=_early_dcpl())
-            if head_state is not None:
-                write_head_state(f, head_state)
-            if with_head:
-                f.create_dataset("head_logits", shape=(n, len(FINDINGS)), dtype=np.float32, dcpl=_early_dcpl())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with new_h5_file(path, "new") as f:
+        write_root_attrs(f, spec, extra_attrs, complete=False)
+        for name, value in vars(plan).items():
+            f.attrs[name] = value
+        write_table(f, table)
+        write_text(f, prompts, text_embeddings)
+        f.create_dataset("embeddings", shape=(n, spec.embed_dim), dtype=spec.dtype, dcpl=_early_dcpl())
+        f.create_dataset("status", shape=(n,), dtype=np.uint8, dcpl=_early_dcpl())
+        f.create_dataset("reason", shape=(n,), dtype=f"S{REASON_BYTES}", dcpl=_early_dcpl())
+        if head_state is not None:
+            write_head_state(f, head_state)
+        if with_head:
+            f.create_dataset("head_logits", shape=(n, len(FINDINGS)), dtype=np.float32, dcpl=_early_dcpl())
 
 
 class ShardWriter:
@@ -96,7 +91,11 @@ class ShardWriter:
         if attrs.get("format") != FORMAT or "row_start" not in attrs or "status" not in self.file:
             self.file.close()
             raise CacheError(f"{self.path} is not an embed working file; rerun with --force")
-        self.spec = EmbedSpec.from_attrs(attrs)
+        try:
+            self.spec = EmbedSpec.from_attrs(attrs, self.path)
+        except CacheError:
+            self.file.close()
+            raise
         self.plan = ShardPlan(
             int(attrs["row_start"]), int(attrs["row_stop"]), int(attrs["n_rows_total"]), int(attrs["batch_size"])
         )

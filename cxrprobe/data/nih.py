@@ -19,6 +19,7 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -33,6 +34,7 @@ SPLIT_FILES = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
 REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
 # A plain file name: no folder part, so a metadata row can never point outside the data dir.
 SAFE_IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+PATIENT_ID = re.compile(r"^[0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,13 @@ def _read_text(path: Path) -> str:
 
 
 def _read_data_entry(path: Path) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
-    rows = csv.reader(io.StringIO(_read_text(path), newline=""))
+    try:
+        return _parse_data_entry(path, csv.reader(io.StringIO(_read_text(path), newline="")))
+    except csv.Error as exc:  # e.g. a field longer than the csv module's limit
+        raise DataError(f"{path.name} is not a readable CSV table ({exc})") from None
+
+
+def _parse_data_entry(path: Path, rows: Iterator[list[str]]) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
     header = next(rows, None)
     if header is None:
         raise DataError(f"{path.name} is empty")
@@ -130,9 +138,9 @@ def _read_data_entry(path: Path) -> tuple[np.ndarray, list[str], np.ndarray, np.
 
 def _patient_id(raw: str, source: str, line_no: int) -> str:
     raw = raw.strip()
-    if not raw.isdigit():
+    if not PATIENT_ID.match(raw):  # ASCII digits only: str.isdigit() also takes '²', which int() refuses
         raise DataError(f"{source} line {line_no}: patient id {raw!r} is not a number")
-    return str(int(raw))  # "00000001" (2017) and "1" (v2020) are the same patient
+    return raw.lstrip("0") or "0"  # "00000001" (2017) and "1" (v2020) are the same patient
 
 
 def _multi_hot(finding_labels: list[str], image_ids: np.ndarray, source: str) -> np.ndarray:

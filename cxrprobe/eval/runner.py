@@ -26,9 +26,13 @@ from cxrprobe.heads.base import transform_embeddings
 def parse_shots(text: str) -> tuple[int, ...]:
     """'1,2,4,8,16' -> (1, 2, 4, 8, 16): positive integers, comma-separated, no repeats."""
     parts = text.split(",")
+    message = f"--shots takes positive whole numbers separated by commas, like 1,2,4,8,16; got {text!r}"
     if not text.strip() or any(not p.strip().isdigit() for p in parts):
-        raise InputError(f"--shots takes positive whole numbers separated by commas, like 1,2,4,8,16; got {text!r}")
-    shots = tuple(int(p) for p in parts)
+        raise InputError(message)
+    try:
+        shots = tuple(int(p) for p in parts)
+    except ValueError:  # int() refuses some of what str.isdigit() takes: '²', or 5,000 digits
+        raise InputError(message) from None
     if min(shots) < 1:
         raise InputError(f"--shots must be at least 1 each; got {text!r}")
     if len(set(shots)) != len(shots):
@@ -103,6 +107,10 @@ def load_grid_data(cache_path: Path, heads: tuple[str, ...], protocol: str = "de
         test = cache.rows("test")
         if len(test) == 0:
             raise CacheError(f"{cache_path} has no test images")
+        positives = cache.labels[test].sum(axis=0)
+        if not np.any((positives > 0) & (positives < len(test))):  # else every AUC is undefined
+            raise CacheError(f"{cache_path}: no finding has both positive and negative test images, so no AUC "
+                             "is defined; embed more of the test split")
         if len(train) == 0:
             raise CacheError(f"{cache_path} has no training images to draw support sets from")
         center = embeddings[train].astype(np.float64).mean(axis=0)

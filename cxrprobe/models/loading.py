@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,7 @@ from cxrprobe.errors import InputError, ModelError
 from cxrprobe.models.weights import load_into, read_state_dict, weights_sha256
 
 RANDOM_INIT_SEED = 0
+CUDA_DEVICE = re.compile(r"^cuda(?::([0-9]{1,3}))?$")
 NO_WEIGHTS = "none"
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -57,12 +59,18 @@ def _open_clip_name(name: str) -> str:
 
 
 def resolve_device(device: str) -> torch.device:
+    """'auto', 'cpu', 'cuda' or 'cuda:N' -> a device that exists here; anything else is bad input."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
+    if device == "cpu":
+        return torch.device("cpu")
+    match = CUDA_DEVICE.match(device)
+    if match is None:
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise InputError(f"--device {device} was asked for, but torch sees no CUDA device; use --device cpu or auto")
+    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s), numbered from 0")
     return torch.device(device)
 
 

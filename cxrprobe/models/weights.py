@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from cxrprobe.errors import ModelError
 
@@ -32,16 +34,28 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                     f"{path} is a TorchScript archive (OpenAI's original format); "
                     "load it once with open_clip and save its state_dict, or pass a tag from the open_clip cache"
                 )
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            loaded = load_tensors_only(path)
     except ModelError:
         raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile,
+            SafetensorError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path} is not a weights file that can be read safely: {reason[:200]}") from None
     state = _unwrap(loaded)
     if state is None:
         raise ModelError(f"{path} holds no state dict of tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_tensors_only(path: Path) -> object:
+    """``torch.load(weights_only=True)``: tensors and plain containers, never arbitrary objects.
+
+    torch warns about pickle protocols it did not write; the file is refused or read either
+    way, so the warning would only add lines to a one-line error.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _is_torchscript(path: Path) -> bool:

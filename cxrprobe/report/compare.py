@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from cxrprobe.errors import InputError
+from cxrprobe.fsutil import check_writable_folder, reporting_no_room
 from cxrprobe.report.plots import plot_curves, read_summary
 
 
@@ -20,8 +21,14 @@ def load_results(dirs: list[Path]) -> dict[str, dict]:
         try:
             json.loads(config.read_text())
             curves = read_summary(summary)
-        except (ValueError, KeyError) as exc:
-            raise InputError(f"{folder}/summary.csv or config.json is malformed ({exc})") from None
+        except OSError as exc:
+            raise InputError(f"cannot read {exc.filename or folder}: {exc.strerror}") from None
+        except (ValueError, KeyError, TypeError) as exc:  # TypeError: a row shorter than the header
+            raise InputError(
+                f"{folder}/summary.csv or config.json is malformed ({exc}); rerun cxrprobe fewshot"
+            ) from None
+        if not curves:
+            raise InputError(f"{folder}/summary.csv holds no results; rerun cxrprobe fewshot into a new folder")
         label = folder.resolve().name
         if label in loaded:
             label = str(folder)
@@ -38,8 +45,13 @@ def combined_curves(loaded: dict[str, dict]) -> dict[str, list]:
 def write_plot(loaded: dict[str, dict], out_png: Path) -> None:
     if out_png.suffix.lower() != ".png":
         raise InputError(f"--plot must name a .png file, got {out_png}")
-    if not out_png.parent.is_dir():
-        raise InputError(f"folder {out_png.parent} does not exist")
+    if out_png.is_dir():
+        raise InputError(f"--plot {out_png} is a folder; give a .png file name")
+    check_writable_folder(out_png.parent)
     tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    plot_curves(combined_curves(loaded), tmp, " vs ".join(loaded))
-    tmp.replace(out_png)
+    try:
+        with reporting_no_room(out_png):
+            plot_curves(combined_curves(loaded), tmp, " vs ".join(loaded))
+            tmp.replace(out_png)
+    finally:
+        tmp.unlink(missing_ok=True)

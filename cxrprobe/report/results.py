@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from cxrprobe.errors import InputError
-from cxrprobe.fsutil import temporary_sibling
+from cxrprobe.fsutil import check_writable_folder, reporting_no_room, temporary_sibling
 from cxrprobe.eval.metrics import mean_auc
 from cxrprobe.eval.runner import GridResult, GridSpec
 from cxrprobe.eval.stats import mean_ci, paired_difference
@@ -28,9 +28,7 @@ def check_results_dir(out: Path) -> None:
     """A results dir must be new or empty: nothing already there is ever overwritten."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} exists and is not an empty folder; choose a new --out")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"folder {parent} does not exist; create it first")
+    check_writable_folder(out.parent)
 
 
 def number(value: float) -> str:
@@ -107,12 +105,13 @@ def publish_folder(out: Path, fill: Callable[[Path], None]) -> None:
     check_results_dir(out)
     tmp = temporary_sibling(out, "tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
-        fill(tmp)
-        if out.exists():
-            out.rmdir()  # checked empty above
-        os.replace(tmp, out)
+        with reporting_no_room(out):
+            tmp.mkdir()
+            fill(tmp)
+            if out.exists():
+                out.rmdir()  # checked empty above
+            os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

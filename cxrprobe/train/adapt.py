@@ -21,15 +21,17 @@ from typing import Callable
 import numpy as np
 import torch
 
+from cxrprobe.data.images import Preprocessing
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.errors import DataError, InputError
 from cxrprobe.eval.metrics import mean_auc, per_class_auc
+from cxrprobe.fsutil import check_writable_folder, reporting_no_room
 from cxrprobe.labels import FINDINGS
 from cxrprobe.models.loading import load_model
 from cxrprobe.models.mlp_head import PaperHead
 from cxrprobe.models.unfreeze import total_count, trainable_count, unfreeze_top
-from cxrprobe.train.checkpoint import load_checkpoint, save_checkpoint
+from cxrprobe.train.checkpoint import load_checkpoint, read_run_config, save_checkpoint
 from cxrprobe.train.losses import focal_bce_with_logits
 from cxrprobe.train.pixels import PixelDataset, build_pixel_cache
 
@@ -63,17 +65,27 @@ class AdaptOptions:
     extra: dict = field(default_factory=dict)
 
 
+def parse_hold_out(text: str) -> tuple[str, ...]:
+    """'Hernia,Pneumonia' -> ('Hernia', 'Pneumonia'): known findings, in the order given, once each."""
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    _check_findings(names)
+    return names
+
+
+def _check_findings(names: tuple[str, ...]) -> None:
+    unknown = [f for f in names if f not in FINDINGS]
+    if unknown:
+        raise InputError(f"unknown finding {unknown[0]!r} in --hold-out; expected some of {', '.join(FINDINGS)}")
+
+
 def _check(options: AdaptOptions) -> None:
     if options.epochs < 1 or options.batch_size < 1:
         raise InputError("--epochs and --batch-size must be at least 1")
-    unknown = [f for f in options.hold_out if f not in FINDINGS]
-    if unknown:
-        raise InputError(f"unknown finding {unknown[0]!r} in --hold-out; expected some of {', '.join(FINDINGS)}")
+    _check_findings(options.hold_out)
     out = Path(options.out)
     if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is not a folder")
-    if not out.parent.is_dir():
-        raise InputError(f"folder {out.parent} does not exist; create it first")
+        raise InputError(f"{out} exists and is not a folder; choose another --out")
+    check_writable_folder(out.parent)
     if out.is_dir() and any(out.iterdir()) and not (options.resume or options.force):
         raise InputError(f"{out} already holds a run; use --resume to continue it or --force to start over")
 
@@ -92,9 +104,31 @@ def adapt(options: AdaptOptions, notify: Notify = lambda _: None) -> dict:
     """Run (or resume) the adaptation; returns the final summary."""
     _check(options)
     out = Path(options.out)
+    created = not out.exists()
+    try:
+        with reporting_no_room(out):
+            return _run(options, out, notify)
+    except Exception:  # an interrupt keeps what was written, as the CLI says
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before writing anything leaves no empty folder behind
+        raise
+
+
+def _load_pixels(path: Path, n_rows: int, prep: Preprocessing) -> np.ndarray:
+    """A pixel cache of the run dir, memory-mapped; np.load never unpickles (allow_pickle is off)."""
+    try:
+        pixels = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path} is not a pixel cache ({str(exc)[:120]}); start over with --force") from None
+    if pixels.dtype != np.uint8 or pixels.shape != (n_rows, prep.image_size, prep.image_size):
+        raise InputError(f"{path} does not match the images of this run; start over with --force")
+    return pixels
+
+
+def _run(options: AdaptOptions, out: Path, notify: Notify) -> dict:
     config = _config(options)
     if options.resume and (out / "config.json").is_file():
-        previous = json.loads((out / "config.json").read_text())
+        previous = read_run_config(out / "config.json", "use another --out or --force")
         if {k: v for k, v in previous.items() if k != "epochs"} != {k: v for k, v in config.items() if k != "epochs"}:
             raise InputError(f"{out} holds a different run (its config.json differs); use another --out or --force")
     saved = load_checkpoint(out / CHECKPOINT) if options.resume and (out / CHECKPOINT).is_file() else None
@@ -122,9 +156,7 @@ def adapt(options: AdaptOptions, notify: Notify = lambda _: None) -> dict:
         if not cache.is_file():
             notify(f"decoding {len(rows[split]):,} {split} images once into {cache.name}")
             build_pixel_cache(paths[rows[split]].tolist(), cache, prep, options.workers)
-        pixels = np.load(cache, mmap_mode="r")
-        if len(pixels) != len(rows[split]):
-            raise InputError(f"{cache} does not match the {split} images; start over with --force")
+        pixels = _load_pixels(cache, len(rows[split]), prep)
         data[split] = PixelDataset(pixels, meta.table.labels[rows[split]], prep, augment=split == "train", seed=options.seed)
     keep = torch.tensor([f not in options.hold_out for f in FINDINGS], dtype=torch.float32, device=device)
     encoder = [p for p in model.visual.parameters() if p.requires_grad]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
 from cxrprobe.errors import InputError
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.mlp_head import PaperHead
 from cxrprobe.models.weights import weights_sha256
-from cxrprobe.train.checkpoint import load_checkpoint
+from cxrprobe.train.checkpoint import load_checkpoint, read_run_config
 
 BEST = "best.pt"
 
@@ -30,14 +29,17 @@ def load_adapted(run_dir: Path, device: str) -> tuple[LoadedModel, Path]:
     config_path, best = run_dir / "config.json", run_dir / BEST
     if not config_path.is_file() or not best.is_file():
         raise InputError(f"{run_dir} is not a finished cxrprobe adapt run (no config.json and {BEST})")
-    config = json.loads(config_path.read_text())
-    saved = load_checkpoint(best)
+    remedy = "give --checkpoint the folder of a finished cxrprobe adapt run"
+    config = read_run_config(config_path, remedy)
+    if not isinstance(config.get("model"), str) or not isinstance(config.get("pretrained"), str):
+        raise InputError(f"{config_path} names no model and pretrained weights; {remedy}")
+    saved = load_checkpoint(best, remedy)
     loaded = load_model(config["model"], config["pretrained"], device)  # the text tower stays the base one
     try:
         loaded.model.visual.load_state_dict(saved["visual"])
         head = PaperHead(loaded.embed_dim)
         head.load_state_dict(saved["head"])
-    except (KeyError, RuntimeError) as exc:
+    except (KeyError, RuntimeError, TypeError, AttributeError) as exc:  # not a dict of fitting tensors
         raise InputError(f"{best} does not fit {config['model']}: {str(exc).splitlines()[0][:160]}") from None
     head.eval().to(loaded.device)
     identity = hashlib.sha256((weights_sha256(loaded.model) + weights_sha256(head)).encode()).hexdigest()

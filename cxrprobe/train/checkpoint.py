@@ -3,6 +3,7 @@ strings, lists and dicts only, written under a temporary name and renamed."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 from cxrprobe.errors import InputError
 from cxrprobe.fsutil import temporary_sibling
+from cxrprobe.models.weights import load_tensors_only
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -22,14 +24,24 @@ def save_checkpoint(path: Path, state: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, remedy: str = "start over with --force") -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors_only(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise InputError(
-            f"checkpoint {path} cannot be read safely ({type(exc).__name__}: not a tensors-only torch file); "
-            "start over with --force"
+            f"checkpoint {path} cannot be read safely ({type(exc).__name__}: not a tensors-only torch file); {remedy}"
         ) from None
     if not isinstance(state, dict) or "epoch" not in state:
-        raise InputError(f"checkpoint {path} is not a cxrprobe adapt checkpoint; start over with --force")
+        raise InputError(f"checkpoint {path} is not a cxrprobe adapt checkpoint; {remedy}")
     return state
+
+
+def read_run_config(path: Path, remedy: str) -> dict:
+    """A run dir's config.json as a dict; a damaged one is bad input, not a crash."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: invalid JSON or UTF-8
+        raise InputError(f"{path} cannot be read as JSON ({str(exc).splitlines()[0][:120]}); {remedy}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path} is not a cxrprobe adapt config (not a JSON object); {remedy}")
+    return config

@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 
 from cxrprobe.data.images import Preprocessing, batch_ranges, make_loader, to_model_input
 from cxrprobe.errors import DataError
-from cxrprobe.fsutil import temporary_sibling
+from cxrprobe.fsutil import reserve_blocks, temporary_sibling
 
 
 def build_pixel_cache(paths: list[str], out: Path, prep: Preprocessing, workers: int, batch_size: int = 64) -> np.ndarray:
@@ -32,6 +32,9 @@ def build_pixel_cache(paths: list[str], out: Path, prep: Preprocessing, workers:
     tmp = temporary_sibling(out, "new")
     try:
         pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
+        # The memory map starts sparse: on a full disk, writing its pages would kill the process
+        # with SIGBUS. Reserving the blocks first turns that into an ordinary OSError (ENOSPC).
+        reserve_blocks(tmp)
         for batch in make_loader(paths, prep, batch_ranges(len(paths), batch_size), workers):
             if batch.failures:
                 row, reason = batch.failures[0]
