@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import open_clip
 import torch
 
 from cxrprobe.data.images import Preprocessing
@@ -43,7 +42,15 @@ class LoadedModel:
     head: torch.nn.Module | None = None  # an adapted run's MLP head, scored beside the embeddings
 
     def tokenizer(self):  # noqa: ANN201 - open_clip's tokenizer classes share no base type
-        return open_clip.get_tokenizer(_open_clip_name(self.name))
+        return _open_clip().get_tokenizer(_open_clip_name(self.name))
+
+
+def _open_clip():  # noqa: ANN202 - the module
+    """open_clip, imported on first use: with torchvision it takes seconds to import, which a
+    command stopping at bad input (a missing data dir, a malformed table) need not pay."""
+    import open_clip
+
+    return open_clip
 
 
 def bundled_models() -> list[str]:
@@ -75,7 +82,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def check_model_name(name: str) -> None:
-    known = set(open_clip.list_models()) | set(bundled_models())
+    known = set(_open_clip().list_models()) | set(bundled_models())
     if name in known:
         return
     close = difflib.get_close_matches(name, sorted(known), n=3)
@@ -106,7 +113,7 @@ def _build(name: str, pretrained: str) -> torch.nn.Module:
         model = _quiet_create(_open_clip_name(name), pretrained=None)
     if pretrained == NO_WEIGHTS:
         return model
-    tags = [] if name in bundled_models() else open_clip.list_pretrained_tags_by_model(name)
+    tags = [] if name in bundled_models() else _open_clip().list_pretrained_tags_by_model(name)
     if pretrained in tags:
         path = _cached_tag_file(name, pretrained)
         if path is None:
@@ -129,7 +136,7 @@ def _build(name: str, pretrained: str) -> torch.nn.Module:
 
 def _cached_tag_file(name: str, tag: str) -> Path | None:
     """The tag's weights in the local Hugging Face cache, without touching the network."""
-    cfg = open_clip.get_pretrained_cfg(name, tag)
+    cfg = _open_clip().get_pretrained_cfg(name, tag)
     hub = cfg.get("hf_hub", "")
     if not hub:
         return None
@@ -164,14 +171,14 @@ def _quiet_create(name: str, pretrained: str | None) -> torch.nn.Module:
     try:
         for lg in loggers:
             lg.setLevel(logging.CRITICAL + 1)
-        return open_clip.create_model(name, pretrained=pretrained)
+        return _open_clip().create_model(name, pretrained=pretrained)
     finally:
         for lg, level in zip(loggers, saved):
             lg.setLevel(level)
 
 
 def _preprocessing(model: torch.nn.Module) -> Preprocessing:
-    cfg = open_clip.get_model_preprocess_cfg(model)
+    cfg = _open_clip().get_model_preprocess_cfg(model)
     size = cfg.get("size", 224)
     if isinstance(size, (tuple, list)):
         if len(set(size)) != 1:

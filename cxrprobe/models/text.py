@@ -10,11 +10,14 @@ the right way round rather than by negating a finding's prompt.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from cxrprobe.labels import FINDINGS, NO_FINDING, PROMPT_NAMES
+
+if TYPE_CHECKING:  # torch is imported where prompts are encoded: reading a cache (info) needs no torch
+    import torch
 
 PAPER_TEMPLATE = "A chest X-ray showing {}"
 PAPER_NEGATIVE = "No finding"
@@ -66,6 +69,8 @@ def default_prompts() -> PromptSet:
 
 def encode_prompts(model: torch.nn.Module, tokenizer, prompts: PromptSet, device: torch.device) -> np.ndarray:  # noqa: ANN001
     """Raw (not normalised) float32 text embeddings [n_prompts, embed_dim]."""
+    import torch
+
     with torch.inference_mode():
         tokens = tokenizer(list(prompts.prompts)).to(device)
         return model.encode_text(tokens).float().cpu().numpy()

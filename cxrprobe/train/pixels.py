@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
 
 from cxrprobe.data.images import Preprocessing, batch_ranges, make_loader, to_model_input
 from cxrprobe.errors import DataError
 from cxrprobe.fsutil import reserve_blocks, temporary_sibling
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 
 def build_pixel_cache(paths: list[str], out: Path, prep: Preprocessing, workers: int, batch_size: int = 64) -> np.ndarray:
@@ -51,6 +54,8 @@ def build_pixel_cache(paths: list[str], out: Path, prep: Preprocessing, workers:
 def paper_augmentation() -> v2.Compose:
     """Flip p=0.5, rotation +-10 deg, translation 0.1, scale 0.9-1.1, brightness and contrast 0.2,
     saturation 0.1 (a no-op on grey X-rays, kept for fidelity to the paper)."""
+    from torchvision.transforms import v2  # here: torchvision takes seconds to import
+
     return v2.Compose([
         v2.RandomHorizontalFlip(0.5),
         v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)),
