@@ -6,13 +6,16 @@ early stopping on validation mean AUC over a patient-disjoint validation split (
 CLIP normalisation in training and evaluation alike. Images are decoded once into pixel caches.
 Held-out findings' labels are masked out of the loss and out of every selection, so few-shot
 curves on them measure label efficiency. Every epoch ends in a checkpoint; ``--resume``
-continues from it and ends where an uninterrupted run ends.
+continues from it and ends where an uninterrupted run ends. Only a run that ended writes
+summary.json: a run dir without it is unfinished, and nothing downstream takes it for done.
+Every file is replaced whole (temporary name, then rename), so a kill leaves no torn file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,18 +29,18 @@ from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.errors import DataError, InputError
 from cxrprobe.eval.metrics import mean_auc, per_class_auc
-from cxrprobe.fsutil import check_writable_folder, reporting_no_room
+from cxrprobe.fsutil import check_writable_folder, remove_stale_temporaries, reporting_no_room, write_new_file
 from cxrprobe.labels import FINDINGS
 from cxrprobe.models.loading import load_model
 from cxrprobe.models.mlp_head import PaperHead
 from cxrprobe.models.unfreeze import total_count, trainable_count, unfreeze_top
+from cxrprobe.train.adapted import BEST, DONE
 from cxrprobe.train.checkpoint import load_checkpoint, read_run_config, save_checkpoint
 from cxrprobe.train.losses import focal_bce_with_logits
 from cxrprobe.train.pixels import PixelDataset, build_pixel_cache
 
 Notify = Callable[[str], None]
 CHECKPOINT = "last.pt"
-BEST = "best.pt"
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ def _run(options: AdaptOptions, out: Path, notify: Notify) -> dict:
     notify(f"trainable parameters: {trainable_count(model.visual, head):,} "
            f"({100 * trainable_count(model.visual, head) / total_count(model.visual, head):.2f}% of visual encoder + head)")
     out.mkdir(exist_ok=True)  # only once every input has been checked
+    remove_stale_temporaries(out)  # half-written files of killed runs (the run dir is ours)
     data = {}
     for split in ("train", "val"):
         cache = out / f"pixels-{split}.npy"
@@ -173,7 +177,9 @@ def _run(options: AdaptOptions, out: Path, notify: Notify) -> dict:
         scheduler.load_state_dict(saved["scheduler"])
         state = {k: saved[k] for k in state}
         notify(f"resuming after epoch {state['epoch']}")
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_new_file(out / "config.json", (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+    if state["epoch"] < options.epochs and state["stale"] < options.patience:
+        (out / DONE).unlink(missing_ok=True)  # a finished run given more epochs is unfinished until they end
     while state["epoch"] < options.epochs and state["stale"] < options.patience:
         epoch = state["epoch"] + 1
         loss = _train_epoch(model, head, data["train"], optimiser, keep, options, epoch, device)
@@ -198,7 +204,10 @@ def _run(options: AdaptOptions, out: Path, notify: Notify) -> dict:
         _write_metrics(out / "metrics.csv", state["history"])
         _plot_curve(out / "training_curve.png", state["history"])
         notify(f"epoch {epoch}: train loss {loss:.4f}, validation mean AUC {val_auc:.4f}")
-    return {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_val_auc": state["best_auc"]}
+    summary = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_val_auc": state["best_auc"],
+               "stopped_by": "patience" if state["stale"] >= options.patience else "epochs"}
+    write_new_file(out / DONE, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    return summary
 
 
 def _train_epoch(model, head, dataset, optimiser, keep, options, epoch, device) -> float:  # noqa: ANN001
@@ -240,10 +249,11 @@ def _validate(model, head, dataset, options, device) -> np.ndarray:  # noqa: ANN
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(history)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    write_new_file(path, text.getvalue().encode())
 
 
 def _plot_curve(path: Path, history: list[dict]) -> None:
@@ -261,5 +271,7 @@ def _plot_curve(path: Path, history: list[dict]) -> None:
     right.plot(epochs, [h["val_mean_auc"] for h in history], marker="s", color="tab:red")
     right.set_ylabel("validation mean AUC (not test)", color="tab:red")
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
+    image = io.BytesIO()
+    fig.savefig(image, format="png", metadata={"Software": None})
     plt.close(fig)
+    write_new_file(path, image.getvalue())

@@ -13,6 +13,7 @@ from cxrprobe.models.weights import weights_sha256
 from cxrprobe.train.checkpoint import load_checkpoint, read_run_config
 
 BEST = "best.pt"
+DONE = "summary.json"  # written last by a run that ended (train/adapt.py): present means finished
 
 
 def file_sha256(path: Path) -> str:
@@ -29,6 +30,8 @@ def load_adapted(run_dir: Path, device: str) -> tuple[LoadedModel, Path]:
     config_path, best = run_dir / "config.json", run_dir / BEST
     if not config_path.is_file() or not best.is_file():
         raise InputError(f"{run_dir} is not a finished cxrprobe adapt run (no config.json and {BEST})")
+    if not (run_dir / DONE).is_file():
+        raise InputError(f"{run_dir} is an unfinished cxrprobe adapt run (no {DONE}); finish it with adapt --resume")
     remedy = "give --checkpoint the folder of a finished cxrprobe adapt run"
     config = read_run_config(config_path, remedy)
     if not isinstance(config.get("model"), str) or not isinstance(config.get("pretrained"), str):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import torch
@@ -15,10 +16,23 @@ from cxrprobe.fsutil import temporary_sibling
 from cxrprobe.models.weights import load_tensors_only
 
 
+def canonical(value: object) -> object:
+    """``value`` rebuilt with every string interned. Pickle writes a string once per object and
+    refers back to it after: a resumed run, whose strings were unpickled, would otherwise write
+    other bytes than an uninterrupted run for the same contents."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):
+        return {canonical(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(canonical(v) for v in value)
+    return value
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     tmp = temporary_sibling(path, "new")
     try:
-        torch.save(state, tmp)
+        torch.save(canonical(state), tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
