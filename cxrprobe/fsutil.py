@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -118,3 +119,33 @@ def fsync_path(path: Path) -> None:
     finally:
         os.close(fd)
 
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove what killed runs left: ``.<name>.<tag>-<pid>`` entries (see temporary_sibling)
+    in ``folder`` whose process is gone. ``name`` limits it to one target's temporaries (a
+    user's folder); without it every temporary in the folder counts (a folder cxrprobe owns).
+    A live process's temporaries are never touched."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    prefix = f".{name}." if name else "."
+    for entry in folder.iterdir():
+        stem, _, pid = entry.name.rpartition("-")
+        if not (entry.name.startswith(prefix) and "." in stem[1:] and pid.isdigit()) or _pid_alive(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed

@@ -26,7 +26,7 @@ from cxrprobe.data.nih import DATASET_NAME, load_nih_metadata
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
 from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError, DataError, InputError
-from cxrprobe.fsutil import check_output_path, exclusive_lock, reporting_no_room
+from cxrprobe.fsutil import check_output_path, exclusive_lock, remove_stale_temporaries, reporting_no_room
 from cxrprobe.models.encode import check_precision, encode_with_head
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.text import default_prompts, encode_prompts
@@ -83,6 +83,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
     out = Path(options.out)
     check_output_path(out)
     with reporting_no_room(out), exclusive_lock(out, "writing"):
+        remove_stale_temporaries(out.parent, out.name)  # left by killed runs; we hold the lock
         partial = partial_path(out)
         existing = _check_existing(out, partial, options)
         metadata = load_nih_metadata(Path(options.data_dir), options.val_fraction, options.val_seed)

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from cxrprobe.errors import InputError
-from cxrprobe.fsutil import check_writable_folder, reporting_no_room, temporary_sibling
+from cxrprobe.fsutil import check_writable_folder, remove_stale_temporaries, reporting_no_room, temporary_sibling
 from cxrprobe.eval.metrics import mean_auc
 from cxrprobe.eval.runner import GridResult, GridSpec
 from cxrprobe.eval.stats import mean_ci, paired_difference
@@ -103,6 +103,7 @@ def supports_table(result: GridResult, image_ids: np.ndarray) -> list[list[objec
 def publish_folder(out: Path, fill: Callable[[Path], None]) -> None:
     """Let ``fill`` write into a fresh hidden folder beside ``out``, then rename it to ``out``."""
     check_results_dir(out)
+    remove_stale_temporaries(out.parent, out.name)  # what killed runs into the same --out left
     tmp = temporary_sibling(out, "tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
