@@ -242,3 +242,25 @@ def test_linear_gradient_written_out_matches_autograd():
     # Adam hides a gradient's scale: compare the last step's gradients themselves
     assert torch.allclose(layer.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-7)
     assert torch.allclose(layer.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_logistic_in_the_row_space_reaches_the_full_space_optimum():
+    from cxrprobe.heads.logistic import balanced_weights, fit_logistic, row_space
+
+    rng = np.random.default_rng(2)
+    Z = l2_normalise(rng.normal(size=(30, 80)) + 0.2)  # fewer rows than dimensions, as a support set
+    Y = (rng.random((30, 4)) < 0.3).astype(float)
+    basis, reduced = row_space(Z)
+    assert basis.shape == (80, 30) and np.allclose(basis.T @ basis, np.eye(30)) and np.allclose(Z @ basis, reduced)
+    C = 3.0
+    small = fit_logistic(reduced, Y, C, tol=1e-10)
+    mapped = np.vstack([basis @ small[:-1], small[-1:]])
+    full = fit_logistic(Z, Y, C, tol=1e-10)
+
+    def objective(W):
+        margins = (2 * Y - 1) * (Z @ W[:-1] + W[-1])
+        return C * (balanced_weights(Y) * np.logaddexp(0, -margins)).sum() + 0.5 * (W[:-1] ** 2).sum()
+
+    assert np.isclose(objective(mapped), objective(full), rtol=1e-8)
+    assert np.allclose(mapped, full, atol=1e-4)
+    assert row_space(Z.T[:, :20] @ np.eye(20))[0] is None  # as many rows as dimensions: nothing to gain

@@ -6,7 +6,8 @@ intercept unpenalised, ``class_weight="balanced"`` optional:
 The findings share the support rows, so their losses and gradients are two matrix products
 for all 14 at once, and one L-BFGS run over the stacked parameters replaces 14 sklearn fits
 (the problems are independent: the sum's minimiser is each one's minimiser). A warm start
-(the solution at a nearby C) makes a C search cheap.
+(the solution at a nearby C) makes a C search cheap, and ``row_space`` shrinks the problem
+from d to at most n coordinates, exactly.
 """
 
 from __future__ import annotations
@@ -14,6 +15,21 @@ from __future__ import annotations
 import numpy as np
 import scipy.optimize
 from scipy.special import expit
+
+
+def row_space(Z: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """(Q, Z Q): an orthonormal basis Q [d, n] of the span of Z's n rows, and the rows in it.
+
+    The L2-penalised optimum lies in that span (a part of w outside it changes no margin and
+    only adds penalty), so a problem solved on Z Q, its coefficients mapped back by Q, has the
+    same solution with n coordinates instead of d: a support set has far fewer rows than
+    dimensions. With n >= d there is nothing to gain: (None, Z).
+    """
+    n, d = Z.shape
+    if n >= d:
+        return None, Z
+    basis, triangle = np.linalg.qr(Z.T)  # Z^T = Q R, so Z Q = R^T
+    return basis, np.ascontiguousarray(triangle.T)
 
 
 def balanced_weights(Y: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.heads.base import Head, check_xy
-from cxrprobe.heads.logistic import fit_logistic
+from cxrprobe.heads.logistic import fit_logistic, row_space
 
 C_GRID = tuple(float(c) for c in np.logspace(-2, 3, 11))
 
@@ -40,7 +40,8 @@ class LogRegHead(Head):
         Z = self.transform(X).astype(np.float64)
         if self.class_weight not in ("balanced", None):
             raise ValueError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
-        solutions: dict[float, np.ndarray] = {}  # log10 C -> solution
+        basis, reduced = row_space(Z)  # the same optimum in at most n coordinates
+        solutions: dict[float, np.ndarray] = {}  # log10 C -> solution in the reduced coordinates
 
         def solve(C: float) -> np.ndarray:
             # warm-started from the nearest C solved so far (3x faster on a search); the search
@@ -48,9 +49,10 @@ class LogRegHead(Head):
             key = float(np.log10(C))
             if key not in solutions:
                 nearest = min(solutions, key=lambda x: abs(x - key), default=None)
-                solutions[key] = fit_logistic(Z, Y, C, self.class_weight == "balanced",
+                solutions[key] = fit_logistic(reduced, Y, C, self.class_weight == "balanced",
                                               None if nearest is None else solutions[nearest], self.max_iter)
-            return solutions[key]
+            weights = solutions[key]
+            return weights if basis is None else np.vstack([basis @ weights[:-1], weights[-1:]])
 
         if self.search_C:
             if X_val is None or Y_val is None:
