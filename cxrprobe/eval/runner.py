@@ -222,11 +222,16 @@ def run_grid(
     else:
         from joblib import Parallel, delayed
 
+        # the costliest tasks (most shots) first, so that no worker is left with one at the end
+        order = sorted(range(len(tasks)), key=lambda i: -tasks[i][0])
         with tempfile.TemporaryDirectory(prefix="cxrprobe-grid-") as folder:
             shared = memory_mapped(data, Path(folder))
-            outputs = Parallel(n_jobs=jobs, backend="loky", max_nbytes="1M")(
-                delayed(run_task)(shared, spec, shots, seed) for shots, seed in tasks
+            done = Parallel(n_jobs=jobs, backend="loky", max_nbytes="1M")(
+                delayed(run_task)(shared, spec, *tasks[i]) for i in order
             )
+        outputs = [None] * len(tasks)
+        for i, output in zip(order, done):
+            outputs[i] = output
     fixed = _support_free_runs(data, spec)
     supports = [support for support, _, _ in outputs]
     runs = []
