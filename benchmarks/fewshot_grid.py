@@ -27,14 +27,14 @@ from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.cache.synthetic import write_synthetic_cache
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.eval.experiment import run_fewshot
-from cxrprobe.eval.runner import parse_shots
+from cxrprobe.eval.runner import GridSpec, parse_shots, run_grid
 from cxrprobe.eval.sampler import draw_support
 from cxrprobe.heads import BASE_HEADS, TextPrompts, make_head
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def naive_loop(cache_path: Path, shots: tuple[int, ...], seeds: int) -> dict[tuple[str, int], float]:
+def naive_loop(cache_path: Path, shots: tuple[int, ...], seeds: int) -> tuple[dict[tuple[str, int], float], dict[str, float]]:
     with FeatureCache(cache_path) as cache:
         X = cache.embeddings()
         Y = cache.labels
@@ -43,10 +43,12 @@ def naive_loop(cache_path: Path, shots: tuple[int, ...], seeds: int) -> dict[tup
     test = np.flatnonzero(split == "test")
     center = X[split == "train"].mean(axis=0)
     means: dict[tuple[str, int], list[float]] = {}
+    seconds = dict.fromkeys(BASE_HEADS, 0.0)
     for n in shots:
         for seed in range(seeds):
             support = draw_support(Y, split, n, seed)
             for name in BASE_HEADS:
+                start = time.perf_counter()
                 head = make_head(name, text, center, random_state=seed).fit(X[support.rows], Y[support.rows])
                 scores = head.decision_function(X[test])
                 aucs = []
@@ -55,7 +57,8 @@ def naive_loop(cache_path: Path, shots: tuple[int, ...], seeds: int) -> dict[tup
                         warnings.simplefilter("ignore")
                         aucs.append(roc_auc_score(Y[test, c], scores[:, c]))
                 means.setdefault((name, n), []).append(float(np.nanmean(aucs)))
-    return {key: float(np.mean(values)) for key, values in means.items()}
+                seconds[name] += time.perf_counter() - start
+    return {key: float(np.mean(values)) for key, values in means.items()}, seconds
 
 
 def main() -> None:
@@ -80,6 +83,8 @@ def main() -> None:
         grid_s = time.perf_counter() - start
         print(f"grid: {len(shots)} shot levels x {args.seeds} seeds x {len(BASE_HEADS)} heads, "
               f"--jobs {args.jobs}: {grid_s:.1f} s")
+        # where the grid's time goes: each head's fit + score + AUC, summed over runs (single-threaded)
+        grid_heads = run_grid(cache, GridSpec(shots, args.seeds, BASE_HEADS), jobs=args.jobs).seconds_by_head
         grid_means = {}
         import csv
 
@@ -87,11 +92,16 @@ def main() -> None:
             for row in csv.DictReader(handle):
                 grid_means[(row["head"], int(row["shots"]))] = float(row["mean_auc"])
         if args.skip_naive:
+            for name in BASE_HEADS:
+                print(f"  {name:12s} {grid_heads[name]:10.1f} s (grid, summed over runs, 1 thread a run)")
             return
         start = time.perf_counter()
-        naive_means = naive_loop(cache, shots, args.seeds)
+        naive_means, naive_heads = naive_loop(cache, shots, args.seeds)
         naive_s = time.perf_counter() - start
         print(f"naive loop: {naive_s:.1f} s")
+        print("seconds per head, summed over runs   grid (1 thread a run)   naive (default threads)")
+        for name in BASE_HEADS:
+            print(f"  {name:12s} {grid_heads[name]:10.1f} {naive_heads[name]:10.1f}")
         worst = max(abs(grid_means[k] - naive_means[k]) for k in naive_means)
         print(f"largest difference in a mean AUC between the two: {worst:.2e}")
     print(f"grid_s={grid_s:.1f} naive_s={naive_s:.1f} speedup={naive_s / grid_s:.1f}")

@@ -162,7 +162,7 @@ def fewshot(
     jobs: Annotated[int, typer.Option(help="Parallel processes; results are the same for any value.")] = 1,
     strict_shots: Annotated[bool, typer.Option("--strict-shots", help="Fail when a finding has fewer training images than shots.")] = False,
     protocol: Annotated[str, typer.Option(help="default (honest), or paper: the paper's code as it ran (adapted head trained further, one draw per N).")] = "default",
-    search: Annotated[bool, typer.Option("--search", help="Let heads that can (logreg) choose hyperparameters on a few-shot set of validation patients.")] = False,
+    search: Annotated[bool, typer.Option("--search", help="Let heads that can (logreg: C; tip-adapter-f: epoch, alpha, beta; lp++: epoch) choose hyperparameters on a few-shot set of validation patients, never on test.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Few-shot probes on a cache: shots x seeds x heads, mean AUC with 95% CIs over seeds."""
