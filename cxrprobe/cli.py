@@ -87,6 +87,10 @@ def _progress(description: str, quiet: bool) -> Iterator[Callable[[int, int], No
         yield update
 
 
+ALLOW_UNDEFINED = ("Go on when a finding's test images are all negative (or all positive): its AUC is left empty "
+                   "and means are over the other findings. Without it, that is an error.")
+
+
 @app.command()
 @guarded
 def embed(
@@ -163,6 +167,7 @@ def fewshot(
     strict_shots: Annotated[bool, typer.Option("--strict-shots", help="Fail when a finding has fewer training images than shots.")] = False,
     protocol: Annotated[str, typer.Option(help="default (honest), or paper: the paper's code as it ran (adapted head trained further, one draw per N).")] = "default",
     search: Annotated[bool, typer.Option("--search", help="Let heads that can (logreg: C; tip-adapter-f: epoch, alpha, beta; lp++: epoch) choose hyperparameters on a few-shot set of validation patients, never on test.")] = False,
+    allow_undefined: Annotated[bool, typer.Option("--allow-undefined", help=ALLOW_UNDEFINED)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Few-shot probes on a cache: shots x seeds x heads, mean AUC with 95% CIs over seeds."""
@@ -171,7 +176,7 @@ def fewshot(
 
     with _progress("few-shot runs", quiet) as progress:
         summary = run_fewshot(cache, out, shots, seeds, heads, jobs, strict_shots, progress, search=search,
-                              protocol=protocol)
+                              protocol=protocol, allow_undefined=allow_undefined)
     render_summary(summary)
     typer.echo(f"results in {out} (summary.csv, runs.csv, per_class.csv, paired.csv, supports.csv, auc_vs_shots.png)")
 
@@ -219,6 +224,7 @@ def zeroshot(
     bootstrap: Annotated[int, typer.Option(help="Stratified bootstrap resamples of the test images.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     prompts: Annotated[Optional[Path], typer.Option(help="JSON of prompts per finding, encoded with the cache's model on the CPU.")] = None,
+    allow_undefined: Annotated[bool, typer.Option("--allow-undefined", help=ALLOW_UNDEFINED)] = False,
 ) -> None:
     """Zero-shot AUC from text prompts per finding, with bootstrap 95% CIs over test images."""
     from rich.console import Console
@@ -229,7 +235,7 @@ def zeroshot(
 
     if negative not in NEGATIVES:
         raise InputError(f"--negative must be one of {', '.join(NEGATIVES)}, got {negative!r}")
-    rows = run_zeroshot(cache, out, negative, bootstrap, seed, prompts)
+    rows = run_zeroshot(cache, out, negative, bootstrap, seed, prompts, allow_undefined)
     table = Table(title=f"zero-shot from text (no labelled image), test AUC, {bootstrap} bootstrap resamples")
     for name in ("finding", "AUC", "95% CI", "positives"):
         table.add_column(name, justify="left" if name == "finding" else "right")

@@ -109,6 +109,10 @@ CASES = [
     Case("fewshot-inf-embeddings", fewshot_(*GRID, cache="inf.h5"), "NaN or Inf embeddings"),
     Case("fewshot-no-test-positives-at-all", fewshot_(*GRID, cache="no-positives.h5"),
          "no finding has both positive and negative test images"),
+    Case("fewshot-no-test-positives-for-one-finding", fewshot_(*GRID, cache="no-hernia.h5"),
+         "no AUC is defined for Hernia"),
+    Case("zeroshot-no-test-positives-for-one-finding", zeroshot_(cache="no-hernia.h5"),
+         "pass --allow-undefined"),
     Case("fewshot-incomplete-cache", fewshot_(*GRID, cache="incomplete.h5"), "is not complete"),
     Case("fewshot-strict-shots-unmet", fewshot_("--shots", "4", "--seeds", "1", "--heads", "prototype",
                                                 "--strict-shots"),
@@ -202,15 +206,18 @@ def test_broken_images_are_recorded_as_failures_and_the_run_completes(workspace,
     assert snapshot(workspace) == before
 
 
-def test_a_finding_without_test_positives_is_reported_undefined_not_failed(workspace, tmp_path):
-    """One finding with no positive test image: the run completes, its AUC is left empty, the rest stand."""
+def test_a_finding_without_test_positives_is_reported_undefined_when_allowed(workspace, tmp_path):
+    """One finding with no positive test image (an error by default, see the matrix): with
+    --allow-undefined the run completes, its AUC is left empty, the rest stand, and it says so."""
     before = snapshot(workspace)
-    result = run_cli("fewshot", "--cache", "no-hernia.h5", "--out", tmp_path / "out", *GRID, cwd=workspace)
+    result = run_cli("fewshot", "--cache", "no-hernia.h5", "--out", tmp_path / "out", *GRID, "--allow-undefined",
+                     cwd=workspace)
     assert result.code == 0, result.stderr
     with open(tmp_path / "out" / "per_class.csv", newline="") as handle:
         row = next(csv.DictReader(handle))
     assert row["Hernia"] == ""
     assert all(row[name] for name in ("Atelectasis", "Effusion", "Mass"))
+    assert "over the 13 findings with a defined AUC (none for Hernia)" in result.stdout
     assert snapshot(workspace) == before
 
 

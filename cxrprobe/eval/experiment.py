@@ -14,6 +14,7 @@ from cxrprobe.versions import package_versions
 def run_fewshot(
     cache: Path, out: Path, shots: str, seeds: int, heads: str, jobs: int, strict_shots: bool,
     progress: Callable[[int, int], None] | None = None, search: bool = False, protocol: str = "default",
+    allow_undefined: bool = False,
 ) -> Path:
     """Run the grid and write ``out``; returns the summary.csv path."""
     from cxrprobe.cache.reader import FeatureCache
@@ -31,7 +32,7 @@ def run_fewshot(
                              "(embed with --checkpoint RUN_DIR)")
         seeds, heads = 1, "adapted,paper-mlp"  # one draw per N, as the paper's code ran
     spec = GridSpec(shots=parse_shots(shots), seeds=_positive(seeds, "--seeds"), heads=parse_heads(heads, has_head),
-                    strict_shots=strict_shots, search=search, protocol=protocol)
+                    strict_shots=strict_shots, search=search, protocol=protocol, allow_undefined=allow_undefined)
     _positive(jobs, "--jobs")
     out = Path(out)
     check_results_dir(out)
@@ -49,6 +50,8 @@ def run_fewshot(
         "heads": list(spec.heads),
         "strict_shots": strict_shots,
         "search_on_validation": search,
+        "allow_undefined": allow_undefined,
+        "undefined_findings": result.undefined_findings,
         "test_images": result.n_test,
         "labelled_images_used": {
             "adaptation": 0,

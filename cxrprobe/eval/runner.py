@@ -23,6 +23,7 @@ from cxrprobe.eval.metrics import per_class_auc
 from cxrprobe.eval.sampler import SupportSet, draw_support
 from cxrprobe.heads import HEADS, TextPrompts, make_head
 from cxrprobe.heads.base import transform_embeddings
+from cxrprobe.labels import FINDINGS
 
 
 def parse_shots(text: str) -> tuple[int, ...]:
@@ -50,6 +51,7 @@ class GridSpec:
     first_seed: int = 0
     strict_shots: bool = False
     search: bool = False  # heads that can, select hyperparameters on a few-shot validation set
+    allow_undefined: bool = False  # findings with no test positives (or negatives): empty AUC, not an error
     protocol: str = "default"  # "paper": the paper's code as it ran (see PAPER_EPOCHS)
 
     def tasks(self) -> list[tuple[int, int]]:
@@ -73,6 +75,7 @@ class GridResult:
     validation_images: int
     cache_attrs: dict = field(default_factory=dict)
     seconds_by_head: dict[str, float] = field(default_factory=dict)  # summed single-threaded seconds
+    undefined_findings: list[str] = field(default_factory=list)  # no AUC on this test split (--allow-undefined)
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,27 @@ PROTOCOLS = ("default", "paper")
 PAPER_EPOCHS = 5
 
 
-def load_grid_data(cache_path: Path, heads: tuple[str, ...], protocol: str = "default") -> tuple[GridData, dict]:
+def undefined_findings(test_labels: np.ndarray) -> list[str]:
+    """Findings whose test split holds only positives or only negatives: no AUC is defined."""
+    positives = np.asarray(test_labels).sum(axis=0)
+    return [name for name, n in zip(FINDINGS, positives) if n == 0 or n == len(test_labels)]
+
+
+def check_defined(test_labels: np.ndarray, cache_path: Path, allow_undefined: bool) -> None:
+    """A finding without an AUC is refused unless allowed: a mean over findings would otherwise
+    quietly be over fewer of them, and not comparable with another cache's."""
+    undefined = undefined_findings(test_labels)
+    if len(undefined) == len(FINDINGS):
+        raise CacheError(f"{cache_path}: no finding has both positive and negative test images, so no AUC "
+                         "is defined; embed more of the test split")
+    if undefined and not allow_undefined:
+        raise CacheError(f"{cache_path}: no AUC is defined for {', '.join(undefined)} (its test images are all "
+                         "negative or all positive); embed the whole test split, or pass --allow-undefined to "
+                         "leave it empty and average over the other findings")
+
+
+def load_grid_data(cache_path: Path, heads: tuple[str, ...], protocol: str = "default",
+                   allow_undefined: bool = False) -> tuple[GridData, dict]:
     with FeatureCache(cache_path) as cache:
         embeddings = cache.embeddings()
         if not np.isfinite(embeddings).all():
@@ -109,10 +132,7 @@ def load_grid_data(cache_path: Path, heads: tuple[str, ...], protocol: str = "de
         test = cache.rows("test")
         if len(test) == 0:
             raise CacheError(f"{cache_path} has no test images")
-        positives = cache.labels[test].sum(axis=0)
-        if not np.any((positives > 0) & (positives < len(test))):  # else every AUC is undefined
-            raise CacheError(f"{cache_path}: no finding has both positive and negative test images, so no AUC "
-                             "is defined; embed more of the test split")
+        check_defined(cache.labels[test], cache_path, allow_undefined)
         if len(train) == 0:
             raise CacheError(f"{cache_path} has no training images to draw support sets from")
         center = embeddings[train].astype(np.float64).mean(axis=0)
@@ -211,7 +231,7 @@ def run_grid(
 ) -> GridResult:
     if jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {jobs}")
-    data, attrs = load_grid_data(cache_path, spec.heads, spec.protocol)
+    data, attrs = load_grid_data(cache_path, spec.heads, spec.protocol, spec.allow_undefined)
     tasks = spec.tasks()
     if jobs == 1:
         outputs = []
@@ -243,4 +263,5 @@ def run_grid(
     seconds = {name: fixed[name].seconds if name in fixed else 0.0 for name in spec.heads}
     for run in runs:
         seconds[run.head] += run.seconds
-    return GridResult(runs, supports, len(data.test_rows), validation_images, attrs, seconds)
+    return GridResult(runs, supports, len(data.test_rows), validation_images, attrs, seconds,
+                      undefined_findings(data.labels[data.test_rows]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from cxrprobe.eval.bootstrap import bootstrap_auc_ci
 from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.eval.runner import load_grid_data
@@ -17,6 +16,7 @@ from cxrprobe.versions import package_versions
 
 def run_zeroshot(
     cache: Path, out: Path, negative: str, n_resamples: int, seed: int, prompts_file: Path | None = None,
+    allow_undefined: bool = False,
 ) -> list[list[object]]:
     """Write ``out``/zeroshot.csv and config.json; returns the table's rows."""
     from cxrprobe.report.results import check_results_dir, number, publish_folder, write_csv, write_json
@@ -27,7 +27,7 @@ def run_zeroshot(
         raise InputError(f"--bootstrap must be at least 10 resamples, got {n_resamples}")
     out = Path(out)
     check_results_dir(out)
-    data, attrs = load_grid_data(Path(cache), ("zeroshot",))
+    data, attrs = load_grid_data(Path(cache), ("zeroshot",), allow_undefined=allow_undefined)
     text = data.text
     if prompts_file is not None:
         from cxrprobe.models.prompt_file import encode_for_cache, merge_prompts, read_prompt_file

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from cxrprobe.labels import FINDINGS
 from cxrprobe.report.plots import read_summary
 
 
 def render_summary(summary_csv: Path, console: Console | None = None) -> None:
     """Mean AUC ± 95% CI per head and shot level; the seed count in the title."""
-    render_curves(read_summary(summary_csv), console)
+    config = Path(summary_csv).with_name("config.json")
+    undefined = json.loads(config.read_text()).get("undefined_findings", []) if config.is_file() else []
+    render_curves(read_summary(summary_csv), console, undefined)
 
 
-def render_curves(curves: dict[str, list], console: Console | None = None) -> None:
+def render_curves(curves: dict[str, list], console: Console | None = None, undefined: list[str] = ()) -> None:
     console = console or Console(highlight=False)
     shots = sorted({p[0] for points in curves.values() for p in points})
     seeds = sorted({p[4] for points in curves.values() for p in points})
+    over = (f"the {len(FINDINGS) - len(undefined)} findings with a defined AUC (none for {', '.join(undefined)})"
+            if undefined else f"the {len(FINDINGS)} findings")
     console.print(
-        f"mean test AUC over the 14 findings ± half-width of its 95% CI over {'/'.join(map(str, seeds))} seeds "
+        f"mean test AUC over {over} ± half-width of its 95% CI over {'/'.join(map(str, seeds))} seeds "
         "(support-set draws)", soft_wrap=True,
     )
     table = Table()
