@@ -56,6 +56,13 @@ def test_resume_ends_where_an_uninterrupted_run_ends(adapt_data, tmp_path, cli):
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), (key, name)
     assert (whole / "metrics.csv").read_text() == (split / "metrics.csv").read_text()
+    # killed after its last checkpoint, before the files that follow it: the resume has no
+    # epoch left to run, and still writes them as the uninterrupted run did
+    for name in ("metrics.csv", "training_curve.png", "summary.json"):
+        (split / name).unlink()
+    assert cli("adapt", "--data-dir", adapt_data, "--out", split, *TINY, "--epochs", "2", "--resume").code == 0
+    for name in ("metrics.csv", "training_curve.png", "summary.json", "last.pt", "best.pt"):
+        assert (whole / name).read_bytes() == (split / name).read_bytes(), name
 
 
 def test_bad_adapt_inputs(adapt_data, tmp_path, cli):

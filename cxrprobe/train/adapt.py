@@ -204,6 +204,10 @@ def _run(options: AdaptOptions, out: Path, notify: Notify) -> dict:
         _write_metrics(out / "metrics.csv", state["history"])
         _plot_curve(out / "training_curve.png", state["history"])
         notify(f"epoch {epoch}: train loss {loss:.4f}, validation mean AUC {val_auc:.4f}")
+    if state["history"] and state["epoch"] == (saved or {}).get("epoch"):
+        # no epoch ran: a run killed between its last checkpoint and these files resumed at its end
+        _write_metrics(out / "metrics.csv", state["history"])
+        _plot_curve(out / "training_curve.png", state["history"])
     summary = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_val_auc": state["best_auc"],
                "stopped_by": "patience" if state["stale"] >= options.patience else "epochs"}
     write_new_file(out / DONE, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
