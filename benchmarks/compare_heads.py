@@ -46,15 +46,13 @@ def run_means(result: GridResult) -> dict[tuple[str, int], dict[int, float]]:
     return means
 
 
-def summary_markdown(result: GridResult, heads: tuple[str, ...], shots: tuple[int, ...]) -> str:
-    means = run_means(result)
+def summary_markdown(by_head: dict[str, list[tuple[int, float, float, float, int]]], shots: tuple[int, ...]) -> str:
+    """The table of ``curves(result)``: mean ± CI half-width per head and shot."""
     lines = ["| head | " + " | ".join(f"{n}-shot" for n in shots) + " |", "|---|" + "---|" * len(shots)]
-    for head in heads:
-        cells = []
-        for n in shots:
-            mean, _, low, high, _ = mean_ci(np.array(list(means[(head, n)].values())))
-            cells.append(f"{mean:.3f} ± {(high - low) / 2:.3f}" if np.isfinite(low) else f"{mean:.3f}")
-        lines.append(f"| {head} | " + " | ".join(cells) + " |")
+    for head, points in by_head.items():
+        cells = {n: f"{mean:.3f} ± {(high - low) / 2:.3f}" if np.isfinite(low) else f"{mean:.3f}"
+                 for n, mean, low, high, _ in points}
+        lines.append(f"| {head} | " + " | ".join(cells[n] for n in shots) + " |")
     return "\n".join(lines)
 
 
@@ -83,7 +81,8 @@ def cost_markdown(result: GridResult, heads: tuple[str, ...], n_runs: int) -> st
     return "\n".join(lines)
 
 
-def section(result: GridResult, spec: GridSpec, grid_s: float, jobs: int, cache_label: str) -> str:
+def section(result: GridResult, by_head: dict[str, list], spec: GridSpec, grid_s: float, jobs: int,
+            cache_label: str) -> str:
     heads, shots = spec.heads, spec.shots
     n_runs = len(shots) * spec.seeds
     references = [r for r in REFERENCES if r in heads]
@@ -104,7 +103,7 @@ def section(result: GridResult, spec: GridSpec, grid_s: float, jobs: int, cache_
         f"Mean AUC over the 14 findings on the {result.n_test:,} test images, mean ± half-width of "
         f"the t-based 95% CI over {spec.seeds} seeds (support-set draws):",
         "",
-        summary_markdown(result, heads, shots),
+        summary_markdown(by_head, shots),
     ]
     for reference in references:
         parts += ["", f"Paired difference in mean AUC against **{reference}** on the same seeds "
@@ -166,11 +165,12 @@ def main() -> None:
         start = time.perf_counter()
         result = run_grid(cache, spec, jobs=args.jobs)
         grid_s = time.perf_counter() - start
-    text = section(result, spec, grid_s, args.jobs, label)
+    by_head = curves(result)
+    text = section(result, by_head, spec, grid_s, args.jobs, label)
     print(text.replace(START + "\n", "").replace(END + "\n", ""))
     if not args.no_write:
         write_section(text)
-        plot_curves(curves(result), PLOT, "every head, default settings")
+        plot_curves(by_head, PLOT, "every head, default settings")
         print(f"wrote {RESULTS} and {PLOT}")
     print(f"grid_s={grid_s:.1f} heads={len(spec.heads)} runs={len(spec.shots) * spec.seeds}")
 

@@ -19,7 +19,7 @@ import pytest
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.data.synthetic import write_nih_folder
 from cxrprobe.errors import CacheError
-from test_cli_errors import snapshot
+from helpers import snapshot
 from test_resume import embed_command, rows_done
 
 KILLS = 10

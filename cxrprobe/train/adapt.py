@@ -201,13 +201,11 @@ def _run(options: AdaptOptions, out: Path, notify: Notify) -> dict:
             **state, "visual": model.visual.state_dict(), "head": head.state_dict(),
             "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
         })
-        _write_metrics(out / "metrics.csv", state["history"])
-        _plot_curve(out / "training_curve.png", state["history"])
+        _write_history(out, state["history"])
         notify(f"epoch {epoch}: train loss {loss:.4f}, validation mean AUC {val_auc:.4f}")
     if state["history"] and state["epoch"] == (saved or {}).get("epoch"):
         # no epoch ran: a run killed between its last checkpoint and these files resumed at its end
-        _write_metrics(out / "metrics.csv", state["history"])
-        _plot_curve(out / "training_curve.png", state["history"])
+        _write_history(out, state["history"])
     summary = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_val_auc": state["best_auc"],
                "stopped_by": "patience" if state["stale"] >= options.patience else "epochs"}
     write_new_file(out / DONE, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
@@ -250,6 +248,12 @@ def _validate(model, head, dataset, options, device) -> np.ndarray:  # noqa: ANN
             scores.append(head(model.encode_image(x.to(device)).float()).cpu().numpy())
             labels.append(y.numpy())
     return per_class_auc(np.concatenate(labels), np.concatenate(scores))
+
+
+def _write_history(out: Path, history: list[dict]) -> None:
+    """What follows the checkpoint each epoch, derived from its history alone."""
+    _write_metrics(out / "metrics.csv", history)
+    _plot_curve(out / "training_curve.png", history)
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
