@@ -244,6 +244,88 @@ def test_linear_gradient_written_out_matches_autograd():
     assert torch.allclose(layer.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-7)
 
 
+def test_fused_adamw_steps_as_torch_optim_adamw():
+    import torch
+
+    from cxrprobe.heads.torch_fit import FusedAdamW
+
+    rng = np.random.default_rng(1)
+    params = [torch.tensor(rng.normal(size=shape).astype(np.float32)) for shape in ((5, 3), (3,))]
+    reference = [torch.nn.Parameter(p.clone()) for p in params]
+    grads = [torch.zeros_like(p) for p in params]
+    ours = FusedAdamW(params, grads, lr=1e-2, weight_decay=1e-2)
+    theirs = torch.optim.AdamW(reference, lr=1e-2, weight_decay=1e-2, fused=True)
+    for _ in range(4):
+        for g, r in zip(grads, reference):
+            g.copy_(torch.tensor(rng.normal(size=tuple(g.shape)).astype(np.float32)))
+            r.grad = g.clone()
+        ours.step()
+        theirs.step()
+    assert all(torch.equal(p, r.detach()) for p, r in zip(params, reference))
+
+
+def test_paper_head_gradient_written_out_matches_autograd():
+    """The written-out backward pass, with dropout on, against autograd and torch's AdamW: the
+    same dropout masks (same draws) and the same kernels, so the same weights after 3 epochs."""
+    import torch
+
+    from cxrprobe.heads.torch_fit import fit_paper_head
+    from cxrprobe.models.mlp_head import PaperHead
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(37, 32)).astype(np.float32)  # 37 rows: two full batches and a short one
+    Y = (rng.random((37, len(FINDINGS))) < 0.3).astype(np.float32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        start = {k: v.clone() for k, v in PaperHead(in_dim=32).state_dict().items()}
+        dropout_draws = torch.get_rng_state()
+
+    def fresh() -> PaperHead:
+        head = PaperHead(in_dim=32)
+        head.load_state_dict(start)
+        torch.set_rng_state(dropout_draws)
+        return head
+
+    with torch.random.fork_rng(devices=[]):
+        ours = fit_paper_head(fresh(), X, Y, epochs=3, batch_size=16, lr=1e-3, weight_decay=1e-2, seed=5)
+    with torch.random.fork_rng(devices=[]):
+        reference = fresh()
+        optimiser = torch.optim.AdamW(reference.parameters(), lr=1e-3, weight_decay=1e-2, fused=True)
+        generator = torch.Generator().manual_seed(5)
+        inputs, targets = torch.from_numpy(X), torch.from_numpy(Y)
+        reference.train()
+        for _ in range(3):
+            order = torch.randperm(len(X), generator=generator)
+            for first in range(0, len(X), 16):
+                batch = order[first:first + 16]
+                optimiser.zero_grad()
+                torch.nn.BCEWithLogitsLoss()(reference(inputs[batch]), targets[batch]).backward()
+                optimiser.step()
+    moved = [(ours.state_dict()[k] - v).abs().max().item() for k, v in start.items()]
+    assert min(moved) > 1e-4  # every parameter trained (a wrong mask or gradient would not match below)
+    for mine, theirs in zip(ours.parameters(), reference.parameters()):
+        assert torch.allclose(mine, theirs, atol=1e-6, rtol=0)
+    assert not ours.training
+
+
+def test_paper_head_scores_equal_the_modules_outputs():
+    import torch
+
+    from cxrprobe.heads.torch_fit import SCORE_ROWS, paper_head_scores, scores
+    from cxrprobe.models.mlp_head import PaperHead
+
+    rng = np.random.default_rng(4)
+    torch.manual_seed(4)
+    head = PaperHead(in_dim=24).eval()
+    with torch.no_grad():  # biases and norms away from their zero / one start, so each is checked
+        for p in head.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    X = rng.normal(size=(2 * SCORE_ROWS + 3, 24)).astype(np.float32)  # two full blocks and a short one
+    X.setflags(write=False)  # as a memory-mapped grid input
+    assert np.allclose(paper_head_scores(head, X), scores(head, X), rtol=1e-6, atol=1e-5)  # scores of size ~5
+    assert paper_head_scores(head, X[:0]).shape == (0, len(FINDINGS))
+
+
 def test_logistic_in_the_row_space_reaches_the_full_space_optimum():
     from cxrprobe.heads.logistic import balanced_weights, fit_logistic, row_space
 

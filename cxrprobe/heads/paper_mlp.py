@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cxrprobe.heads.base import Head, check_xy
-from cxrprobe.heads.torch_fit import fit_bce, scores
+from cxrprobe.heads.torch_fit import fit_paper_head, paper_head_scores
 from cxrprobe.models.mlp_head import PaperHead
 
 
@@ -34,8 +34,8 @@ class PaperMlpHead(Head):
             if self.init_state is not None:
                 head.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in self.init_state.items()})
             # dropout draws from the global generator: keep it inside the fork too
-            self.module_ = fit_bce(head, X, Y, self.epochs, self.batch_size, self.lr, self.weight_decay, seed)
+            self.module_ = fit_paper_head(head, X, Y, self.epochs, self.batch_size, self.lr, self.weight_decay, seed)
         return self
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:
-        return scores(self.module_, Z)
+        return paper_head_scores(self.module_, Z)
