@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import shutil
 
 import pytest
 import torch
+from PIL import Image, ImageOps
 
 from cxrprobe.data.synthetic import write_nih_folder
 from cxrprobe.models.loading import load_model
@@ -63,6 +65,23 @@ def test_resume_ends_where_an_uninterrupted_run_ends(adapt_data, tmp_path, cli):
     assert cli("adapt", "--data-dir", adapt_data, "--out", split, *TINY, "--epochs", "2", "--resume").code == 0
     for name in ("metrics.csv", "training_curve.png", "summary.json", "last.pt", "best.pt"):
         assert (whole / name).read_bytes() == (split / name).read_bytes(), name
+
+
+def test_force_onto_a_run_of_other_images_decodes_them_anew(adapt_data, tmp_path, cli):
+    # the same metadata and file names, other pixels: same counts, which the old size check let through
+    other = tmp_path / "other-data"
+    shutil.copytree(adapt_data, other)
+    for png in other.rglob("*.png"):
+        with Image.open(png) as image:
+            ImageOps.invert(image.convert("L")).save(png)
+    run, fresh = tmp_path / "run", tmp_path / "fresh"
+    assert cli("adapt", "--data-dir", adapt_data, "--out", run, *TINY, "--epochs", "1").code == 0
+    first = (run / "pixels-train.npy").read_bytes()
+    assert cli("adapt", "--data-dir", other, "--out", run, *TINY, "--epochs", "1", "--force").code == 0
+    assert cli("adapt", "--data-dir", other, "--out", fresh, *TINY, "--epochs", "1").code == 0
+    for name in ("pixels-train.npy", "pixels-val.npy", "pixels-train.source", "last.pt"):
+        assert (run / name).read_bytes() == (fresh / name).read_bytes(), name
+    assert (run / "pixels-train.npy").read_bytes() != first
 
 
 def test_bad_adapt_inputs(adapt_data, tmp_path, cli):

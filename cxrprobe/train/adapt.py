@@ -37,7 +37,7 @@ from cxrprobe.models.unfreeze import total_count, trainable_count, unfreeze_top
 from cxrprobe.train.adapted import BEST, DONE
 from cxrprobe.train.checkpoint import load_checkpoint, read_run_config, save_checkpoint
 from cxrprobe.train.losses import focal_bce_with_logits
-from cxrprobe.train.pixels import PixelDataset, build_pixel_cache
+from cxrprobe.train.pixels import PixelDataset, build_pixel_cache, pixel_source
 
 Notify = Callable[[str], None]
 CHECKPOINT = "last.pt"
@@ -117,15 +117,41 @@ def adapt(options: AdaptOptions, notify: Notify = lambda _: None) -> dict:
         raise
 
 
-def _load_pixels(path: Path, n_rows: int, prep: Preprocessing) -> np.ndarray:
-    """A pixel cache of the run dir, memory-mapped; np.load never unpickles (allow_pickle is off)."""
+def _open_pixels(path: Path) -> np.ndarray:
+    """A run dir's pixel cache, memory-mapped; np.load never unpickles (allow_pickle is off)."""
     try:
         pixels = np.load(path, mmap_mode="r")
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path} is not a pixel cache ({str(exc)[:120]}); start over with --force") from None
-    if pixels.dtype != np.uint8 or pixels.shape != (n_rows, prep.image_size, prep.image_size):
+    if pixels.dtype != np.uint8 or pixels.ndim != 3:
+        raise InputError(f"{path} is not a pixel cache (a {pixels.dtype} array of {pixels.ndim} dimensions); "
+                         "start over with --force")
+    return pixels
+
+
+def _load_pixels(path: Path, n_rows: int, prep: Preprocessing) -> np.ndarray:
+    pixels = _open_pixels(path)
+    if pixels.shape != (n_rows, prep.image_size, prep.image_size):
         raise InputError(f"{path} does not match the images of this run; start over with --force")
     return pixels
+
+
+def _pixels_for(out: Path, split: str, paths: list[str], image_ids: list[str], prep: Preprocessing,
+                options: AdaptOptions, notify: Notify) -> np.ndarray:
+    """The split's pixel cache in ``out``: reused when it records this very image set (its
+    ``.source`` file), else decoded anew. A file there that is no pixel cache is refused."""
+    cache, record = out / f"pixels-{split}.npy", out / f"pixels-{split}.source"
+    source = pixel_source(image_ids, paths, prep)
+    current = (
+        cache.is_file()
+        and _open_pixels(cache).shape == (len(paths), prep.image_size, prep.image_size)
+        and record.is_file() and record.read_text() == source
+    )
+    if not current:
+        notify(f"decoding {len(paths):,} {split} images once into {cache.name}")
+        build_pixel_cache(paths, cache, prep, options.workers)
+        write_new_file(record, source.encode())
+    return _load_pixels(cache, len(paths), prep)
 
 
 def _run(options: AdaptOptions, out: Path, notify: Notify) -> dict:
@@ -156,11 +182,8 @@ def _run(options: AdaptOptions, out: Path, notify: Notify) -> dict:
     remove_stale_temporaries(out)  # half-written files of killed runs (the run dir is ours)
     data = {}
     for split in ("train", "val"):
-        cache = out / f"pixels-{split}.npy"
-        if not cache.is_file():
-            notify(f"decoding {len(rows[split]):,} {split} images once into {cache.name}")
-            build_pixel_cache(paths[rows[split]].tolist(), cache, prep, options.workers)
-        pixels = _load_pixels(cache, len(rows[split]), prep)
+        pixels = _pixels_for(out, split, paths[rows[split]].tolist(), meta.table.image_ids[rows[split]].tolist(),
+                             prep, options, notify)
         data[split] = PixelDataset(pixels, meta.table.labels[rows[split]], prep, augment=split == "train", seed=options.seed)
     keep = torch.tensor([f not in options.hold_out for f in FINDINGS], dtype=torch.float32, device=device)
     encoder = [p for p in model.visual.parameters() if p.requires_grad]

@@ -9,7 +9,10 @@ row), so it does not depend on worker count or on where a resumed run restarts.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +52,17 @@ def build_pixel_cache(paths: list[str], out: Path, prep: Preprocessing, workers:
     finally:
         tmp.unlink(missing_ok=True)
     return np.load(out, mmap_mode="r")
+
+
+def pixel_source(image_ids: list[str], paths: list[str], prep: Preprocessing) -> str:
+    """A digest of what a pixel cache holds: which images, from which files, in which order,
+    resized how. A run
+    dir's cache is reused only when its recorded digest is this one (``--force`` onto a run dir
+    of another image set must not train on the old pixels, even when the counts agree)."""
+    resize = {k: v for k, v in asdict(prep).items() if k not in ("mean", "std")}  # the cache holds raw uint8
+    text = json.dumps({"image_ids": [str(i) for i in image_ids], "paths": [str(p) for p in paths], "resize": resize},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def paper_augmentation() -> v2.Compose:
