@@ -60,6 +60,33 @@ def _dropout_noise(h: torch.Tensor, p: float) -> torch.Tensor:
     return torch.empty_like(h).bernoulli_(1 - p).div_(1 - p)
 
 
+def _block_forward(x: torch.Tensor, params: tuple[torch.Tensor, ...], norm: nn.LayerNorm, p: float) -> tuple:
+    """Linear, LayerNorm, GELU, dropout in training mode: the output and what the backward needs."""
+    weight, bias, gain, shift = params
+    a = torch.addmm(bias, x, weight.t())
+    n, mean, rstd = torch.native_layer_norm(a, list(norm.normalized_shape), gain, shift, norm.eps)
+    h = torch.ops.aten.gelu(n)
+    noise = _dropout_noise(h, p)
+    return h * noise, (x, a, n, mean, rstd, noise)
+
+
+def _block_backward(upstream: torch.Tensor, saved: tuple, params: tuple[torch.Tensor, ...],
+                    grads: tuple[torch.Tensor, ...], norm: nn.LayerNorm) -> torch.Tensor:
+    """The block's parameter gradients into ``grads``, from d loss / d output; returns
+    d loss / d (linear output), which times the weight is the gradient of the block's input."""
+    x, a, n, mean, rstd, noise = saved
+    _, _, gain, shift = params
+    d_weight, d_bias, d_gain, d_shift = grads
+    e = torch.ops.aten.gelu_backward(upstream * noise, n)
+    e, gain_grad, shift_grad = torch.ops.aten.native_layer_norm_backward(
+        e, a, list(norm.normalized_shape), mean, rstd, gain, shift, [True, True, True])
+    d_gain.copy_(gain_grad)
+    d_shift.copy_(shift_grad)
+    torch.mm(e.t(), x, out=d_weight)
+    torch.sum(e, 0, out=d_bias)
+    return e
+
+
 def fit_paper_head(
     head: PaperHead, X: np.ndarray, Y: np.ndarray, epochs: int, batch_size: int, lr: float,
     weight_decay: float, seed: int,
@@ -69,49 +96,29 @@ def fit_paper_head(
 
     The length is fixed in advance: nothing here looks at validation or test data.
     """
-    linear1, norm1, _, drop1, linear2, norm2, _, drop2, linear3 = head
+    _, norm1, _, drop1, _, norm2, _, drop2, _ = head
     generator = torch.Generator().manual_seed(int(seed))
     inputs = torch.as_tensor(X, dtype=torch.float32)
     targets = torch.as_tensor(Y, dtype=torch.float32)
-    flat, (W1, b1, g1, c1, W2, b2, g2, c2, W3, b3) = _flat(list(head.parameters()))
-    flat_grad, (dW1, db1, dg1, dc1, dW2, db2, dg2, dc2, dW3, db3) = _flat([torch.zeros_like(p) for p in head.parameters()])
+    flat, values = _flat(list(head.parameters()))
+    flat_grad, grads = _flat([torch.zeros_like(p) for p in head.parameters()])
+    block1, block2, (W3, b3) = tuple(values[:4]), tuple(values[4:8]), values[8:]
+    grads1, grads2, (dW3, db3) = tuple(grads[:4]), tuple(grads[4:8]), grads[8:]
     optimiser = FusedAdamW([flat], [flat_grad], lr=lr, weight_decay=weight_decay)
-    shape1, shape2 = list(norm1.normalized_shape), list(norm2.normalized_shape)
-    both = [True, True, True]
     with torch.no_grad():
         for _ in range(epochs):
             order = torch.randperm(len(inputs), generator=generator)
             for start in range(0, len(inputs), batch_size):
                 batch = order[start:start + batch_size]
-                x, t = inputs[batch], targets[batch]
-                # forward, keeping what the backward pass needs
-                a1 = torch.addmm(b1, x, W1.t())
-                n1, mean1, rstd1 = torch.native_layer_norm(a1, shape1, g1, c1, norm1.eps)
-                h1 = torch.ops.aten.gelu(n1)
-                noise1 = _dropout_noise(h1, drop1.p)
-                d1 = h1 * noise1
-                a2 = torch.addmm(b2, d1, W2.t())
-                n2, mean2, rstd2 = torch.native_layer_norm(a2, shape2, g2, c2, norm2.eps)
-                h2 = torch.ops.aten.gelu(n2)
-                noise2 = _dropout_noise(h2, drop2.p)
-                d2 = h2 * noise2
+                d1, saved1 = _block_forward(inputs[batch], block1, norm1, drop1.p)
+                d2, saved2 = _block_forward(d1, block2, norm2, drop2.p)
                 logits = torch.addmm(b3, d2, W3.t())
-                # backward: d mean BCE / d logits = (sigmoid - target) / numel
-                residual = (torch.sigmoid(logits) - t) / logits.numel()
+                # d mean BCE / d logits = (sigmoid - target) / numel
+                residual = (torch.sigmoid(logits) - targets[batch]) / logits.numel()
                 torch.mm(residual.t(), d2, out=dW3)
                 torch.sum(residual, 0, out=db3)
-                e2 = torch.ops.aten.gelu_backward(residual @ W3 * noise2, n2)
-                e2, g2_grad, c2_grad = torch.ops.aten.native_layer_norm_backward(e2, a2, shape2, mean2, rstd2, g2, c2, both)
-                dg2.copy_(g2_grad)
-                dc2.copy_(c2_grad)
-                torch.mm(e2.t(), d1, out=dW2)
-                torch.sum(e2, 0, out=db2)
-                e1 = torch.ops.aten.gelu_backward(e2 @ W2 * noise1, n1)
-                e1, g1_grad, c1_grad = torch.ops.aten.native_layer_norm_backward(e1, a1, shape1, mean1, rstd1, g1, c1, both)
-                dg1.copy_(g1_grad)
-                dc1.copy_(c1_grad)
-                torch.mm(e1.t(), x, out=dW1)
-                torch.sum(e1, 0, out=db1)
+                e2 = _block_backward(residual @ W3, saved2, block2, grads2, norm2)
+                _block_backward(e2 @ block2[0], saved1, block1, grads1, norm1)
                 optimiser.step()
         nn.utils.vector_to_parameters(flat, head.parameters())
     head.eval()
