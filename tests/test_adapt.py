@@ -82,6 +82,13 @@ def test_force_onto_a_run_of_other_images_decodes_them_anew(adapt_data, tmp_path
     for name in ("pixels-train.npy", "pixels-val.npy", "pixels-train.source", "last.pt"):
         assert (run / name).read_bytes() == (fresh / name).read_bytes(), name
     assert (run / "pixels-train.npy").read_bytes() != first
+    # one file replaced in place: same names, same paths
+    pixels = [(run / f"pixels-{split}.npy").read_bytes() for split in ("train", "val")]
+    png = sorted(other.rglob("*.png"))[0]
+    with Image.open(png) as image:
+        ImageOps.invert(image.convert("L")).save(png)
+    assert cli("adapt", "--data-dir", other, "--out", run, *TINY, "--epochs", "1", "--force").code == 0
+    assert [(run / f"pixels-{split}.npy").read_bytes() for split in ("train", "val")] != pixels
 
 
 def test_bad_adapt_inputs(adapt_data, tmp_path, cli):

@@ -55,13 +55,14 @@ def build_pixel_cache(paths: list[str], out: Path, prep: Preprocessing, workers:
 
 
 def pixel_source(image_ids: list[str], paths: list[str], prep: Preprocessing) -> str:
-    """A digest of what a pixel cache holds: which images, from which files, in which order,
-    resized how. A run
-    dir's cache is reused only when its recorded digest is this one (``--force`` onto a run dir
-    of another image set must not train on the old pixels, even when the counts agree)."""
+    """A digest of what a pixel cache holds: which images, from which files (their size and
+    modification time too, so a file replaced in place counts as new), in which order, resized
+    how. A run dir's cache is reused only when its recorded digest is this one: ``--force``
+    onto a run dir of another image set must not train on the old pixels, even when the counts
+    agree."""
+    files = [(str(p), stat.st_size, stat.st_mtime_ns) for p, stat in ((p, os.stat(p)) for p in paths)]
     resize = {k: v for k, v in asdict(prep).items() if k not in ("mean", "std")}  # the cache holds raw uint8
-    text = json.dumps({"image_ids": [str(i) for i in image_ids], "paths": [str(p) for p in paths], "resize": resize},
-                      sort_keys=True)
+    text = json.dumps({"image_ids": [str(i) for i in image_ids], "files": files, "resize": resize}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
