@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 
 import h5py
@@ -186,3 +187,23 @@ def test_new_prompts_need_the_cache_model(synthetic_cache, tmp_path, cli):
     prompts.write_text(json.dumps({"Mass": {"positive": ["mass"], "negative": ["no mass"]}}))
     assert_one_line_error(cli("zeroshot", "--cache", synthetic_cache, "--out", tmp_path / "z", "--prompts", prompts),
                           "cannot rebuild the cache's model synthetic/none")
+
+
+def test_a_killed_grids_memory_maps_are_swept_by_the_next(synthetic_cache, tmp_path, monkeypatch):
+    import subprocess
+    import tempfile
+
+    from cxrprobe.eval.runner import GridSpec, run_grid
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid is free again: a process that no longer exists
+    stale = tmp_path / f".cxrprobe-grid.abc-{gone.pid}"
+    live = tmp_path / f".cxrprobe-grid.xyz-{os.getpid()}"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "embeddings.npy").write_bytes(b"left by a killed grid")
+    run_grid(synthetic_cache, GridSpec((1,), 2, ("logreg",)), jobs=2)
+    assert not stale.exists()
+    assert live.exists()  # a running process's folder is never touched
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]  # and the grid removed its own

@@ -8,13 +8,16 @@ share the embeddings through memory-mapped files written once per grid.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
+import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -22,6 +25,7 @@ from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.errors import CacheError, InputError
 from cxrprobe.eval.metrics import per_class_auc
 from cxrprobe.eval.sampler import SupportSet, draw_support
+from cxrprobe.fsutil import remove_stale_temporaries
 from cxrprobe.heads import HEADS, TextPrompts, make_head
 from cxrprobe.heads.base import transform_embeddings
 from cxrprobe.labels import FINDINGS
@@ -214,6 +218,23 @@ def memory_mapped(data: GridData, folder: Path) -> GridData:
     )
 
 
+GRID_FOLDER = "cxrprobe-grid"
+
+
+@contextlib.contextmanager
+def shared_folder() -> Iterator[Path]:
+    """A temporary folder for the workers' memory maps (~320 MB on NIH), named as cxrprobe's
+    temporaries are (``.cxrprobe-grid.<random>-<pid>``): a grid that was killed cannot remove
+    its own, so each grid first removes those whose process is gone."""
+    root = Path(tempfile.gettempdir())
+    remove_stale_temporaries(root, GRID_FOLDER)
+    folder = Path(tempfile.mkdtemp(prefix=f".{GRID_FOLDER}.", suffix=f"-{os.getpid()}", dir=root))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_task_in_worker(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[SupportSet, list[RunResult], int]:
     """``run_task`` in a worker process, its long-lived objects frozen out of the collector.
 
@@ -257,8 +278,8 @@ def run_grid(
 
         # the costliest tasks (most shots) first, so that no worker is left with one at the end
         order = sorted(range(len(tasks)), key=lambda i: -tasks[i][0])
-        with tempfile.TemporaryDirectory(prefix="cxrprobe-grid-") as folder:
-            shared = memory_mapped(data, Path(folder))
+        with shared_folder() as folder:
+            shared = memory_mapped(data, folder)
             done = Parallel(n_jobs=jobs, backend="loky", max_nbytes="1M")(
                 delayed(run_task_in_worker)(shared, spec, *tasks[i]) for i in order
             )
