@@ -25,7 +25,7 @@ from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.errors import DataError, InputError
 from cxrprobe.models.weights import read_state_dict
-from cxrprobe.train.adapt import _load_pixels
+from cxrprobe.train.adapt import _open_pixels
 from cxrprobe.train.adapted import load_adapted
 from cxrprobe.train.checkpoint import load_checkpoint
 from helpers import Evil, write_bomb_png
@@ -130,7 +130,7 @@ def test_a_pixel_cache_of_objects_is_refused_without_unpickling(tmp_path):
     objects[:] = [Evil(marker), Evil(marker)]
     np.save(tmp_path / "pixels-train.npy", objects, allow_pickle=True)
     with pytest.raises(InputError, match="is not a pixel cache"):
-        _load_pixels(tmp_path / "pixels-train.npy", 2, Preprocessing())
+        _open_pixels(tmp_path / "pixels-train.npy")
     assert not marker.exists()
 
 

@@ -129,29 +129,23 @@ def _open_pixels(path: Path) -> np.ndarray:
     return pixels
 
 
-def _load_pixels(path: Path, n_rows: int, prep: Preprocessing) -> np.ndarray:
-    pixels = _open_pixels(path)
-    if pixels.shape != (n_rows, prep.image_size, prep.image_size):
-        raise InputError(f"{path} does not match the images of this run; start over with --force")
-    return pixels
-
-
 def _pixels_for(out: Path, split: str, paths: list[str], image_ids: list[str], prep: Preprocessing,
                 options: AdaptOptions, notify: Notify) -> np.ndarray:
     """The split's pixel cache in ``out``: reused when it records this very image set (its
-    ``.source`` file), else decoded anew. A file there that is no pixel cache is refused."""
+    ``.source`` file) and has its shape, else decoded anew. A file there that is no pixel cache
+    is refused."""
     cache, record = out / f"pixels-{split}.npy", out / f"pixels-{split}.source"
     source = pixel_source(image_ids, paths, prep)
-    current = (
-        cache.is_file()
-        and _open_pixels(cache).shape == (len(paths), prep.image_size, prep.image_size)
-        and record.is_file() and record.read_text() == source
-    )
-    if not current:
-        notify(f"decoding {len(paths):,} {split} images once into {cache.name}")
-        build_pixel_cache(paths, cache, prep, options.workers)
-        write_new_file(record, source.encode())
-    return _load_pixels(cache, len(paths), prep)
+    if cache.is_file():
+        pixels = _open_pixels(cache)
+        recorded = record.read_text() if record.is_file() else None
+        if recorded == source and pixels.shape == (len(paths), prep.image_size, prep.image_size):
+            return pixels
+        del pixels  # its memory map, before the file is replaced
+    notify(f"decoding {len(paths):,} {split} images once into {cache.name}")
+    pixels = build_pixel_cache(paths, cache, prep, options.workers)
+    write_new_file(record, source.encode())
+    return pixels
 
 
 def _run(options: AdaptOptions, out: Path, notify: Notify) -> dict:
