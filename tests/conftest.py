@@ -1,43 +1,62 @@
-"""Shared fixtures: the real NIH files from shared/, generated datasets, and a CLI runner."""
+"""Shared fixtures: a real NIH folder (the bundled metadata and the real PNGs in tests/data),
+generated datasets, and a CLI runner."""
 
 from __future__ import annotations
 
+import gzip
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cxrprobe.cli import main
+from cxrprobe.data.nih import NihMetadata, bundled_metadata_dir, load_nih_metadata
 from cxrprobe.data.synthetic import write_nih_folder
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_IMAGES = REPO / "tests" / "data" / "nih" / "images"
 NIH_METADATA = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "train_val_list.txt", "test_list.txt")
 
 
-def nih_dir() -> Path:
-    """The real NIH metadata and 40 PNGs (shared/data/nih beside the checkout)."""
-    path = Path(os.environ.get("CXRPROBE_NIH_DIR", REPO.parent / "shared" / "data" / "nih"))
-    if not (path / "Data_Entry_2017_v2020.csv").is_file():
-        pytest.fail(f"the real NIH files are not at {path}; set CXRPROBE_NIH_DIR")
-    return path
+def metadata_bytes(folder: Path, name: str) -> bytes:
+    """The content of NIH metadata file ``name`` in ``folder``, stored plain or gzipped."""
+    plain = folder / name
+    return plain.read_bytes() if plain.is_file() else gzip.decompress((folder / f"{name}.gz").read_bytes())
 
 
 @pytest.fixture(scope="session")
-def real_nih() -> Path:
-    return nih_dir()
+def real_nih(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real NIH folder, read-only for tests: the folder CXRPROBE_NIH_DIR names when it is
+    set, else the metadata bundled in the package (gzipped, as shipped) beside the six real
+    PNGs of tests/data/nih."""
+    if os.environ.get("CXRPROBE_NIH_DIR"):
+        path = Path(os.environ["CXRPROBE_NIH_DIR"])
+        if not any((path / f"Data_Entry_2017_v2020.csv{gz}").is_file() for gz in ("", ".gz")):
+            pytest.fail(f"CXRPROBE_NIH_DIR={path} holds no Data_Entry_2017_v2020.csv(.gz)")
+        return path
+    folder = tmp_path_factory.mktemp("real-nih")
+    for source in bundled_metadata_dir().glob("*.gz"):
+        (folder / source.name).symlink_to(source)
+    (folder / "images").symlink_to(TEST_IMAGES, target_is_directory=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def nih_metadata(real_nih: Path) -> NihMetadata:
+    """The real NIH tables, parsed once per test process (1.5 s a parse)."""
+    return load_nih_metadata(real_nih)
 
 
 @pytest.fixture()
 def nih_copy(tmp_path: Path, real_nih: Path):
-    """A writable copy of the real NIH metadata (no images) that a test may edit."""
+    """A writable copy of the real NIH metadata (no images), uncompressed, that a test may edit."""
 
     def make(*names: str) -> Path:
         folder = tmp_path / "nih"
         folder.mkdir(exist_ok=True)
         for name in names or NIH_METADATA:
-            shutil.copyfile(real_nih / name, folder / name)
+            (folder / name).write_bytes(metadata_bytes(real_nih, name))
         return folder
 
     return make
@@ -79,15 +98,12 @@ TINY = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu")
 
 
 @pytest.fixture(scope="session")
-def synthetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def synthetic_cache(tmp_path_factory: pytest.TempPathFactory, nih_metadata: NihMetadata) -> Path:
     """A synthetic cache over every 25th real NIH row (4,485 rows, 64-d): quick, NIH-shaped."""
     import numpy as np
 
     from cxrprobe.cache.synthetic import SyntheticModel, write_synthetic_cache
-    from cxrprobe.data.nih import load_nih_metadata
 
-    meta = load_nih_metadata(nih_dir())
-    table = meta.table.take(np.arange(0, len(meta.table), 25))
     out = tmp_path_factory.mktemp("synthetic") / "cache.h5"
-    write_synthetic_cache(out, table, meta.label_source, meta.val_fraction, meta.val_seed, SyntheticModel(dim=64))
+    write_synthetic_cache(out, nih_metadata, np.arange(0, len(nih_metadata.table), 25), SyntheticModel(dim=64))
     return out

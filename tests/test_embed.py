@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, metadata_bytes
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.data.images import load_grey
 from cxrprobe.labels import FINDINGS
@@ -22,7 +23,7 @@ from test_images import broken_files
 
 @pytest.fixture(scope="module")
 def real_cache(real_nih, tmp_path_factory):
-    """The 40 real NIH images embedded with the tiny model (one embed for the module)."""
+    """The real NIH images present (six, or CXRPROBE_NIH_DIR's) embedded with the tiny model, once."""
     from cxrprobe.cli import main
 
     out = tmp_path_factory.mktemp("real") / "nih.h5"
@@ -32,19 +33,24 @@ def real_cache(real_nih, tmp_path_factory):
     return out
 
 
-def csv_rows(path):
-    with open(path, newline="") as handle:
-        return {row["Image Index"]: row for row in csv.DictReader(handle)}
+def csv_rows(text):
+    return {row["Image Index"]: row for row in csv.DictReader(io.StringIO(text, newline=""))}
 
 
-def test_real_cache_holds_exactly_the_40_present_images(real_cache, real_nih):
-    present = sorted(p.name for p in (real_nih / "images").glob("*.png"))
-    metadata = csv_rows(real_nih / "Data_Entry_2017_v2020.csv")
-    test_list = set((real_nih / "test_list.txt").read_text().split())
+def present_images(real_nih):
+    return sorted(p.name for p in (real_nih / "images").glob("*.png"))
+
+
+def test_real_cache_holds_exactly_the_present_images(real_cache, real_nih):
+    present = present_images(real_nih)
+    assert {"00000100_000.png", "00004934_000.png"} <= set(present)  # the RGBA pair at least
+    metadata = csv_rows(metadata_bytes(real_nih, "Data_Entry_2017_v2020.csv").decode())
+    test_list = set(metadata_bytes(real_nih, "test_list.txt").decode().split())
+    assert 0 < len(test_list & set(present)) < len(present)  # both splits are there
     with FeatureCache(real_cache) as cache:
         assert cache.table.image_ids.tolist() == present
         assert cache.attrs["n_metadata_rows"] == 112_120
-        assert cache.attrs["n_missing_images"] == 112_080
+        assert cache.attrs["n_missing_images"] == 112_120 - len(present)
         assert cache.attrs["complete"] is True
         for i, image_id in enumerate(cache.table.image_ids):
             row = metadata[image_id]
@@ -55,7 +61,7 @@ def test_real_cache_holds_exactly_the_40_present_images(real_cache, real_nih):
             assert np.array_equal(cache.labels[i], expected), image_id
             assert cache.table.patient_ids[i] == str(int(row["Patient ID"]))
             assert (cache.table.split[i] == "test") == (image_id in test_list)
-        assert cache.embeddings().shape == (40, 32)
+        assert cache.embeddings().shape == (len(present), 32)
         assert np.isfinite(cache.embeddings()).all()
         assert cache.failures() == []
 
@@ -81,23 +87,26 @@ def test_cache_stores_prompt_embeddings(real_cache):
     assert embeddings.shape == (len(prompts.prompts), 32)
 
 
-def test_cache_is_readable_with_h5py_alone(real_cache):
+def test_cache_is_readable_with_h5py_alone(real_cache, real_nih):
+    n = len(present_images(real_nih))
     with h5py.File(real_cache, "r") as f:
         assert f.attrs["format"] == "cxrprobe-cache"
         assert list(f.attrs["classes"]) == list(FINDINGS)
         assert f["embeddings"].dtype == np.float16 and f["embeddings"].chunks is not None
-        assert f["labels"].shape == (40, 14) and f["written"][()].all()
+        assert f["labels"].shape == (n, 14) and f["written"][()].all()
         assert json.loads(f.attrs["preprocessing"])["image_size"] == 112  # the tiny model's input
 
 
-def test_info_json_and_table(real_cache, cli):
+def test_info_json_and_table(real_cache, real_nih, cli):
+    present = present_images(real_nih)
     result = cli("info", real_cache, "--json")
     assert result.code == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["rows"] == 40 and summary["complete"] is True
-    assert summary["missing_images"] == 112_080
-    assert summary["splits"]["test"]["images"] == 20
-    assert sum(s["images"] for s in summary["splits"].values()) == 40
+    assert summary["rows"] == len(present) and summary["complete"] is True
+    assert summary["missing_images"] == 112_120 - len(present)
+    test_list = set(metadata_bytes(real_nih, "test_list.txt").decode().split())
+    assert summary["splits"]["test"]["images"] == len(test_list & set(present))
+    assert sum(s["images"] for s in summary["splits"].values()) == len(present)
     assert summary["model"] == "cxrprobe-tiny" and summary["preprocessing"]["mean"][0] == pytest.approx(0.48145466)
     table = cli("info", real_cache)
     assert table.code == 0 and "complete" in table.stdout and "Pneumothorax" in table.stdout

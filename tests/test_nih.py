@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import os
+
 import numpy as np
 import pytest
 
-from cxrprobe.data.nih import load_nih_metadata
+from cxrprobe.data.nih import bundled_metadata_dir, load_nih_metadata
 from cxrprobe.data.splits import carve_validation
 from cxrprobe.errors import DataError
 from cxrprobe.labels import FINDINGS
@@ -21,8 +25,8 @@ V2020_COUNTS = {
 
 
 @pytest.fixture(scope="module")
-def nih(real_nih):
-    return load_nih_metadata(real_nih)
+def nih(nih_metadata):
+    return nih_metadata
 
 
 def test_real_table_shape_and_splits(nih):
@@ -124,4 +128,48 @@ def test_split_lists_must_cover_the_metadata(nih_copy):
     names = (folder / "test_list.txt").read_text().split("\n")
     (folder / "test_list.txt").write_text("\n".join(names[1:]))
     with pytest.raises(DataError, match="neither split list"):
+        load_nih_metadata(folder)
+
+
+def test_bundled_metadata_is_nih_byte_for_byte_as_its_readme_says():
+    folder = bundled_metadata_dir()
+    block = (folder / "README.md").read_text().split("```")[1]
+    recorded = dict(reversed(line.split()) for line in block.strip().splitlines())
+    assert sorted(recorded) == sorted(p.name.removesuffix(".gz") for p in folder.glob("*.gz"))
+    for name, digest in recorded.items():
+        assert hashlib.sha256(gzip.decompress((folder / f"{name}.gz").read_bytes())).hexdigest() == digest, name
+
+
+def test_gzipped_and_plain_files_read_as_the_same_table(nih, nih_copy):
+    folder = nih_copy("Data_Entry_2017_v2020.csv", "train_val_list.txt", "test_list.txt")
+    plain = load_nih_metadata(folder)
+    for name in ("Data_Entry_2017_v2020.csv", "test_list.txt"):  # a mix of plain and gzipped files
+        path = folder / name
+        (folder / f"{name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    mixed = load_nih_metadata(folder)
+    for meta in (plain, mixed):
+        assert meta.label_source == nih.label_source == "Data_Entry_2017_v2020.csv"
+        assert meta.table.fingerprint() == nih.table.fingerprint()
+        assert meta.origin == "data dir"
+
+
+@pytest.mark.skipif(bool(os.environ.get("CXRPROBE_NIH_DIR")), reason="the tests read a user's NIH folder")
+def test_the_bundled_copy_is_known_as_such_also_through_a_symlink(nih):
+    assert nih.origin == "bundled"  # real_nih links to the bundled files
+    assert load_nih_metadata(bundled_metadata_dir()).origin == "bundled"
+
+
+def test_broken_or_oversized_gzip_metadata_is_a_data_error(nih_copy, monkeypatch):
+    folder = nih_copy("train_val_list.txt", "test_list.txt")
+    target = folder / "Data_Entry_2017_v2020.csv.gz"
+    target.write_bytes(gzip.compress(b"Image Index,Finding Labels,Patient ID\n")[:-12])  # truncated
+    with pytest.raises(DataError, match="is not a readable gzip file"):
+        load_nih_metadata(folder)
+    target.write_bytes(b"plain text named .gz\n")
+    with pytest.raises(DataError, match="is not a readable gzip file"):
+        load_nih_metadata(folder)
+    monkeypatch.setattr("cxrprobe.data.nih.MAX_METADATA_BYTES", 1000)  # a bomb, in miniature
+    target.write_bytes(gzip.compress(b"Image Index,Finding Labels,Patient ID\n" + b"x" * 5000))
+    with pytest.raises(DataError, match="decompresses to more than"):
         load_nih_metadata(folder)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.errors import InputError
 from cxrprobe.eval.sampler import draw_support
 from cxrprobe.labels import FINDINGS
 
 
 @pytest.fixture(scope="module")
-def table(real_nih):
-    return load_nih_metadata(real_nih).table
+def table(nih_metadata):
+    return nih_metadata.table
 
 
 def test_every_drawn_support_set_is_from_training_patients_with_enough_positives(table):

@@ -9,14 +9,17 @@ Two label tables exist. Data_Entry_2017_v2020.csv (NIH's 2020 revision) is prefe
 fixes 181 test labels so that every bounding box agrees with its image's labels.
 Data_Entry_2017.csv (the 2017 original) is read when it is the only one present. Quirks
 handled here: CRLF line endings, a trailing comma in the 2017 header, ages like ``058Y``,
-zero-padded patient ids.
+zero-padded patient ids. Every file may also be gzipped (``Data_Entry_2017_v2020.csv.gz``),
+as downloads and cxrprobe's own bundled copy (``bundled_metadata_dir()``) are.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -35,16 +38,29 @@ REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
 # A plain file name: no folder part, so a metadata row can never point outside the data dir.
 SAFE_IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 PATIENT_ID = re.compile(r"^[0-9]+$")
+# A gzipped metadata file is decompressed up to this size, so a tiny .gz cannot fill memory
+# (the largest NIH table is 9 MB).
+MAX_METADATA_BYTES = 256 * 1024 * 1024
+
+
+def bundled_metadata_dir() -> Path:
+    """The NIH metadata shipped inside the package (gzipped; no images): see its README.md."""
+    return Path(__file__).resolve().parent / "nih_metadata"
 
 
 @dataclass(frozen=True)
 class NihMetadata:
-    """The parsed NIH tables: every metadata row, whether or not its image is on disk."""
+    """The parsed NIH tables: every metadata row, whether or not its image is on disk.
+
+    ``origin`` is "bundled" when the label table is cxrprobe's own copy (``bundled_metadata_dir``,
+    also through a symlink), else "data dir".
+    """
 
     table: ImageTable
     label_source: str
     val_fraction: float
     val_seed: int
+    origin: str = "data dir"
 
 
 def load_nih_metadata(
@@ -56,10 +72,10 @@ def load_nih_metadata(
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"data dir {data_dir} does not exist or is not a folder")
-    metadata_path = next((data_dir / n for n in METADATA_FILES if (data_dir / n).is_file()), None)
+    metadata_path = next(filter(None, (_find(data_dir, name) for name in METADATA_FILES)), None)
     if metadata_path is None:
         raise DataError(
-            f"no NIH metadata in {data_dir}: expected {' or '.join(METADATA_FILES)}"
+            f"no NIH metadata in {data_dir}: expected {' or '.join(METADATA_FILES)} (or the same, gzipped)"
         )
     image_ids, finding_labels, patient_ids, view = _read_data_entry(metadata_path)
     labels = _multi_hot(finding_labels, image_ids, metadata_path.name)
@@ -74,18 +90,39 @@ def load_nih_metadata(
     table = ImageTable(
         image_ids=image_ids, patient_ids=patient_ids, split=split, labels=labels, view=view
     )
-    return NihMetadata(
-        table=table, label_source=metadata_path.name, val_fraction=val_fraction, val_seed=val_seed
-    )
+    # The table's name, not its file's: a gzipped copy of the same table describes a cache alike.
+    label_source = metadata_path.name.removesuffix(".gz")
+    origin = "bundled" if metadata_path.resolve().parent == bundled_metadata_dir() else "data dir"
+    return NihMetadata(table=table, label_source=label_source, val_fraction=val_fraction, val_seed=val_seed,
+                       origin=origin)
+
+
+def _find(data_dir: Path, name: str) -> Path | None:
+    """``name`` in ``data_dir``, else its gzipped form, else None."""
+    return next((p for p in (data_dir / name, data_dir / f"{name}.gz") if p.is_file()), None)
 
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_bytes().decode("utf-8-sig")
+        return _read_bytes(path).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as handle:
+            data = handle.read(MAX_METADATA_BYTES + 1)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{path.name} is not a readable gzip file ({exc or type(exc).__name__})") from None
+    if len(data) > MAX_METADATA_BYTES:
+        raise DataError(f"{path.name} decompresses to more than {MAX_METADATA_BYTES >> 20} MiB; "
+                        "that is no NIH metadata file")
+    return data
 
 
 def _read_data_entry(path: Path) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
@@ -168,8 +205,8 @@ def _official_split(data_dir: Path, image_ids: np.ndarray) -> np.ndarray:
     """'train_val' or 'test' per metadata row, from the official lists, checked for consistency."""
     lists: dict[str, set[str]] = {}
     for split, filename in SPLIT_FILES.items():
-        path = data_dir / filename
-        if not path.is_file():
+        path = _find(data_dir, filename)
+        if path is None:
             raise DataError(f"no {filename} in {data_dir}: the official NIH split lists are required")
         lists[split] = {line.strip() for line in _read_text(path).splitlines() if line.strip()}
     overlap = lists["train_val"] & lists["test"]
