@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--nih-dir", type=Path, default=REPO.parent / "shared" / "data" / "nih")
+    parser.add_argument("--png-pool", type=Path, default=REPO / "tests" / "data" / "nih" / "images",
+                        help="real PNGs copied under generated ids [default: the six real NIH images in tests/data]")
     args = parser.parse_args()
     loaded = load_model(args.model, "none", args.device)
     prep, device = loaded.preprocessing, loaded.device
@@ -80,7 +81,7 @@ def main() -> None:
         optimiser.step()
 
     with tempfile.TemporaryDirectory() as tmp:
-        ids = write_nih_folder(Path(tmp) / "data", args.images, png_pool=sorted((args.nih_dir / "images").glob("*.png")))
+        ids = write_nih_folder(Path(tmp) / "data", args.images, png_pool=sorted(args.png_pool.glob("*.png")))
         paths = [str(Path(tmp) / "data" / "images" / i) for i in ids]
         labels = np.zeros((len(paths), 14), dtype=np.uint8)
         start = time.perf_counter()

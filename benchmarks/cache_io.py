@@ -1,6 +1,6 @@
 """Cache size and read speed at full NIH scale.
 
-    python benchmarks/cache_io.py [--nih-dir ../shared/data/nih] [--dim 512]
+    python benchmarks/cache_io.py [--nih-dir NIH_DIR] [--dim 512]
 
 Builds a cache of all 112,120 NIH rows (the real metadata table; synthetic float16 embeddings,
 since only their size matters here) through the same shard-and-merge path ``embed`` uses,
@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from cxrprobe.cache.synthetic import SyntheticModel, write_synthetic_cache
-from cxrprobe.data.nih import load_nih_metadata
+from cxrprobe.data.nih import bundled_metadata_dir, load_nih_metadata
 
-REPO = Path(__file__).resolve().parents[1]
 READ_TEST_ROWS = """
 import sys, time
 t = time.perf_counter()
@@ -38,13 +37,13 @@ print(f"{imported - t:.3f} {done - imported:.3f} {X.shape[0]} {X.shape[1]} {int(
 
 
 def build(path: Path, nih_dir: Path, dim: int) -> None:
-    meta = load_nih_metadata(nih_dir)
-    write_synthetic_cache(path, meta.table, meta.label_source, meta.val_fraction, meta.val_seed, SyntheticModel(dim=dim))
+    write_synthetic_cache(path, load_nih_metadata(nih_dir), model=SyntheticModel(dim=dim))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nih-dir", type=Path, default=REPO.parent / "shared" / "data" / "nih")
+    parser.add_argument("--nih-dir", type=Path, default=bundled_metadata_dir(),
+                        help="an NIH metadata folder [default: the copy bundled with cxrprobe]")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

@@ -24,9 +24,10 @@ import numpy as np
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.cache.synthetic import write_synthetic_cache
-from cxrprobe.data.nih import load_nih_metadata
+from cxrprobe.data.nih import bundled_metadata_dir, load_nih_metadata
 from cxrprobe.eval.metrics import mean_auc
-from cxrprobe.eval.runner import GridResult, GridSpec, parse_shots, run_grid
+from cxrprobe.eval.options import parse_shots
+from cxrprobe.eval.runner import GridResult, GridSpec, run_grid
 from cxrprobe.eval.stats import mean_ci, paired_difference
 from cxrprobe.heads import HEADS, parse_heads
 from cxrprobe.report.plots import plot_curves
@@ -148,16 +149,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--heads", default="all")
-    parser.add_argument("--nih-dir", type=Path, default=REPO.parent / "shared" / "data" / "nih")
+    parser.add_argument("--nih-dir", type=Path, default=bundled_metadata_dir(),
+                        help="an NIH metadata folder [default: the copy bundled with cxrprobe]")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md and the plot alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache
         label = f"Cache {cache}"
         if cache is None:
-            meta = load_nih_metadata(args.nih_dir)
             cache = Path(tmp) / "synthetic.h5"
-            write_synthetic_cache(cache, meta.table, meta.label_source, meta.val_fraction, meta.val_seed)
+            write_synthetic_cache(cache, load_nih_metadata(args.nih_dir))
             label = "Full-size synthetic cache (the real 112,120 NIH rows, splits and patients; 512-d generated embeddings)"
         with FeatureCache(cache) as opened:
             has_head = "head" in opened.file

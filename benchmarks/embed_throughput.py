@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrprobe.cache.extract import EmbedOptions, embed, usable_cores
+from cxrprobe.cache.extract import EmbedOptions, embed
+from cxrprobe.cores import usable_cores
 from cxrprobe.data.images import batch_ranges, make_loader
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
@@ -103,7 +104,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data-dir", type=Path, help="an NIH-layout folder to use instead of generated copies")
-    parser.add_argument("--nih-dir", type=Path, default=REPO.parent / "shared" / "data" / "nih")
+    parser.add_argument("--png-pool", type=Path, default=REPO / "tests" / "data" / "nih" / "images",
+                        help="real PNGs copied under generated ids [default: the six real NIH images in tests/data]")
     args = parser.parse_args()
     workers = usable_cores() if args.workers is None else args.workers
 
@@ -111,9 +113,9 @@ def main() -> None:
         data_dir = args.data_dir
         if data_dir is None:
             data_dir = Path(tmp) / "data"
-            pool = sorted((args.nih_dir / "images").glob("*.png"))
+            pool = sorted(args.png_pool.glob("*.png"))
             if not pool:
-                sys.exit(f"no real PNGs under {args.nih_dir}/images; pass --nih-dir or --data-dir")
+                sys.exit(f"no real PNGs in {args.png_pool}; pass --png-pool or --data-dir")
             write_nih_folder(data_dir, args.images, seed=0, png_pool=pool)
         loaded = load_model(args.model, "none", args.device)
         print(f"device {loaded.device} ({torch.cuda.get_device_name() if loaded.device.type == 'cuda' else f'{os.cpu_count()} cpus'}), "

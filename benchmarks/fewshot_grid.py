@@ -27,13 +27,13 @@ from sklearn.metrics import roc_auc_score
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.cache.synthetic import write_synthetic_cache
-from cxrprobe.data.nih import load_nih_metadata
+from cxrprobe.data.nih import bundled_metadata_dir, load_nih_metadata
 from cxrprobe.eval.experiment import run_fewshot
-from cxrprobe.eval.runner import GridSpec, parse_shots, run_grid
+from cxrprobe.eval.options import parse_shots
+from cxrprobe.eval.runner import GridSpec, run_grid
 from cxrprobe.eval.sampler import draw_support
 from cxrprobe.heads import BASE_HEADS, TextPrompts, make_head, parse_heads
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def naive_loop(
@@ -72,7 +72,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--heads", default=",".join(BASE_HEADS), help="default: the six base heads of the target")
-    parser.add_argument("--nih-dir", type=Path, default=REPO.parent / "shared" / "data" / "nih")
+    parser.add_argument("--nih-dir", type=Path, default=bundled_metadata_dir(),
+                        help="an NIH metadata folder [default: the copy bundled with cxrprobe]")
     parser.add_argument("--skip-naive", action="store_true", help="time the grid only")
     args = parser.parse_args()
     shots = parse_shots(args.shots)
@@ -80,12 +81,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache
         if cache is None:
-            meta = load_nih_metadata(args.nih_dir)
             cache = Path(tmp) / "synthetic.h5"
-            write_synthetic_cache(cache, meta.table, meta.label_source, meta.val_fraction, meta.val_seed)
+            write_synthetic_cache(cache, load_nih_metadata(args.nih_dir))
         start = time.perf_counter()
-        run_fewshot(cache, Path(tmp) / "results", args.shots, args.seeds, ",".join(heads), args.jobs,
-                    strict_shots=False)
+        run_fewshot(cache, Path(tmp) / "results", shots, args.seeds, heads, args.jobs)
         grid_s = time.perf_counter() - start
         print(f"grid: {len(shots)} shot levels x {args.seeds} seeds x {len(heads)} heads, "
               f"--jobs {args.jobs}: {grid_s:.1f} s")

@@ -235,14 +235,14 @@ BROKEN_IMAGES = {
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, small_dataset, real_nih) -> Path:
+def workspace(tmp_path_factory, small_dataset, nih_metadata) -> Path:
     root = tmp_path_factory.mktemp("bad-inputs")
     shutil.copytree(small_dataset, root / "data")
     embed(EmbedOptions(data_dir=root / "data", out=root / "tiny.h5", model="cxrprobe-tiny", pretrained="none",
                        device="cpu", workers=0))
     _metadata_variants(root)
     _image_variants(root)
-    _caches(root, real_nih)
+    _caches(root, nih_metadata)
     _results_dirs(root)
     _model_and_run_files(root)
     (root / "notes.txt").write_text("a plain text file, in the way of an output path\n")
@@ -301,11 +301,9 @@ def _image_variants(root: Path) -> None:
     write_bomb_png(bomb / "images" / table.image_ids[table.split == "train"][0])
 
 
-def _caches(root: Path, real_nih: Path) -> None:
-    meta = load_nih_metadata(real_nih)
-    table = meta.table.take(np.arange(0, len(meta.table), 50))  # 2,243 real rows, generated 16-d embeddings
-    write_synthetic_cache(root / "nih.h5", table, meta.label_source, meta.val_fraction, meta.val_seed,
-                          SyntheticModel(dim=16))
+def _caches(root: Path, nih_metadata) -> None:  # noqa: ANN001
+    rows = np.arange(0, len(nih_metadata.table), 50)  # 2,243 real rows, generated 16-d embeddings
+    write_synthetic_cache(root / "nih.h5", nih_metadata, rows, SyntheticModel(dim=16))
 
     def variant(name: str, change) -> None:  # noqa: ANN001
         shutil.copyfile(root / "nih.h5", root / name)
@@ -349,7 +347,7 @@ def _caches(root: Path, real_nih: Path) -> None:
 
 
 def _results_dirs(root: Path) -> None:
-    run_fewshot(root / "nih.h5", root / "results", "1", 2, "prototype", 1, False)
+    run_fewshot(root / "nih.h5", root / "results", (1,), 2, ("prototype",), jobs=1)
     for name, summary, config in (
         ("results-garbage", "garbage\n", "{}"),
         ("results-bad-config", (root / "results" / "summary.csv").read_text(), "{oops"),

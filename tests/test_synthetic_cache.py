@@ -2,31 +2,42 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.cache.synthetic import SyntheticModel, synthetic_embeddings, write_synthetic_cache
-from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.labels import FINDINGS
 
 
 @pytest.fixture(scope="module")
-def nih(real_nih):
-    return load_nih_metadata(real_nih)
+def nih(nih_metadata):
+    return nih_metadata
 
 
 def test_cache_has_the_real_rows_and_reads_as_complete(nih, tmp_path):
-    table = nih.table.take(np.arange(0, len(nih.table), 50))  # every 50th row keeps the test quick
+    rows = np.arange(0, len(nih.table), 50)  # every 50th row keeps the test quick
+    table = nih.table.take(rows)
     out = tmp_path / "synthetic.h5"
-    write_synthetic_cache(out, table, nih.label_source, nih.val_fraction, nih.val_seed, SyntheticModel(dim=64))
+    write_synthetic_cache(out, nih, rows, SyntheticModel(dim=64))
     with FeatureCache(out) as cache:
         assert (cache.table.image_ids == table.image_ids).all()
         assert (cache.labels == table.labels).all() and (cache.table.split == table.split).all()
         assert cache.embeddings().shape == (len(table), 64)
         prompts, text = cache.text()
         assert text.shape == (len(prompts.prompts), 64)
+        assert cache.summary()["metadata_origin"] == nih.origin
+
+
+def test_info_says_which_metadata_a_synthetic_cache_came_from(nih, tmp_path, cli):
+    for origin, phrase in (("bundled", "the NIH metadata bundled with cxrprobe"), ("data dir", "from the data dir")):
+        out = tmp_path / f"{origin}.h5"
+        write_synthetic_cache(out, dataclasses.replace(nih, origin=origin), np.arange(0, 2000, 10), SyntheticModel(dim=8))
+        shown = cli("info", out)
+        assert shown.code == 0 and phrase in " ".join(shown.stdout.split()), shown.stdout
 
 
 def test_findings_shift_embeddings_and_prompts_point_their_way(nih):

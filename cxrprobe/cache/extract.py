@@ -7,7 +7,6 @@ the cache in one rename. See cache/shard.py for why a resumed run writes the sam
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,10 @@ from cxrprobe.cache.layout import created_timestamp, json_attr
 from cxrprobe.cache.reader import FeatureCache, peek_cache
 from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, manifest_sha256, preprocessing_json
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
+from cxrprobe.cores import usable_cores
 from cxrprobe.data.images import make_loader
 from cxrprobe.data.locate import find_images
-from cxrprobe.data.nih import DATASET_NAME, load_nih_metadata
+from cxrprobe.data.nih import DATASET_NAME, NihMetadata, load_nih_metadata
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
 from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError, DataError, InputError
@@ -71,10 +71,6 @@ class EmbedResult:
 
 def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Progress | None = None) -> EmbedResult:
@@ -131,7 +127,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             with FeatureCache(out) as done:
                 rows, failures = len(done.table), len(done.failures())
             return EmbedResult(out, rows, failures, missing, len(table), 0, time.perf_counter() - started, True)
-        writer = _open_or_create_shard(partial, spec, options, manifest, loaded, len(table), missing, notify,
+        writer = _open_or_create_shard(partial, spec, options, manifest, loaded, metadata, missing, notify,
                                        checkpoint_file)
         workers = usable_cores() if options.workers is None else options.workers
         with writer:
@@ -172,7 +168,7 @@ def _check_existing(out: Path, partial: Path, options: EmbedOptions) -> str:
 
 def _open_or_create_shard(
     partial: Path, spec: EmbedSpec, options: EmbedOptions, manifest: ImageTable, loaded: LoadedModel,
-    metadata_rows: int, missing: int, notify: Notify, checkpoint_file: Path | None,
+    metadata: NihMetadata, missing: int, notify: Notify, checkpoint_file: Path | None,
 ) -> ShardWriter:
     if partial.exists() and options.resume:
         writer = ShardWriter(partial)
@@ -188,8 +184,9 @@ def _open_or_create_shard(
     text_embeddings = encode_prompts(loaded.model, loaded.tokenizer(), prompts, loaded.device)
     extra = {
         "created": created_timestamp(),
-        "n_metadata_rows": metadata_rows,
+        "n_metadata_rows": len(metadata.table),
         "n_missing_images": missing,
+        "metadata_origin": metadata.origin,
         "limit": options.limit if options.limit is not None else -1,
         "versions": json_attr(package_versions()),
     }

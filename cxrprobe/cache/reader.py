@@ -193,6 +193,7 @@ class FeatureCache:
             "l2_normalised": a.get("l2_normalised"),
             "dataset": a.get("dataset"),
             "label_source": a.get("label_source"),
+            "metadata_origin": a.get("metadata_origin"),
             "dataset_fingerprint": a.get("dataset_fingerprint"),
             "rows": int(np.count_nonzero(written)),
             "metadata_rows": a.get("n_metadata_rows"),

@@ -21,7 +21,7 @@ from cxrprobe.cache.layout import created_timestamp
 from cxrprobe.cache.schema import EmbedSpec, manifest_sha256, preprocessing_json
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.data.images import Preprocessing
-from cxrprobe.data.table import ImageTable
+from cxrprobe.data.nih import NihMetadata
 from cxrprobe.labels import FINDINGS, NO_FINDING
 from cxrprobe.models.text import GENERIC_NEGATIVE_CLASS, default_prompts
 
@@ -69,21 +69,23 @@ def synthetic_embeddings(labels: np.ndarray, patient_ids: np.ndarray, model: Syn
 
 
 def write_synthetic_cache(
-    out: Path, table: ImageTable, label_source: str, val_fraction: float, val_seed: int,
-    model: SyntheticModel = SyntheticModel(),
+    out: Path, metadata: NihMetadata, rows: np.ndarray | None = None, model: SyntheticModel = SyntheticModel(),
 ) -> None:
-    """Write a complete cache of ``table`` with generated embeddings, through the embed path."""
+    """Write a complete cache of the metadata's ``rows`` (default: all) with generated embeddings,
+    through the embed path. The cache records where the metadata came from (``metadata_origin``)."""
+    table = metadata.table if rows is None else metadata.table.take(rows)
     images, text, _ = synthetic_embeddings(table.labels, table.patient_ids, model)
     identity = f"synthetic|{model}".encode()
     spec = EmbedSpec(
         model="synthetic", pretrained="none", weights_sha256=hashlib.sha256(identity).hexdigest(),
         preprocessing=preprocessing_json(Preprocessing().as_dict()), embed_dim=model.dim, dtype="float16",
         precision="fp32", l2_normalised=False, dataset="nih-chestxray14 (synthetic embeddings)",
-        dataset_fingerprint=table.fingerprint(), label_source=label_source, val_fraction=val_fraction,
-        val_seed=val_seed, manifest_sha256=manifest_sha256(table.image_ids),
+        dataset_fingerprint=table.fingerprint(), label_source=metadata.label_source,
+        val_fraction=metadata.val_fraction, val_seed=metadata.val_seed, manifest_sha256=manifest_sha256(table.image_ids),
     )
     shard = out.with_name(out.name + ".partial")
-    extra = {"created": created_timestamp(), "n_metadata_rows": len(table), "n_missing_images": 0, "limit": -1}
+    extra = {"created": created_timestamp(), "n_metadata_rows": len(table), "n_missing_images": 0, "limit": -1,
+             "metadata_origin": metadata.origin}
     create_shard(shard, spec, ShardPlan(0, len(table), len(table), COMMIT_ROWS), table, default_prompts(), text, extra)
     with ShardWriter(shard) as writer:
         for rows in writer.pending_batches():

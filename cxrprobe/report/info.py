@@ -11,6 +11,14 @@ from cxrprobe.labels import DISPLAY_NAMES, FINDINGS
 MAX_FAILURES_SHOWN = 20
 
 
+ORIGINS = {"bundled": ", the NIH metadata bundled with cxrprobe", "data dir": ", from the data dir"}
+
+
+def _origin(summary: dict) -> str:
+    """Where the metadata came from; caches written before this was recorded say nothing."""
+    return ORIGINS.get(summary.get("metadata_origin"), "")
+
+
 def render_info(summary: dict, console: Console | None = None) -> None:
     console = console or Console(highlight=False)
     status = "complete" if summary["complete"] else "INCOMPLETE"
@@ -25,7 +33,8 @@ def render_info(summary: dict, console: Console | None = None) -> None:
         f"{'L2-normalised' if summary['l2_normalised'] else 'raw (not normalised)'}, precision {summary['precision']}\n"
         f"preprocessing {prep.get('image_size')} px, {prep.get('resize_mode')} resize, {prep.get('interpolation')}, "
         f"mean {tuple(round(v, 4) for v in prep.get('mean', []))}, std {tuple(round(v, 4) for v in prep.get('std', []))}\n"
-        f"dataset {summary['dataset']} ({summary['label_source']}), fingerprint {str(summary['dataset_fingerprint'])[:12]}…\n"
+        f"dataset {summary['dataset']} ({summary['label_source']}{_origin(summary)}), "
+        f"fingerprint {str(summary['dataset_fingerprint'])[:12]}…\n"
         f"metadata rows {summary['metadata_rows']:,}, without an image file {summary['missing_images']:,}, "
         f"failed to decode {len(summary['failures']):,}; text prompts {summary['text_prompts']}\n"
         f"created {summary['created']}"
