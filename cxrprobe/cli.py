@@ -19,6 +19,8 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 import typer
 
 from cxrprobe.errors import CxrprobeError, InputError
+from cxrprobe.eval.options import at_least_one, check_protocol, parse_shots
+from cxrprobe.heads.registry import NEGATIVES, REGISTRY, head_names, list_heads, split_heads
 
 app = typer.Typer(
     name="cxrprobe",
@@ -100,7 +102,7 @@ def embed(
     pretrained: Annotated[str, typer.Option(help="open_clip weights tag, a local weights file, or 'none'.")] = "openai",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
-    workers: Annotated[Optional[int], typer.Option(help="Decoding processes [default: one per core].")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per usable core).")] = None,
     precision: Annotated[str, typer.Option(help="fp32, fp16 (CUDA) or bf16 autocast.")] = "fp32",
     dtype: Annotated[str, typer.Option(help="Stored embedding type: float16 or float32.")] = "float16",
     limit: Annotated[Optional[int], typer.Option(help="Embed only the first N images present.")] = None,
@@ -155,6 +157,11 @@ def info(
         render_info(summary)
 
 
+HEAD_NAMES = ", ".join(head_names())
+SEARCHING = ", ".join(f"{i.name}: {i.searches}" for i in REGISTRY.values() if i.search_when == "--search")
+JOBS = "Parallel processes (default: one per usable core); results are the same for any value."
+
+
 @app.command()
 @guarded
 def fewshot(
@@ -162,23 +169,44 @@ def fewshot(
     out: Annotated[Path, typer.Option("--out", help="Results folder to create (must be new or empty).")],
     shots: Annotated[str, typer.Option(help="Shot levels: labelled images per finding.")] = "1,2,4,8,16",
     seeds: Annotated[int, typer.Option(help="Support-set draws per shot level.")] = 20,
-    heads: Annotated[str, typer.Option(help="Comma-separated heads, or all.")] = "all",
-    jobs: Annotated[int, typer.Option(help="Parallel processes; results are the same for any value.")] = 1,
+    heads: Annotated[str, typer.Option(help=f"Comma-separated heads, or all. Heads: {HEAD_NAMES} "
+                                            "(cxrprobe heads describes each).")] = "all",
+    jobs: Annotated[Optional[int], typer.Option(help=JOBS, show_default=False)] = None,
     strict_shots: Annotated[bool, typer.Option("--strict-shots", help="Fail when a finding has fewer training images than shots.")] = False,
     protocol: Annotated[str, typer.Option(help="default (honest), or paper: the paper's code as it ran (adapted head trained further, one draw per N).")] = "default",
-    search: Annotated[bool, typer.Option("--search", help="Let heads that can (logreg: C; tip-adapter-f: epoch, alpha, beta; lp++: epoch) choose hyperparameters on a few-shot set of validation patients, never on test.")] = False,
+    search: Annotated[bool, typer.Option("--search", help=f"Let heads that can ({SEARCHING}) choose hyperparameters on a few-shot set of validation patients, never on test.")] = False,
     allow_undefined: Annotated[bool, typer.Option("--allow-undefined", help=ALLOW_UNDEFINED)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Few-shot probes on a cache: shots x seeds x heads, mean AUC with 95% CIs over seeds."""
+    # Every option is checked before torch, FAISS or scikit-learn is imported.
+    shot_levels, head_list = parse_shots(shots), split_heads(heads)
+    check_protocol(protocol)
+    at_least_one(seeds, "--seeds")
+    if jobs is not None:
+        at_least_one(jobs, "--jobs")
     from cxrprobe.eval.experiment import run_fewshot
     from cxrprobe.report.tables import render_summary
 
     with _progress("few-shot runs", quiet) as progress:
-        summary = run_fewshot(cache, out, shots, seeds, heads, jobs, strict_shots, progress, search=search,
+        summary = run_fewshot(cache, out, shot_levels, seeds, head_list, jobs, strict_shots, progress, search=search,
                               protocol=protocol, allow_undefined=allow_undefined)
     render_summary(summary)
     typer.echo(f"results in {out} (summary.csv, runs.csv, per_class.csv, paired.csv, supports.csv, auc_vs_shots.png)")
+
+
+@app.command("heads")
+@guarded
+def list_heads_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Every few-shot head: what it is, what it needs, what --search selects, its defaults and their sources."""
+    if as_json:
+        typer.echo(json.dumps(list_heads(), indent=2))
+        return
+    from cxrprobe.report.heads import heads_text
+
+    typer.echo(heads_text(list_heads()))
 
 
 @app.command()
@@ -230,11 +258,10 @@ def zeroshot(
     from rich.console import Console
     from rich.table import Table
 
-    from cxrprobe.eval.zeroshot_eval import run_zeroshot
-    from cxrprobe.heads.zeroshot import NEGATIVES
-
     if negative not in NEGATIVES:
         raise InputError(f"--negative must be one of {', '.join(NEGATIVES)}, got {negative!r}")
+    from cxrprobe.eval.zeroshot_eval import run_zeroshot
+
     rows = run_zeroshot(cache, out, negative, bootstrap, seed, prompts, allow_undefined)
     table = Table(title=f"zero-shot from text (no labelled image), test AUC, {bootstrap} bootstrap resamples")
     for name in ("finding", "AUC", "95% CI", "positives"):
@@ -267,10 +294,12 @@ def report(
 @guarded
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's data, cache and results.")] = Path("cxrprobe-demo"),
-    jobs: Annotated[int, typer.Option(help="Parallel processes for the few-shot grid.")] = 2,
+    jobs: Annotated[Optional[int], typer.Option(help=JOBS, show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes on stderr.")] = False,
 ) -> None:
     """The whole pipeline offline on generated data: dataset, embed, few-shot grid, report."""
+    if jobs is not None:
+        at_least_one(jobs, "--jobs")
     from cxrprobe.demo import run_demo
     from cxrprobe.report.tables import render_summary
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.errors import DataError, InputError
-from cxrprobe.eval.runner import parse_shots
+from cxrprobe.eval.options import parse_shots
 from cxrprobe.heads import HEADS, parse_heads
 from cxrprobe.labels import FINDINGS, NO_FINDING
 from cxrprobe.models.loading import resolve_device

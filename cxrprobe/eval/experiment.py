@@ -3,37 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
+from cxrprobe.cores import usable_cores
 from cxrprobe.errors import InputError
-from cxrprobe.eval.runner import PROTOCOLS, GridSpec, parse_shots, run_grid
-from cxrprobe.heads import parse_heads
+from cxrprobe.eval.options import at_least_one, check_protocol, check_shots
+from cxrprobe.eval.runner import GridSpec, run_grid
+from cxrprobe.heads.registry import check_heads
 from cxrprobe.versions import package_versions
 
 
 def run_fewshot(
-    cache: Path, out: Path, shots: str, seeds: int, heads: str, jobs: int, strict_shots: bool,
-    progress: Callable[[int, int], None] | None = None, search: bool = False, protocol: str = "default",
-    allow_undefined: bool = False,
+    cache: Path, out: Path, shots: Sequence[int], seeds: int, heads: Sequence[str] | None = None,
+    jobs: int | None = None, strict_shots: bool = False, progress: Callable[[int, int], None] | None = None,
+    search: bool = False, protocol: str = "default", allow_undefined: bool = False,
 ) -> Path:
-    """Run the grid and write ``out``; returns the summary.csv path."""
+    """Run the grid and write ``out``; returns the summary.csv path. ``heads`` None is every
+    head the cache can run; ``jobs`` None is one process per usable core."""
     from cxrprobe.cache.reader import FeatureCache
     from cxrprobe.report.results import check_results_dir, write_results
 
-
+    check_protocol(protocol)
+    shots = check_shots(shots)
+    jobs = at_least_one(usable_cores() if jobs is None else jobs, "--jobs")
     with FeatureCache(cache) as opened:
         image_ids = opened.table.image_ids
         has_head = "head" in opened.file
-    if protocol not in PROTOCOLS:
-        raise InputError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if protocol == "paper":
         if not has_head:
             raise InputError(f"the paper protocol continues training the adapted head, which {cache} does not hold "
                              "(embed with --checkpoint RUN_DIR)")
-        seeds, heads = 1, "adapted,paper-mlp"  # one draw per N, as the paper's code ran
-    spec = GridSpec(shots=parse_shots(shots), seeds=_positive(seeds, "--seeds"), heads=parse_heads(heads, has_head),
+        seeds, heads = 1, ("adapted", "paper-mlp")  # one draw per N, as the paper's code ran
+    spec = GridSpec(shots=shots, seeds=at_least_one(seeds, "--seeds"), heads=check_heads(heads, has_head),
                     strict_shots=strict_shots, search=search, protocol=protocol, allow_undefined=allow_undefined)
-    _positive(jobs, "--jobs")
     out = Path(out)
     check_results_dir(out)
     result = run_grid(Path(cache), spec, jobs=jobs, progress=progress)
@@ -63,9 +65,3 @@ def run_fewshot(
     }
     write_results(out, result, spec, protocol, image_ids, config)
     return out / "summary.csv"
-
-
-def _positive(value: int, name: str) -> int:
-    if value < 1:
-        raise InputError(f"{name} must be at least 1, got {value}")
-    return value

@@ -22,30 +22,14 @@ from typing import Callable, Iterator
 import numpy as np
 
 from cxrprobe.cache.reader import FeatureCache
-from cxrprobe.errors import CacheError, InputError
+from cxrprobe.errors import CacheError
 from cxrprobe.eval.metrics import per_class_auc
+from cxrprobe.eval.options import at_least_one
 from cxrprobe.eval.sampler import SupportSet, draw_support
 from cxrprobe.fsutil import remove_stale_temporaries
-from cxrprobe.heads import HEADS, TextPrompts, make_head
-from cxrprobe.heads.base import transform_embeddings
+from cxrprobe.heads.base import TextPrompts, transform_embeddings
+from cxrprobe.heads.registry import head_class, make_head
 from cxrprobe.labels import FINDINGS
-
-
-def parse_shots(text: str) -> tuple[int, ...]:
-    """'1,2,4,8,16' -> (1, 2, 4, 8, 16): positive integers, comma-separated, no repeats."""
-    parts = text.split(",")
-    message = f"--shots takes positive whole numbers separated by commas, like 1,2,4,8,16; got {text!r}"
-    if not text.strip() or any(not p.strip().isdigit() for p in parts):
-        raise InputError(message)
-    try:
-        shots = tuple(int(p) for p in parts)
-    except ValueError:  # int() refuses some of what str.isdigit() takes: '²', or 5,000 digits
-        raise InputError(message) from None
-    if min(shots) < 1:
-        raise InputError(f"--shots must be at least 1 each; got {text!r}")
-    if len(set(shots)) != len(shots):
-        raise InputError(f"--shots lists a value twice: {text!r}")
-    return shots
 
 
 @dataclass(frozen=True)
@@ -97,7 +81,6 @@ class GridData:
     head_state: dict | None = None  # the adapted head's weights, for the paper protocol
 
 
-PROTOCOLS = ("default", "paper")
 # The paper's few-shot code: continue training the adapted head on each support set for 5
 # epochs (AdamW 1e-4, batch 16), support sets without explicit normals, one draw per N.
 PAPER_EPOCHS = 5
@@ -129,7 +112,7 @@ def load_grid_data(cache_path: Path, heads: tuple[str, ...], protocol: str = "de
         if not np.isfinite(embeddings).all():
             raise CacheError(f"{cache_path} holds NaN or Inf embeddings; re-embed it")
         text = None
-        if any(HEADS[h].uses_text for h in heads):
+        if any(head_class(h).uses_text for h in heads):
             if "text" not in cache.file:
                 raise CacheError(f"{cache_path} holds no text embeddings, which the zeroshot head needs")
             text = TextPrompts(*cache.text())
@@ -141,7 +124,7 @@ def load_grid_data(cache_path: Path, heads: tuple[str, ...], protocol: str = "de
         if len(train) == 0:
             raise CacheError(f"{cache_path} has no training images to draw support sets from")
         center = embeddings[train].astype(np.float64).mean(axis=0)
-        kinds = sorted({HEADS[h].input_transform for h in heads})
+        kinds = sorted({head_class(h).input_transform for h in heads})
         data = GridData(
             embeddings=embeddings, labels=cache.labels, split=cache.table.split, test_rows=test,
             center=center, text=text,
@@ -177,7 +160,7 @@ def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[Sup
             results = []
             validation = None
             for name in spec.heads:
-                if not HEADS[name].needs_support:
+                if not head_class(name).needs_support:
                     continue  # scored once for the whole grid by run_grid
                 start = time.perf_counter()
                 head = make_head(name, data.text, data.center, random_state=seed, search=spec.search)
@@ -252,7 +235,7 @@ def _support_free_runs(data: GridData, spec: GridSpec) -> dict[str, RunResult]:
     Y_test = data.labels[data.test_rows]
     out = {}
     for name in spec.heads:
-        if not HEADS[name].needs_support:
+        if not head_class(name).needs_support:
             start = time.perf_counter()
             head = make_head(name, data.text, data.center, random_state=0)
             aucs = per_class_auc(Y_test, head.decision_from(data.test_inputs[head.input_transform]))
@@ -263,10 +246,10 @@ def _support_free_runs(data: GridData, spec: GridSpec) -> dict[str, RunResult]:
 def run_grid(
     cache_path: Path, spec: GridSpec, jobs: int = 1, progress: Callable[[int, int], None] | None = None,
 ) -> GridResult:
-    if jobs < 1:
-        raise InputError(f"--jobs must be at least 1, got {jobs}")
+    at_least_one(jobs, "--jobs")
     data, attrs = load_grid_data(cache_path, spec.heads, spec.protocol, spec.allow_undefined)
     tasks = spec.tasks()
+    jobs = min(jobs, len(tasks))  # a worker without a task would only cost its start-up
     if jobs == 1:
         outputs = []
         for i, (shots, seed) in enumerate(tasks):

@@ -7,10 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 from cxrprobe.heads.base import Head, TextPrompts, check_xy, l2_normalise
+from cxrprobe.heads.registry import NEGATIVES
 from cxrprobe.labels import FINDINGS
 from cxrprobe.models.text import GENERIC_NEGATIVE_CLASS, PAPER_NEGATIVE
-
-NEGATIVES = ("pair", "paper")
 
 
 def prompt_pair(text: TextPrompts | None, negative: str = "pair", unit: bool = True) -> tuple[np.ndarray, np.ndarray]:
