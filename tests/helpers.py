@@ -1,25 +1,14 @@
-"""Helpers for the bad-input tests: workspace snapshots, the one-line error check, running the
-real CLI in a subprocess (on a full disk, under a file size limit, or without root's power to
-read anything), and bad files that are tedious to make by hand."""
+"""Helpers for the bad-input tests: workspace snapshots, the one-line error check, and bad files
+that are tedious to make by hand. (Running the CLI in a child process: processes.py.)"""
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
-import os
-import resource
-import shutil
 import struct
-import subprocess
-import sys
 import zlib
-from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 from conftest import CliResult
-
-CLI = (sys.executable, "-m", "cxrprobe")
 
 
 def snapshot(folder: Path) -> dict[Path, str]:
@@ -45,86 +34,6 @@ def assert_one_line_error(result: CliResult, contains: str, code: int = 2) -> No
     assert lines[0].startswith("cxrprobe: error: ")
     assert contains in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
-
-
-# --- running the CLI as a user does ------------------------------------------------------------
-
-def run_cli(
-    *args: object, cwd: Path, prefix: Sequence[str] = (), preexec_fn: Callable[[], None] | None = None,
-) -> CliResult:
-    """``python -m cxrprobe ARGS`` in a fresh process, stdin closed, never in debug mode."""
-    env = {k: v for k, v in os.environ.items() if k != "CXRPROBE_DEBUG"}
-    process = subprocess.run(
-        [*prefix, *CLI, *map(str, args)], cwd=cwd, env={**env, "SOURCE_DATE_EPOCH": "1700000000"},
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300, preexec_fn=preexec_fn,
-    )
-    return CliResult(process.returncode, process.stdout, process.stderr)
-
-
-# A tmpfs mounted in a private mount namespace, so it vanishes with the process: no clean-up,
-# nothing visible to anyone else. 16 KiB are left free: enough to start writing, not to finish.
-FULL_DISK_SCRIPT = """
-set -u
-dir=$1; listing=$2; shift 2
-mount -t tmpfs -o size=256k cxrprobe-test-full "$dir" || exit 97
-head -c 245760 /dev/zero > "$dir/filler"
-"$@"; rc=$?
-ls -A "$dir" > "$listing"
-exit $rc
-"""
-MOUNT_FAILED = 97
-
-
-def full_disk_prefix(mount_point: Path, listing: Path) -> list[str]:
-    """Prefix for run_cli: the command runs with ``mount_point`` a nearly full tmpfs, and what is
-    left on it afterwards is listed in ``listing``."""
-    return ["unshare", "--mount", "sh", "-c", FULL_DISK_SCRIPT, "sh", str(mount_point), str(listing)]
-
-
-@lru_cache(maxsize=1)
-def can_mount_tmpfs() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "--mount", "sh", "-c", "mount -t tmpfs -o size=64k probe /mnt"],
-                           capture_output=True)
-    return probe.returncode == 0
-
-
-def file_size_limit(limit_bytes: int) -> Callable[[], None]:
-    """preexec_fn: a simulated full disk for every writer, HDF5's C code included. Python ignores
-    SIGXFSZ, so a write past the limit fails with EFBIG instead of killing the process."""
-    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
-
-
-_PR_CAPBSET_DROP = 24
-_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
-
-
-def without_file_access_override() -> None:
-    """preexec_fn: as root, drop the capabilities that ignore file modes (taken from the bounding
-    set, they are gone after exec), so chmod 000 and read-only folders stop root as they stop
-    anyone. A process that is not root has none to drop."""
-    if os.geteuid() != 0:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
-        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-
-@lru_cache(maxsize=1)
-def file_modes_bind_root() -> bool:
-    """Whether without_file_access_override makes a mode-000 file unreadable here."""
-    import tempfile
-
-    with tempfile.NamedTemporaryFile() as handle:
-        os.chmod(handle.name, 0)
-        try:
-            probe = subprocess.run([sys.executable, "-c", f"open({handle.name!r}).read()"],
-                                   preexec_fn=without_file_access_override, capture_output=True)
-        except (OSError, subprocess.SubprocessError):
-            return False
-    return probe.returncode != 0 and b"PermissionError" in probe.stderr
 
 
 # --- bad files ---------------------------------------------------------------------------------

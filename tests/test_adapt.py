@@ -25,18 +25,27 @@ def adapt_data(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def adapted_run(adapt_data, tmp_path_factory):
+    """One finished 2-epoch run for the module; read-only for tests (copy it to change it)."""
+    from cxrprobe.cli import main
+
+    run = tmp_path_factory.mktemp("adapted") / "run"
+    with pytest.raises(SystemExit) as stop:
+        main(["adapt", "--data-dir", str(adapt_data), "--out", str(run), *TINY, "--epochs", "2", "-q"])
+    assert stop.value.code == 0
+    return run
+
+
 def metrics(run):
     with open(run / "metrics.csv", newline="") as handle:
         return list(csv.DictReader(handle))
 
 
-def test_adapt_learns_and_changes_only_the_intended_parameters(adapt_data, tmp_path, cli):
-    run = tmp_path / "run"
-    result = cli("adapt", "--data-dir", adapt_data, "--out", run, *TINY, "--epochs", "3")
-    assert result.code == 0, result.stderr
-    assert "trainable parameters" in result.stderr
+def test_adapt_learns_and_changes_only_the_intended_parameters(adapted_run):
+    run = adapted_run
     rows = metrics(run)
-    assert len(rows) == 3 and float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert len(rows) == 2 and float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     assert {"config.json", "metrics.csv", "last.pt", "best.pt", "training_curve.png"} <= {p.name for p in run.iterdir()}
     before = load_model("cxrprobe-tiny", "none", "cpu").model.visual.state_dict()
     after = load_checkpoint(run / "last.pt")["visual"]
@@ -48,10 +57,10 @@ def test_adapt_learns_and_changes_only_the_intended_parameters(adapt_data, tmp_p
         assert changed == (name in trainable), name
 
 
-def test_resume_ends_where_an_uninterrupted_run_ends(adapt_data, tmp_path, cli):
-    whole, split = tmp_path / "whole", tmp_path / "split"
-    assert cli("adapt", "--data-dir", adapt_data, "--out", whole, *TINY, "--epochs", "2").code == 0
-    assert cli("adapt", "--data-dir", adapt_data, "--out", split, *TINY, "--epochs", "1").code == 0
+def test_resume_ends_where_an_uninterrupted_run_ends(adapt_data, adapted_run, tmp_path, cli):
+    whole, split = adapted_run, tmp_path / "split"
+    result = cli("adapt", "--data-dir", adapt_data, "--out", split, *TINY, "--epochs", "1")
+    assert result.code == 0 and "trainable parameters" in result.stderr, result.stderr
     assert cli("adapt", "--data-dir", adapt_data, "--out", split, *TINY, "--epochs", "2", "--resume").code == 0
     a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(split / "last.pt")
     for key in ("visual", "head"):
@@ -117,7 +126,8 @@ def test_bad_adapt_inputs(adapt_data, tmp_path, cli):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_embed_from_an_adapt_run_stores_the_head_logits_and_the_adapted_head_runs(adapt_data, tmp_path, cli):
+def test_embed_from_an_adapt_run_stores_the_head_logits_and_the_adapted_head_runs(adapt_data, adapted_run, tmp_path,
+                                                                                  cli):
     import json
 
     import numpy as np
@@ -125,8 +135,7 @@ def test_embed_from_an_adapt_run_stores_the_head_logits_and_the_adapted_head_run
     from cxrprobe.cache.reader import FeatureCache
     from cxrprobe.models.mlp_head import PaperHead
 
-    run = tmp_path / "run"
-    assert cli("adapt", "--data-dir", adapt_data, "--out", run, *TINY, "--epochs", "2").code == 0
+    run = adapted_run
     cache = tmp_path / "adapted.h5"
     result = cli("embed", "--data-dir", adapt_data, "--out", cache, "--checkpoint", run, "--device", "cpu",
                  "--workers", "0", "-q")
@@ -147,7 +156,7 @@ def test_embed_from_an_adapt_run_stores_the_head_logits_and_the_adapted_head_run
     out = tmp_path / "results"
     # a small generated test split lacks some findings: their AUC is left empty, by request
     assert cli("fewshot", "--cache", cache, "--out", out, "--shots", "1", "--seeds", "2", "--allow-undefined",
-               "-q").code == 0
+               "--jobs", "1", "-q").code == 0
     heads = json.loads((out / "config.json").read_text())["heads"]
     assert "adapted" in heads
     plain = tmp_path / "plain.h5"
@@ -159,7 +168,7 @@ def test_embed_from_an_adapt_run_stores_the_head_logits_and_the_adapted_head_run
                           "is not a finished cxrprobe adapt run")
 
 
-def test_paper_protocol_continues_the_adapted_head_from_the_cache(adapt_data, tmp_path, cli):
+def test_paper_protocol_continues_the_adapted_head_from_the_cache(adapt_data, adapted_run, tmp_path, cli):
     import json
 
     import numpy as np
@@ -167,8 +176,7 @@ def test_paper_protocol_continues_the_adapted_head_from_the_cache(adapt_data, tm
     from cxrprobe.cache.reader import FeatureCache
     from cxrprobe.heads.paper_mlp import PaperMlpHead
 
-    run = tmp_path / "run"
-    assert cli("adapt", "--data-dir", adapt_data, "--out", run, *TINY, "--epochs", "1").code == 0
+    run = adapted_run
     cache = tmp_path / "adapted.h5"
     assert cli("embed", "--data-dir", adapt_data, "--out", cache, "--checkpoint", run, "--device", "cpu",
                "--workers", "0", "-q").code == 0
@@ -179,7 +187,7 @@ def test_paper_protocol_continues_the_adapted_head_from_the_cache(adapt_data, tm
     assert np.allclose(untouched, logits, atol=0.05)
     out = tmp_path / "paper"
     result = cli("fewshot", "--cache", cache, "--out", out, "--shots", "1,2", "--protocol", "paper",
-                 "--allow-undefined", "-q")
+                 "--allow-undefined", "--jobs", "1", "-q")
     assert result.code == 0, result.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["protocol"] == "paper" and config["seeds"] == [0] and set(config["heads"]) == {"adapted", "paper-mlp"}

@@ -1,18 +1,25 @@
-"""Bad input to every command, run as a user runs it: the real CLI in a fresh process.
+"""Bad input to every command, run as a user runs it: the real CLI entry point, in this process
+(its working directory the workspace), or in a real child process where the case needs one: a
+full disk (a mount namespace of its own), a file size limit, or root without its power to read
+anything (processes.py).
 
 Each case must end with its exit status (2 for input errors, 1 where the run itself failed,
 e.g. a full disk), exactly one stderr line "cxrprobe: error: ..." naming the problem, no
-traceback, and the workspace byte for byte as it was: no file changed, added or removed.
-The workspace is built once for the module; every case runs against it and changes nothing.
+traceback and no warning, and the workspace byte for byte as it was: no file changed, added or
+removed. The workspace is built once for the module; every case runs against it and changes
+nothing.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import gzip
 import io
 import os
 import pickle
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +32,12 @@ from cxrprobe.cache.extract import EmbedOptions, embed
 from cxrprobe.cache.synthetic import SyntheticModel, write_synthetic_cache
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.eval.experiment import run_fewshot
-from helpers import (
-    MOUNT_FAILED, Evil, assert_one_line_error, can_mount_tmpfs, file_modes_bind_root, file_size_limit,
-    full_disk_prefix, run_cli, snapshot, without_file_access_override, write_bomb_png,
+from helpers import Evil, assert_one_line_error, snapshot, write_bomb_png
+from processes import (
+    MOUNT_FAILED, FileSizeLimit, FullDisk, NoFileAccessOverride, can_mount_tmpfs, file_modes_bind_root, run,
 )
 
-COMMANDS = ("embed", "info", "fewshot", "zeroshot", "report", "adapt", "demo")
+COMMANDS = ("embed", "info", "fewshot", "zeroshot", "report", "adapt", "demo", "heads")
 EMBED = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu", "--workers", "0", "-q")
 ADAPT = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu", "--unfreeze", "1",
          "--epochs", "1", "--batch-size", "8", "-q")
@@ -66,6 +73,7 @@ def adapt_(*extra: str, data: str = "data", out: str = "new") -> tuple[str, ...]
 CASES = [
     # embed: options, the data dir and its metadata, the output, weights, a working file, the disk
     Case("embed-batch-size-not-a-number", embed_("--batch-size", "many"), "Invalid value for '--batch-size'"),
+    Case("embed-workers-negative", embed_("--workers", "-1"), "--workers must be 0 or more, got -1"),
     Case("embed-data-dir-missing", embed_(data="absent"), "does not exist"),
     Case("embed-metadata-empty-file", embed_(data="meta-empty"), "is empty"),
     Case("embed-metadata-missing-column", embed_(data="meta-no-patient-column"), "lacks column(s) Patient ID"),
@@ -76,6 +84,7 @@ CASES = [
     Case("embed-metadata-not-utf8", embed_(data="meta-latin1"), "is not UTF-8"),
     Case("embed-metadata-patient-not-a-number", embed_(data="meta-bad-patient"), "patient id 'P17' is not a number"),
     Case("embed-split-list-missing", embed_(data="meta-no-test-list"), "no test_list.txt"),
+    Case("embed-metadata-gzip-truncated", embed_(data="meta-gzip-truncated"), "is not a readable gzip file"),
     Case("embed-metadata-unreadable", embed_(data="meta-unreadable"), "cannot read", setting="no-root-override"),
     Case("embed-no-image-files", embed_(data="meta-only"), "none of the 24 images"),
     Case("embed-out-is-a-png", embed_(out="image.png"), "is not a cxrprobe cache; use --force"),
@@ -104,6 +113,8 @@ CASES = [
     # fewshot: option text, the cache's content, the results dir
     Case("fewshot-shots-empty-item", fewshot_("--shots", "1,,2"), "--shots takes"),
     Case("fewshot-unknown-head", fewshot_("--heads", "logreg,bogus"), "unknown head 'bogus'"),
+    Case("fewshot-jobs-zero", fewshot_(*GRID, "--jobs", "0"), "--jobs must be at least 1"),
+    Case("fewshot-seeds-zero", fewshot_("--seeds", "0"), "--seeds must be at least 1"),
     Case("fewshot-paper-protocol-without-head", fewshot_("--protocol", "paper"), "does not hold"),
     Case("fewshot-nan-embeddings", fewshot_(*GRID, cache="nan.h5"), "NaN or Inf embeddings"),
     Case("fewshot-inf-embeddings", fewshot_(*GRID, cache="inf.h5"), "NaN or Inf embeddings"),
@@ -114,6 +125,7 @@ CASES = [
     Case("zeroshot-no-test-positives-for-one-finding", zeroshot_(cache="no-hernia.h5"),
          "pass --allow-undefined"),
     Case("fewshot-incomplete-cache", fewshot_(*GRID, cache="incomplete.h5"), "is not complete"),
+    Case("fewshot-cache-is-a-folder", fewshot_(*GRID, cache="data"), "data is a folder, not a cache file"),
     Case("fewshot-strict-shots-unmet", fewshot_("--shots", "4", "--seeds", "1", "--heads", "prototype",
                                                 "--strict-shots"),
          "fewer than 4 shots"),
@@ -123,6 +135,7 @@ CASES = [
     Case("fewshot-full-disk", fewshot_(*GRID, out="full/new"), "No space left on device", 1, "full-disk"),
     # zeroshot: its options, a prompts file, a cache without text
     Case("zeroshot-unknown-negative", zeroshot_("--negative", "bogus"), "--negative must be one of"),
+    Case("zeroshot-too-few-resamples", zeroshot_("--bootstrap", "0"), "--bootstrap must be at least 10 resamples"),
     Case("zeroshot-prompts-not-json", zeroshot_("--prompts", "prompts-bad.json"), "is not valid JSON"),
     Case("zeroshot-prompts-unknown-finding", zeroshot_("--prompts", "prompts-covid.json"),
          "unknown finding 'Covid-19'"),
@@ -145,6 +158,7 @@ CASES = [
     # adapt: options, a run dir to resume, the training images, the output
     Case("adapt-epochs-not-a-number", ("adapt", "--data-dir", "data", "--out", "new", "--epochs", "ten"),
          "Invalid value for '--epochs'"),
+    Case("adapt-batch-size-zero", adapt_("--batch-size", "0"), "--epochs and --batch-size must be at least 1"),
     Case("adapt-unknown-hold-out", adapt_("--hold-out", "Hernia,Covid-19"), "unknown finding 'Covid-19' in --hold-out"),
     Case("adapt-resume-config-not-json", adapt_("--resume", out="run-bad-config"), "cannot be read as JSON"),
     Case("adapt-resume-malicious-checkpoint", adapt_("--resume", out="run-evil"), "cannot be read safely"),
@@ -157,30 +171,55 @@ CASES = [
     Case("demo-out-under-a-file", ("demo", "--out", "notes.txt/demo", "-q"), "notes.txt is a file, not a folder"),
     Case("demo-jobs-zero", ("demo", "--out", "new", "--jobs", "0", "-q"), "--jobs must be at least 1"),
     Case("demo-jobs-not-a-number", ("demo", "--out", "new", "--jobs", "two"), "Invalid value for '--jobs'"),
+    Case("heads-unknown-option", ("heads", "--csv"), "No such option: --csv"),
+    Case("heads-extra-argument", ("heads", "logreg"), "Got unexpected extra argument"),
     Case("unknown-command", ("frobnicate",), "No such command 'frobnicate'"),
 ]
 
 
-def test_the_matrix_spans_every_command_with_40_distinct_inputs():
-    assert len({case.name for case in CASES}) == len(CASES) >= 40
+def test_the_matrix_spans_every_command_with_78_distinct_inputs():
+    assert len({case.name for case in CASES}) == len(CASES) >= 78
     assert {case.args[0] for case in CASES} >= set(COMMANDS)
 
 
+@pytest.fixture()
+def as_a_user(cli, workspace, monkeypatch):
+    """The CLI entry point in this process, from the workspace, as a user's shell would run it.
+    Warnings that a fresh interpreter would print count as stderr lines."""
+
+    def run_here(*args: str):  # noqa: ANN202
+        monkeypatch.chdir(workspace)
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+        monkeypatch.delenv("CXRPROBE_DEBUG", raising=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            result = cli(*args)
+        shown = [w for w in caught if not issubclass(w.category, HIDDEN_BY_DEFAULT)]
+        stray = "".join(f"{w.filename}:{w.lineno}: {w.category.__name__}: {w.message}\n" for w in shown)
+        return dataclasses.replace(result, stderr=result.stderr + stray)
+
+    return run_here
+
+
+# What a fresh interpreter's default filters do not print.
+HIDDEN_BY_DEFAULT = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
-def test_bad_input_ends_in_one_line_and_changes_nothing(case, workspace, tmp_path):
-    prefix, preexec = (), None
+def test_bad_input_ends_in_one_line_and_changes_nothing(case, workspace, tmp_path, as_a_user):
+    limits = []
     if case.setting == "full-disk":
         if not can_mount_tmpfs():
             pytest.skip("no tmpfs can be mounted here (file-size-limit cases simulate a full disk)")
-        prefix = full_disk_prefix(workspace / "full", tmp_path / "left-on-disk.txt")
+        limits = [FullDisk(str(workspace / "full"), str(tmp_path / "left-on-disk.txt"))]
     elif case.setting == "file-size-limit":
-        preexec = file_size_limit(16 * 1024)
+        limits = [FileSizeLimit(16 * 1024)]
     elif case.setting == "no-root-override":
         if not file_modes_bind_root():
             pytest.skip("file modes cannot be made to bind here")
-        preexec = without_file_access_override
+        limits = [NoFileAccessOverride()]
     before = snapshot(workspace)
-    result = run_cli(*case.args, cwd=workspace, prefix=prefix, preexec_fn=preexec)
+    result = run(*case.args, cwd=workspace, limits=limits) if limits else as_a_user(*case.args)
     assert result.code != MOUNT_FAILED or case.setting != "full-disk", result.stderr
     assert_one_line_error(result, case.phrase, case.code)
     assert snapshot(workspace) == before
@@ -188,12 +227,12 @@ def test_bad_input_ends_in_one_line_and_changes_nothing(case, workspace, tmp_pat
         assert (tmp_path / "left-on-disk.txt").read_text().split() == ["filler"]
 
 
-def test_broken_images_are_recorded_as_failures_and_the_run_completes(workspace, tmp_path):
+def test_broken_images_are_recorded_as_failures_and_the_run_completes(workspace, tmp_path, as_a_user):
     """Decode failures are per image: embed finishes, and the cache's failure table says why."""
     data = tmp_path / "data"
     shutil.copytree(workspace / "bad-images", data)
     before = snapshot(workspace)
-    result = run_cli("embed", "--data-dir", data, "--out", tmp_path / "out.h5", *EMBED, cwd=workspace)
+    result = as_a_user("embed", "--data-dir", data, "--out", tmp_path / "out.h5", *EMBED)
     assert result.code == 0 and result.stderr == "", result.stderr
     assert "19 images embedded, 5 failed to decode" in result.stdout
     with h5py.File(tmp_path / "out.h5", "r") as f:
@@ -206,12 +245,11 @@ def test_broken_images_are_recorded_as_failures_and_the_run_completes(workspace,
     assert snapshot(workspace) == before
 
 
-def test_a_finding_without_test_positives_is_reported_undefined_when_allowed(workspace, tmp_path):
+def test_a_finding_without_test_positives_is_reported_undefined_when_allowed(workspace, tmp_path, as_a_user):
     """One finding with no positive test image (an error by default, see the matrix): with
     --allow-undefined the run completes, its AUC is left empty, the rest stand, and it says so."""
     before = snapshot(workspace)
-    result = run_cli("fewshot", "--cache", "no-hernia.h5", "--out", tmp_path / "out", *GRID, "--allow-undefined",
-                     cwd=workspace)
+    result = as_a_user("fewshot", "--cache", "no-hernia.h5", "--out", tmp_path / "out", *GRID, "--allow-undefined")
     assert result.code == 0, result.stderr
     with open(tmp_path / "out" / "per_class.csv", newline="") as handle:
         row = next(csv.DictReader(handle))
@@ -280,6 +318,9 @@ def _metadata_variants(root: Path) -> None:
     variant("meta-latin1", raw=latin1)
     variant("meta-bad-patient", edit(3, "P17"))
     (variant("meta-no-test-list") / "test_list.txt").unlink()
+    truncated = variant("meta-gzip-truncated") / "Data_Entry_2017_v2020.csv"
+    truncated.with_name(truncated.name + ".gz").write_bytes(gzip.compress(truncated.read_bytes())[:-40])
+    truncated.unlink()
     os.chmod(variant("meta-unreadable") / "Data_Entry_2017_v2020.csv", 0)
     variant("meta-only")  # every metadata file, no image
 
