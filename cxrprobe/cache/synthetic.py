@@ -73,6 +73,7 @@ def write_synthetic_cache(
 ) -> None:
     """Write a complete cache of the metadata's ``rows`` (default: all) with generated embeddings,
     through the embed path. The cache records where the metadata came from (``metadata_origin``)."""
+    out = Path(out)
     table = metadata.table if rows is None else metadata.table.take(rows)
     images, text, _ = synthetic_embeddings(table.labels, table.patient_ids, model)
     identity = f"synthetic|{model}".encode()
