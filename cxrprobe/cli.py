@@ -198,7 +198,7 @@ def fewshot(
 @app.command("heads")
 @guarded
 def list_heads_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Every few-shot head: what it is, what it needs, what --search selects, its defaults and their sources."""
     if as_json:
