@@ -100,10 +100,10 @@ def embed(
     out: Annotated[Path, typer.Option("--out", help="Cache file to write (HDF5).")],
     model: Annotated[str, typer.Option(help="open_clip model name, or a bundled one (cxrprobe-tiny).")] = "ViT-B-32",
     pretrained: Annotated[str, typer.Option(help="open_clip weights tag, a local weights file, or 'none'.")] = "openai",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto (the first GPU if torch can use one), cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per usable core).")] = None,
-    precision: Annotated[str, typer.Option(help="fp32, fp16 (CUDA) or bf16 autocast.")] = "fp32",
+    precision: Annotated[str, typer.Option(help="auto (fp16 autocast on CUDA, fp32 on the CPU), fp32, fp16 (CUDA) or bf16 (CPU, or a GPU of compute capability 8.0+).")] = "auto",
     dtype: Annotated[str, typer.Option(help="Stored embedding type: float16 or float32.")] = "float16",
     limit: Annotated[Optional[int], typer.Option(help="Embed only the first N images present.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run (or check a finished one).")] = False,
@@ -220,8 +220,9 @@ def adapt(
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation AUC, patience 5).")] = 10,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
     hold_out: Annotated[str, typer.Option(help="Comma-separated findings whose labels adaptation never sees.")] = "",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (the first GPU if torch can use one), cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast on GPUs of compute capability 8.0+, fp16 with loss scaling on older ones, fp32 on the CPU), fp32, fp16 or bf16.")] = "auto",
+    workers: Annotated[Optional[int], typer.Option(help="Decoding and augmentation processes (default: the usable cores, one fewer on CUDA).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N train and N val images.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start over in a folder that holds a run.")] = False,
@@ -235,7 +236,7 @@ def adapt(
         raise InputError("--resume and --force exclude each other")
     options = AdaptOptions(
         data_dir=data_dir, out=out, model=model, pretrained=pretrained, unfreeze=unfreeze, epochs=epochs,
-        batch_size=batch_size, hold_out=parse_hold_out(hold_out), device=device,
+        batch_size=batch_size, hold_out=parse_hold_out(hold_out), device=device, precision=precision,
         workers=workers, limit=limit, resume=resume, force=force,
     )
     summary = run_adapt(options, notify=_notes("cxrprobe adapt", quiet))

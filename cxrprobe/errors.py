@@ -39,3 +39,7 @@ class OutputError(CxrprobeError):
 
 class BusyError(CxrprobeError):
     """Another process is writing the same output."""
+
+
+class OutOfMemory(CxrprobeError):
+    """The GPU ran out of memory: exit 1, the run resumable once there is room."""

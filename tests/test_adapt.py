@@ -11,11 +11,12 @@ from PIL import Image, ImageOps
 
 from cxrprobe.data.synthetic import write_nih_folder
 from cxrprobe.models.loading import load_model
-from cxrprobe.models.unfreeze import unfreeze_top
+from cxrprobe.models.unfreeze import load_trainable_state, unfreeze_top
 from cxrprobe.train.checkpoint import load_checkpoint
 from test_cli_errors import assert_one_line_error, snapshot
 
-TINY = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu", "--unfreeze", "1", "--batch-size", "16")
+TINY = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu", "--unfreeze", "1", "--batch-size", "16",
+        "--workers", "0")
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +53,14 @@ def test_adapt_learns_and_changes_only_the_intended_parameters(adapted_run):
     reference = load_model("cxrprobe-tiny", "none", "cpu").model.visual
     unfreeze_top(reference, 1)
     trainable = {n for n, p in reference.named_parameters() if p.requires_grad}
-    for name, value in before.items():
-        changed = not torch.equal(value, after[name])
-        assert changed == (name in trainable), name
+    # the checkpoint holds the trained tensors only (the rest is the base weights), each moved
+    assert set(after) == trainable and len(trainable) < len(before)
+    for name in trainable:
+        assert not torch.equal(before[name], after[name]), name
+    adapted = load_model("cxrprobe-tiny", "none", "cpu").model.visual
+    load_trainable_state(adapted, after)
+    for name, value in adapted.state_dict().items():
+        assert torch.equal(value, after[name] if name in trainable else before[name]), name
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(adapt_data, adapted_run, tmp_path, cli):
@@ -74,6 +80,15 @@ def test_resume_ends_where_an_uninterrupted_run_ends(adapt_data, adapted_run, tm
     assert cli("adapt", "--data-dir", adapt_data, "--out", split, *TINY, "--epochs", "2", "--resume").code == 0
     for name in ("metrics.csv", "training_curve.png", "summary.json", "last.pt", "best.pt"):
         assert (whole / name).read_bytes() == (split / name).read_bytes(), name
+
+
+def test_a_run_is_the_same_whatever_the_number_of_workers(adapt_data, adapted_run, tmp_path, cli):
+    """Decoding, augmentation and batching in two worker processes that live across epochs give
+    the very checkpoints the main process alone gives."""
+    run = tmp_path / "run"
+    assert cli("adapt", "--data-dir", adapt_data, "--out", run, *TINY, "--workers", "2", "--epochs", "2").code == 0
+    for name in ("last.pt", "best.pt", "metrics.csv", "pixels-train.npy", "pixels-val.npy"):
+        assert (run / name).read_bytes() == (adapted_run / name).read_bytes(), name
 
 
 def test_force_onto_a_run_of_other_images_decodes_them_anew(adapt_data, tmp_path, cli):

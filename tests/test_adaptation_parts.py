@@ -62,15 +62,39 @@ def test_pixel_cache_holds_each_image_decoded_once(small_dataset, tmp_path):
     assert pixels.shape == (10, 64, 64) and pixels.dtype == np.uint8
     assert np.array_equal(pixels[3], load_grey(paths[3], prep))
     labels = np.zeros((10, 14), dtype=np.uint8)
-    plain = PixelDataset(pixels, labels, prep, augment=False)
-    x, y = plain[3]
-    assert x.shape == (3, 64, 64) and y.shape == (14,)
-    augmented = PixelDataset(pixels, labels, prep, augment=True, seed=1)
-    first, again = augmented[3][0], augmented[3][0]
+    plain = PixelDataset(pixels, labels, augment=False)
+    x, y = plain[0, 3]
+    assert x.dtype == torch.uint8 and x.shape == (64, 64) and y.shape == (14,)  # uint8 out of the workers
+    assert np.array_equal(x.numpy(), pixels[3])
+    augmented = PixelDataset(pixels, labels, augment=True, seed=1)
+    first, again = augmented[0, 3][0], augmented[0, 3][0]
     assert torch.equal(first, again)  # the draw is a function of (seed, epoch, row)
-    augmented.set_epoch(1)
-    assert not torch.equal(first, augmented[3][0])
+    assert not torch.equal(first, augmented[1, 3][0])
     assert not torch.equal(first, x)
+
+
+def test_persistent_workers_draw_each_epoch_as_the_main_process_does(small_dataset, tmp_path):
+    """Workers keep their copy of the dataset across epochs: the epoch must travel with each index."""
+    import numpy as np
+
+    from cxrprobe.data.images import Preprocessing
+    from cxrprobe.train.pixels import PixelDataset, build_pixel_cache, pixel_loader
+
+    paths = sorted(str(p) for p in (small_dataset / "images").glob("*.png"))[:12]
+    pixels = build_pixel_cache(paths, tmp_path / "pixels.npy", Preprocessing(image_size=32), workers=0)
+    dataset = PixelDataset(pixels, np.eye(12, 14, dtype=np.uint8), augment=True, seed=3)
+    batches = {}
+    for workers in (0, 2):
+        loader = pixel_loader(dataset, 5, shuffle=True, workers=workers, pin_memory=False, seed=3)
+        epochs = []
+        for epoch in (1, 2):
+            loader.sampler.set_epoch(epoch)
+            epochs.append([(x.clone(), y.clone()) for x, y in loader])
+        batches[workers] = epochs
+    for a, b in zip(batches[0], batches[2]):
+        assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+    first, second = batches[0]
+    assert not torch.equal(first[0][1], second[0][1])  # another order in another epoch
 
 
 def test_pixel_cache_refuses_an_undecodable_training_image(small_dataset, tmp_path):

@@ -28,7 +28,7 @@ def setup(small_dataset):
     spec = EmbedSpec(
         model="cxrprobe-tiny", pretrained="none", weights_sha256=loaded.weights_sha256,
         preprocessing=preprocessing_json(loaded.preprocessing.as_dict()), embed_dim=loaded.embed_dim,
-        dtype="float16", precision="fp32", l2_normalised=False, dataset="test",
+        dtype="float16", precision="fp32", device="cpu", l2_normalised=False, dataset="test",
         dataset_fingerprint=meta.table.fingerprint(), label_source=meta.label_source,
         val_fraction=meta.val_fraction, val_seed=meta.val_seed,
         manifest_sha256=manifest_sha256(meta.table.image_ids),

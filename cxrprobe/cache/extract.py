@@ -27,7 +27,10 @@ from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
 from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError, DataError, InputError
 from cxrprobe.fsutil import check_output_path, exclusive_lock, remove_stale_temporaries, reporting_no_room
-from cxrprobe.models.encode import check_precision, encode_with_head
+from cxrprobe.models.device import (
+    Hardware, choose_precision, hardware, reporting_out_of_memory, resolve_device, running_on, use_device,
+)
+from cxrprobe.models.encode import encode_with_head
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.text import default_prompts, encode_prompts
 from cxrprobe.train.adapted import file_sha256, load_adapted
@@ -46,7 +49,7 @@ class EmbedOptions:
     device: str = "auto"
     batch_size: int = 64
     workers: int | None = None  # None: one per usable core
-    precision: str = "fp32"
+    precision: str = "auto"  # fp16 autocast on CUDA, fp32 on the CPU
     dtype: str = "float16"
     limit: int | None = None
     resume: bool = False
@@ -76,9 +79,15 @@ def partial_path(out: Path) -> Path:
 def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Progress | None = None) -> EmbedResult:
     started = time.perf_counter()
     _check_options(options)
+    device = resolve_device(options.device)  # before any scan, lock or model: bad input costs nothing
+    precision = choose_precision(options.precision, device)
+    use_device(device)
     out = Path(options.out)
     check_output_path(out)
-    with reporting_no_room(out), exclusive_lock(out, "writing"):
+    oom_remedy = ("free GPU memory and rerun with --resume, or start over with a lower --batch-size and --force "
+                  "(a resumed run keeps the batch size it started with)")
+    with reporting_no_room(out), reporting_out_of_memory(options.batch_size, oom_remedy), \
+            exclusive_lock(out, "writing"):
         remove_stale_temporaries(out.parent, out.name)  # left by killed runs; we hold the lock
         partial = partial_path(out)
         existing = _check_existing(out, partial, options)
@@ -99,10 +108,9 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
         manifest = table.take(present)
         checkpoint_file = None
         if options.checkpoint is not None:
-            loaded, checkpoint_file = load_adapted(Path(options.checkpoint), options.device)
+            loaded, checkpoint_file = load_adapted(Path(options.checkpoint), device)
         else:
-            loaded = load_model(options.model, options.pretrained, options.device)
-        check_precision(options.precision, loaded.device)
+            loaded = load_model(options.model, options.pretrained, device)
         spec = EmbedSpec(
             model=loaded.name,
             pretrained=loaded.pretrained,
@@ -110,7 +118,8 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             preprocessing=preprocessing_json(loaded.preprocessing.as_dict()),
             embed_dim=loaded.embed_dim,
             dtype=options.dtype,
-            precision=options.precision,
+            precision=precision,
+            device=device.type,
             l2_normalised=False,
             dataset=DATASET_NAME,
             dataset_fingerprint=table.fingerprint(),
@@ -128,10 +137,11 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
                 rows, failures = len(done.table), len(done.failures())
             return EmbedResult(out, rows, failures, missing, len(table), 0, time.perf_counter() - started, True)
         writer = _open_or_create_shard(partial, spec, options, manifest, loaded, metadata, missing, notify,
-                                       checkpoint_file)
+                                       checkpoint_file, hardware(device))
         workers = usable_cores() if options.workers is None else options.workers
+        notify(f"embedding {len(manifest):,} images {running_on(device, precision)}")
         with writer:
-            batches_run = fill_shard(writer, paths[present].tolist(), loaded, options.precision, workers, progress)
+            batches_run = fill_shard(writer, paths[present].tolist(), loaded, precision, workers, progress)
         summary = write_cache(out, [partial])
         partial.unlink()
     return EmbedResult(out, summary.rows, summary.failures, missing, len(table), batches_run, time.perf_counter() - started)
@@ -168,11 +178,11 @@ def _check_existing(out: Path, partial: Path, options: EmbedOptions) -> str:
 
 def _open_or_create_shard(
     partial: Path, spec: EmbedSpec, options: EmbedOptions, manifest: ImageTable, loaded: LoadedModel,
-    metadata: NihMetadata, missing: int, notify: Notify, checkpoint_file: Path | None,
+    metadata: NihMetadata, missing: int, notify: Notify, checkpoint_file: Path | None, machine: Hardware,
 ) -> ShardWriter:
     if partial.exists() and options.resume:
         writer = ShardWriter(partial)
-        difference = writer.spec.first_difference(spec)
+        difference = spec.first_difference(writer.spec)
         if difference:
             writer.close()
             raise CacheError(f"{partial.name} was started by another run ({difference}); use --force to start over")
@@ -189,6 +199,7 @@ def _open_or_create_shard(
         "metadata_origin": metadata.origin,
         "limit": options.limit if options.limit is not None else -1,
         "versions": json_attr(package_versions()),
+        "hardware": json_attr(machine.as_dict()),
     }
     if checkpoint_file is not None:
         extra.update(checkpoint=str(checkpoint_file.parent), checkpoint_sha256=file_sha256(checkpoint_file))

@@ -36,6 +36,7 @@ class EmbedSpec:
     embed_dim: int
     dtype: str
     precision: str
+    device: str  # "cpu" or "cuda": the same weights and precision give other bits on the other
     l2_normalised: bool
     dataset: str
     dataset_fingerprint: str
@@ -47,15 +48,18 @@ class EmbedSpec:
     # Fields that must agree before a run may continue another's file. ``pretrained`` is
     # left out: the same weights may be named by a tag or by a file.
     IDENTITY = (
-        "model", "weights_sha256", "preprocessing", "embed_dim", "dtype", "precision",
+        "model", "weights_sha256", "preprocessing", "embed_dim", "dtype", "precision", "device",
         "l2_normalised", "dataset_fingerprint", "val_fraction", "val_seed", "manifest_sha256",
     )
+    # Fields older caches lack, read as these values.
+    DEFAULTS = {"device": "unknown"}
 
     def to_attrs(self) -> dict[str, object]:
         return asdict(self)
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, object], source: object = "the cache") -> EmbedSpec:
+        attrs = {**cls.DEFAULTS, **attrs}
         missing = [name for name in cls.__dataclass_fields__ if name not in attrs]
         if missing:
             raise CacheError(f"{source} lacks its {missing[0]!r} attribute (damaged, or written by another program); "

@@ -80,7 +80,7 @@ def write_synthetic_cache(
     spec = EmbedSpec(
         model="synthetic", pretrained="none", weights_sha256=hashlib.sha256(identity).hexdigest(),
         preprocessing=preprocessing_json(Preprocessing().as_dict()), embed_dim=model.dim, dtype="float16",
-        precision="fp32", l2_normalised=False, dataset="nih-chestxray14 (synthetic embeddings)",
+        precision="fp32", device="cpu", l2_normalised=False, dataset="nih-chestxray14 (synthetic embeddings)",
         dataset_fingerprint=table.fingerprint(), label_source=metadata.label_source,
         val_fraction=metadata.val_fraction, val_seed=metadata.val_seed, manifest_sha256=manifest_sha256(table.image_ids),
     )

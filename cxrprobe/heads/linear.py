@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
 from cxrprobe.heads.base import Head, check_xy
 from cxrprobe.heads.torch_fit import fit_linear_bce, scores
+from cxrprobe.seeding import seeded_cpu
 
 
 class LinearHead(Head):
@@ -23,8 +23,7 @@ class LinearHead(Head):
     def fit(self, X: np.ndarray, Y: np.ndarray) -> LinearHead:
         X, Y = check_xy(X, Y)
         seed = 0 if self.random_state is None else int(self.random_state)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_cpu(seed):
             layer = nn.Linear(X.shape[1], Y.shape[1])
         self.module_ = fit_linear_bce(layer, self.transform(X), Y, self.epochs, self.lr, self.weight_decay)
         return self

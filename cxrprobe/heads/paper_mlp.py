@@ -13,6 +13,7 @@ import torch
 from cxrprobe.heads.base import Head, check_xy
 from cxrprobe.heads.torch_fit import fit_paper_head, paper_head_scores
 from cxrprobe.models.mlp_head import PaperHead
+from cxrprobe.seeding import seeded_cpu
 
 
 class PaperMlpHead(Head):
@@ -28,8 +29,7 @@ class PaperMlpHead(Head):
     def fit(self, X: np.ndarray, Y: np.ndarray) -> PaperMlpHead:
         X, Y = check_xy(X, Y)
         seed = 0 if self.random_state is None else int(self.random_state)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_cpu(seed):
             head = PaperHead(in_dim=X.shape[1], n_classes=Y.shape[1])
             if self.init_state is not None:
                 head.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in self.init_state.items()})

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,13 +18,13 @@ from pathlib import Path
 import torch
 
 from cxrprobe.data.images import Preprocessing
-from cxrprobe.errors import InputError, ModelError
+from cxrprobe.errors import ModelError
+from cxrprobe.models.device import resolve_device
 from cxrprobe.models.weights import load_into, read_state_dict, weights_sha256
+from cxrprobe.seeding import seeded_cpu
 
 RANDOM_INIT_SEED = 0
-CUDA_DEVICE = re.compile(r"^cuda(?::([0-9]{1,3}))?$")
 NO_WEIGHTS = "none"
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -65,22 +64,6 @@ def _open_clip_name(name: str) -> str:
     return name
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto', 'cpu', 'cuda' or 'cuda:N' -> a device that exists here; anything else is bad input."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    match = CUDA_DEVICE.match(device)
-    if match is None:
-        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise InputError(f"--device {device} was asked for, but torch sees no CUDA device; use --device cpu or auto")
-    if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
-        raise InputError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s), numbered from 0")
-    return torch.device(device)
-
-
 def check_model_name(name: str) -> None:
     known = set(_open_clip().list_models()) | set(bundled_models())
     if name in known:
@@ -90,12 +73,15 @@ def check_model_name(name: str) -> None:
     raise ModelError(f"unknown model {name!r}{hint} (open_clip.list_models() lists them all)")
 
 
-def load_model(name: str, pretrained: str, device: str = "cpu") -> LoadedModel:
-    """Build ``name`` with weights from ``pretrained`` (tag, file or 'none'), in eval mode."""
+def load_model(name: str, pretrained: str, device: str | torch.device = "cpu", visual_only: bool = False) -> LoadedModel:
+    """Build ``name`` with weights from ``pretrained`` (tag, file or 'none'), in eval mode, on
+    ``device`` (a torch.device, or text for resolve_device); ``visual_only`` leaves the text
+    tower on the CPU, for work that only encodes images."""
     check_model_name(name)
-    torch_device = resolve_device(device)
+    torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     model = _build(name, pretrained)
-    model.eval().to(torch_device)
+    model.eval()
+    (model.visual if visual_only else model).to(torch_device)
     return LoadedModel(
         model=model,
         name=name,
@@ -108,8 +94,7 @@ def load_model(name: str, pretrained: str, device: str = "cpu") -> LoadedModel:
 
 
 def _build(name: str, pretrained: str) -> torch.nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
+    with seeded_cpu(RANDOM_INIT_SEED):
         model = _quiet_create(_open_clip_name(name), pretrained=None)
     if pretrained == NO_WEIGHTS:
         return model
@@ -198,9 +183,14 @@ def _preprocessing(model: torch.nn.Module) -> Preprocessing:
 
 
 def _embed_dim(model: torch.nn.Module) -> int:
+    """The width of ``encode_image``'s output. open_clip's own towers name it; a timm tower
+    (ConvNeXt, EVA, SigLIP...) does not, and is probed with one blank image on the device its
+    weights are on, wherever that is."""
     dim = getattr(getattr(model, "visual", None), "output_dim", None)
     if dim is None:
+        weight = next(getattr(model, "visual", model).parameters())
+        size = _preprocessing(model).image_size
         with torch.inference_mode():
-            size = _preprocessing(model).image_size
-            dim = model.encode_image(torch.zeros(1, 3, size, size)).shape[-1]
+            probe = torch.zeros(1, 3, size, size, device=weight.device, dtype=weight.dtype)
+            dim = model.encode_image(probe).shape[-1]
     return int(dim)

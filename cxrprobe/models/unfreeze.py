@@ -6,6 +6,7 @@ With the paper's head on ViT-B-32 and K = 3 this trains 22,057,486 parameters:
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from cxrprobe.errors import InputError
@@ -44,3 +45,20 @@ def trainable_count(*modules: nn.Module) -> int:
 
 def total_count(*modules: nn.Module) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters ``unfreeze_top`` made trainable, by name: what adaptation changes, and all
+    a checkpoint needs beside the base weights (a quarter of ViT-B-32's tower at K = 3)."""
+    return {name: p.detach() for name, p in module.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Put a checkpoint's tensors into ``module`` over its base weights. Every name must be one
+    of the module's, every shape must fit (RuntimeError, KeyError otherwise); a full state dict,
+    as older checkpoints hold, loads too."""
+    own = module.state_dict()
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise KeyError(f"unexpected tensor {unknown[0]!r}")
+    module.load_state_dict(state, strict=False)

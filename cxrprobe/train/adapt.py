@@ -5,16 +5,20 @@ Top K visual blocks + ln_post + proj and the paper's MLP head train with focal B
 early stopping on validation mean AUC over a patient-disjoint validation split (never test),
 CLIP normalisation in training and evaluation alike. Images are decoded once into pixel caches.
 Held-out findings' labels are masked out of the loss and out of every selection, so few-shot
-curves on them measure label efficiency. Every epoch ends in a checkpoint; ``--resume``
-continues from it and ends where an uninterrupted run ends. Only a run that ended writes
-summary.json: a run dir without it is unfinished, and nothing downstream takes it for done.
-Every file is replaced whole (temporary name, then rename), so a kill leaves no torn file.
+curves on them measure label efficiency. Every epoch ends in a checkpoint (the trained
+parameters only: the frozen ones are the base weights, whose sha256 the run records);
+``--resume`` continues from it. On the CPU a resumed run ends with the very bytes of an
+uninterrupted one; on CUDA it continues from the same state, but GPU kernels (attention
+backward, cuBLAS reductions) do not promise bitwise repeatable sums, so it ends within
+floating-point noise of it. Only a run that ended writes summary.json: a run dir without it
+is unfinished, and nothing downstream takes it for done. Every file is replaced whole
+(temporary name, then rename), so a kill leaves no torn file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import dataclasses
 import io
 import json
 from dataclasses import asdict, dataclass, field
@@ -24,23 +28,34 @@ from typing import Callable
 import numpy as np
 import torch
 
+from cxrprobe.cores import usable_cores
 from cxrprobe.data.images import Preprocessing
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.errors import DataError, InputError
-from cxrprobe.eval.metrics import mean_auc, per_class_auc
+from cxrprobe.eval.metrics import mean_auc
 from cxrprobe.fsutil import check_writable_folder, remove_stale_temporaries, reporting_no_room, write_new_file
 from cxrprobe.labels import FINDINGS
-from cxrprobe.models.loading import load_model
+from cxrprobe.models.device import (
+    choose_precision, full_fp32, hardware, reporting_out_of_memory, resolve_device, running_on, use_device,
+)
+from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.mlp_head import PaperHead
-from cxrprobe.models.unfreeze import total_count, trainable_count, unfreeze_top
+from cxrprobe.models.unfreeze import (
+    load_trainable_state, total_count, trainable_count, trainable_state, unfreeze_top,
+)
+from cxrprobe.seeding import seeded_cpu
 from cxrprobe.train.adapted import BEST, DONE
 from cxrprobe.train.checkpoint import load_checkpoint, read_run_config, save_checkpoint
-from cxrprobe.train.losses import focal_bce_with_logits
-from cxrprobe.train.pixels import PixelDataset, build_pixel_cache, pixel_source
+from cxrprobe.train.loop import TrainStep, train_epoch, validate
+from cxrprobe.train.pixels import PixelDataset, build_pixel_cache, pixel_loader, pixel_source
 
 Notify = Callable[[str], None]
 CHECKPOINT = "last.pt"
+# config.json entries a resume may change (the epoch budget) or that describe the machine only
+# (the device type itself must agree: other kernels give other bits)
+NOT_COMPARED = ("epochs", "hardware")
+BASE = "base_weights_sha256"
 
 
 @dataclass(frozen=True)
@@ -58,14 +73,25 @@ class AdaptOptions:
     patience: int = 5
     hold_out: tuple[str, ...] = ()
     device: str = "auto"
-    workers: int = 0
+    precision: str = "auto"  # bf16 autocast on GPUs that have it, fp16 with loss scaling on older ones, fp32 on the CPU
+    workers: int | None = None  # None: the usable cores (one left to the training loop on CUDA)
     seed: int = 7
     limit: int | None = None
     resume: bool = False
     force: bool = False
     val_fraction: float = 0.1
     val_seed: int = 7
-    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunState:
+    """What a checkpoint restores beside the weights and the optimiser."""
+
+    epoch: int = 0
+    best_auc: float = -1.0
+    best_epoch: int = 0
+    stale: int = 0
+    history: list[dict] = field(default_factory=list)
 
 
 def parse_hold_out(text: str) -> tuple[str, ...]:
@@ -84,6 +110,8 @@ def _check_findings(names: tuple[str, ...]) -> None:
 def _check(options: AdaptOptions) -> None:
     if options.epochs < 1 or options.batch_size < 1:
         raise InputError("--epochs and --batch-size must be at least 1")
+    if options.workers is not None and options.workers < 0:
+        raise InputError(f"--workers must be 0 or more, got {options.workers}")
     _check_findings(options.hold_out)
     out = Path(options.out)
     if out.exists() and not out.is_dir():
@@ -93,28 +121,166 @@ def _check(options: AdaptOptions) -> None:
         raise InputError(f"{out} already holds a run; use --resume to continue it or --force to start over")
 
 
-def _config(options: AdaptOptions) -> dict:
-    config = asdict(options)
-    for key in ("out", "data_dir"):
-        config[key] = str(config[key])
-    config["hold_out"] = list(options.hold_out)
-    for key in ("resume", "force", "workers", "device"):
-        config.pop(key)
-    return config
-
-
 def adapt(options: AdaptOptions, notify: Notify = lambda _: None) -> dict:
     """Run (or resume) the adaptation; returns the final summary."""
     _check(options)
+    device = resolve_device(options.device)  # before the metadata, the model or the run dir
+    precision = choose_precision(options.precision, device, training=True)
+    use_device(device)
     out = Path(options.out)
     created = not out.exists()
+    oom_remedy = "free GPU memory and rerun with --resume, or start over with a lower --batch-size and --force"
     try:
-        with reporting_no_room(out):
-            return _run(options, out, notify)
+        with reporting_no_room(out), reporting_out_of_memory(options.batch_size, oom_remedy), \
+                full_fp32(device, precision):
+            return _run(options, out, device, precision, notify)
     except Exception:  # an interrupt keeps what was written, as the CLI says
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a run that failed before writing anything leaves no empty folder behind
         raise
+
+
+def _run(options: AdaptOptions, out: Path, device: torch.device, precision: str, notify: Notify) -> dict:
+    config = _config(options, device, precision)
+    previous = _previous_config(out, options)
+    if previous is not None and _compared(previous, BASE) != _compared(config, BASE):  # cheap checks first
+        raise _different_run(out)
+    saved = load_checkpoint(out / CHECKPOINT) if options.resume and (out / CHECKPOINT).is_file() else None
+    meta = load_nih_metadata(Path(options.data_dir), options.val_fraction, options.val_seed)
+    paths, rows = _training_rows(options, meta.table.image_ids, meta.table.split)
+    loaded = load_model(options.model, options.pretrained, device, visual_only=True)  # the text tower stays idle
+    config[BASE] = loaded.weights_sha256
+    if previous is not None and _compared(previous) != _compared(config):
+        raise _different_run(out)
+    unfreeze_top(loaded.model.visual, options.unfreeze)
+    with seeded_cpu(options.seed):
+        head = PaperHead(loaded.embed_dim).to(device)
+    notify(f"trainable parameters: {trainable_count(loaded.model.visual, head):,} "
+           f"({100 * trainable_count(loaded.model.visual, head) / total_count(loaded.model.visual, head):.2f}% "
+           "of visual encoder + head)")
+    out.mkdir(exist_ok=True)  # only once every input has been checked
+    remove_stale_temporaries(out)  # half-written files of killed runs (the run dir is ours)
+    workers = _workers(options, device)
+    loaders = {}
+    for split in ("train", "val"):
+        pixels = _pixels_for(out, split, paths[rows[split]].tolist(), meta.table.image_ids[rows[split]].tolist(),
+                             loaded.preprocessing, workers, notify)
+        dataset = PixelDataset(pixels, meta.table.labels[rows[split]], augment=split == "train", seed=options.seed)
+        batch_size = options.batch_size if split == "train" else options.batch_size * 2
+        loaders[split] = pixel_loader(dataset, batch_size, split == "train", workers, device.type == "cuda",
+                                      options.seed)
+    optimiser, scheduler = _optimiser(loaded, head, options, device)
+    step = TrainStep(optimiser, precision, device)
+    state = RunState()
+    if saved is not None:
+        load_trainable_state(loaded.model.visual, saved["visual"])
+        head.load_state_dict(saved["head"])
+        optimiser.load_state_dict(saved["optimiser"])
+        scheduler.load_state_dict(saved["scheduler"])
+        step.load_state_dict(saved.get("scaler", {}))
+        state = RunState(**{f.name: saved[f.name] for f in dataclasses.fields(RunState)})
+        notify(f"resuming after epoch {state.epoch}")
+    write_new_file(out / "config.json", (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+    if state.epoch < options.epochs and state.stale < options.patience:
+        (out / DONE).unlink(missing_ok=True)  # a finished run given more epochs is unfinished until they end
+        notify(f"training on {len(rows['train']):,} images, validating on {len(rows['val']):,}, "
+               f"{running_on(device, precision)}")
+    keep = torch.tensor([f not in options.hold_out for f in FINDINGS], dtype=torch.float32, device=device)
+    while state.epoch < options.epochs and state.stale < options.patience:
+        _one_epoch(state, loaded, head, loaders, step, scheduler, keep, options, precision, out, notify)
+    if state.history and state.epoch == (saved or {}).get("epoch"):
+        # no epoch ran: a run killed between its last checkpoint and these files resumed at its end
+        _write_history(out, state.history)
+    summary = {"epochs_run": state.epoch, "best_epoch": state.best_epoch, "best_val_auc": state.best_auc,
+               "stopped_by": "patience" if state.stale >= options.patience else "epochs"}
+    write_new_file(out / DONE, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    return summary
+
+
+def _previous_config(out: Path, options: AdaptOptions) -> dict | None:
+    if options.resume and (out / "config.json").is_file():
+        return read_run_config(out / "config.json", "use another --out or --force")
+    return None
+
+
+def _config(options: AdaptOptions, device: torch.device, precision: str) -> dict:
+    """config.json: every option that decides the run's bytes, as resolved, and the machine
+    (the base weights' sha256 joins it once they are loaded)."""
+    config = asdict(options)
+    for key in ("out", "data_dir"):
+        config[key] = str(config[key])
+    config["hold_out"] = list(options.hold_out)
+    for key in ("resume", "force", "workers"):
+        config.pop(key)
+    config.update(device=device.type, precision=precision, hardware=hardware(device).as_dict())
+    return config
+
+
+def _compared(config: dict, *also_ignored: str) -> dict:
+    return {k: v for k, v in config.items() if k not in NOT_COMPARED + also_ignored}
+
+
+def _different_run(out: Path) -> InputError:
+    return InputError(f"{out} holds a different run (its config.json differs); use another --out or --force")
+
+
+def _training_rows(options: AdaptOptions, image_ids: np.ndarray, split: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Each image's file (or "") and the train and val rows that have one."""
+    paths = find_images(Path(options.data_dir), image_ids)
+    rows = {s: np.flatnonzero((split == s) & (paths != "")) for s in ("train", "val")}
+    if options.limit:
+        rows = {s: r[: options.limit] for s, r in rows.items()}
+    if len(rows["train"]) == 0:
+        raise DataError(f"no training images under {options.data_dir}: adaptation needs the train split's images")
+    if len(rows["val"]) == 0:
+        raise DataError(f"no validation images under {options.data_dir}: early stopping needs them")
+    return paths, rows
+
+
+def _workers(options: AdaptOptions, device: torch.device) -> int:
+    if options.workers is not None:
+        return options.workers
+    return max(0, usable_cores() - (1 if device.type == "cuda" else 0))  # on CUDA one core feeds the GPU
+
+
+def _optimiser(loaded: LoadedModel, head: torch.nn.Module, options: AdaptOptions,
+               device: torch.device) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
+    encoder = [p for p in loaded.model.visual.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(
+        [{"params": encoder, "lr": options.lr_encoder}, {"params": list(head.parameters()), "lr": options.lr_head}],
+        weight_decay=options.weight_decay, fused=device.type == "cuda",  # one kernel for every parameter
+    )
+    return optimiser, torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=2)
+
+
+def _one_epoch(state: RunState, loaded: LoadedModel, head: torch.nn.Module, loaders: dict, step: TrainStep,
+               scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau, keep: torch.Tensor, options: AdaptOptions,
+               precision: str, out: Path, notify: Notify) -> None:
+    """Train, validate, step the schedule, checkpoint, write the history."""
+    epoch = state.epoch + 1
+    loss = train_epoch(loaded, head, loaders["train"], step, keep, epoch, options.seed * 1000 + epoch)
+    aucs = validate(loaded, head, loaders["val"], precision)
+    kept = np.where(keep.cpu().numpy() > 0, aucs, np.nan)  # held-out findings choose nothing
+    val_auc = mean_auc(kept)
+    scheduler.step(val_auc if np.isfinite(val_auc) else 0.0)
+    improved = bool(np.isfinite(val_auc) and val_auc > state.best_auc)
+    state.epoch, state.stale = epoch, 0 if improved else state.stale + 1
+    visual = trainable_state(loaded.model.visual)
+    if improved:
+        state.best_auc, state.best_epoch = float(val_auc), epoch
+        save_checkpoint(out / BEST, {"epoch": epoch, "visual": visual, "head": head.state_dict()})
+    groups = step.optimiser.param_groups
+    state.history.append({
+        "epoch": epoch, "train_loss": loss, "val_mean_auc": float(val_auc),
+        "lr_encoder": groups[0]["lr"], "lr_head": groups[1]["lr"],
+        **{f"val_auc_{f}": float(a) for f, a in zip(FINDINGS, aucs)},
+    })
+    save_checkpoint(out / CHECKPOINT, {
+        **asdict(state), "visual": visual, "head": head.state_dict(), "optimiser": step.optimiser.state_dict(),
+        "scheduler": scheduler.state_dict(), "scaler": step.state_dict(),
+    })
+    _write_history(out, state.history)
+    notify(f"epoch {epoch}: train loss {loss:.4f}, validation mean AUC {val_auc:.4f}")
 
 
 def _open_pixels(path: Path) -> np.ndarray:
@@ -130,7 +296,7 @@ def _open_pixels(path: Path) -> np.ndarray:
 
 
 def _pixels_for(out: Path, split: str, paths: list[str], image_ids: list[str], prep: Preprocessing,
-                options: AdaptOptions, notify: Notify) -> np.ndarray:
+                workers: int, notify: Notify) -> np.ndarray:
     """The split's pixel cache in ``out``: reused when it records this very image set (its
     ``.source`` file) and has its shape, else decoded anew. A file there that is no pixel cache
     is refused."""
@@ -143,128 +309,9 @@ def _pixels_for(out: Path, split: str, paths: list[str], image_ids: list[str], p
             return pixels
         del pixels  # its memory map, before the file is replaced
     notify(f"decoding {len(paths):,} {split} images once into {cache.name}")
-    pixels = build_pixel_cache(paths, cache, prep, options.workers)
+    pixels = build_pixel_cache(paths, cache, prep, workers)
     write_new_file(record, source.encode())
     return pixels
-
-
-def _run(options: AdaptOptions, out: Path, notify: Notify) -> dict:
-    config = _config(options)
-    if options.resume and (out / "config.json").is_file():
-        previous = read_run_config(out / "config.json", "use another --out or --force")
-        if {k: v for k, v in previous.items() if k != "epochs"} != {k: v for k, v in config.items() if k != "epochs"}:
-            raise InputError(f"{out} holds a different run (its config.json differs); use another --out or --force")
-    saved = load_checkpoint(out / CHECKPOINT) if options.resume and (out / CHECKPOINT).is_file() else None
-    meta = load_nih_metadata(Path(options.data_dir), options.val_fraction, options.val_seed)
-    paths = find_images(Path(options.data_dir), meta.table.image_ids)
-    rows = {s: np.flatnonzero((meta.table.split == s) & (paths != "")) for s in ("train", "val")}
-    if options.limit:
-        rows = {s: r[: options.limit] for s, r in rows.items()}
-    if len(rows["train"]) == 0:
-        raise DataError(f"no training images under {options.data_dir}: adaptation needs the train split's images")
-    if len(rows["val"]) == 0:
-        raise DataError(f"no validation images under {options.data_dir}: early stopping needs them")
-    loaded = load_model(options.model, options.pretrained, options.device)
-    model, device, prep = loaded.model, loaded.device, loaded.preprocessing
-    unfreeze_top(model.visual, options.unfreeze)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(options.seed)
-        head = PaperHead(loaded.embed_dim).to(device)
-    notify(f"trainable parameters: {trainable_count(model.visual, head):,} "
-           f"({100 * trainable_count(model.visual, head) / total_count(model.visual, head):.2f}% of visual encoder + head)")
-    out.mkdir(exist_ok=True)  # only once every input has been checked
-    remove_stale_temporaries(out)  # half-written files of killed runs (the run dir is ours)
-    data = {}
-    for split in ("train", "val"):
-        pixels = _pixels_for(out, split, paths[rows[split]].tolist(), meta.table.image_ids[rows[split]].tolist(),
-                             prep, options, notify)
-        data[split] = PixelDataset(pixels, meta.table.labels[rows[split]], prep, augment=split == "train", seed=options.seed)
-    keep = torch.tensor([f not in options.hold_out for f in FINDINGS], dtype=torch.float32, device=device)
-    encoder = [p for p in model.visual.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(
-        [{"params": encoder, "lr": options.lr_encoder}, {"params": list(head.parameters()), "lr": options.lr_head}],
-        weight_decay=options.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=2)
-    state = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "stale": 0, "history": []}
-    if saved is not None:
-        model.visual.load_state_dict(saved["visual"])
-        head.load_state_dict(saved["head"])
-        optimiser.load_state_dict(saved["optimiser"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = {k: saved[k] for k in state}
-        notify(f"resuming after epoch {state['epoch']}")
-    write_new_file(out / "config.json", (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
-    if state["epoch"] < options.epochs and state["stale"] < options.patience:
-        (out / DONE).unlink(missing_ok=True)  # a finished run given more epochs is unfinished until they end
-    while state["epoch"] < options.epochs and state["stale"] < options.patience:
-        epoch = state["epoch"] + 1
-        loss = _train_epoch(model, head, data["train"], optimiser, keep, options, epoch, device)
-        aucs = _validate(model, head, data["val"], options, device)
-        kept = np.where(keep.cpu().numpy() > 0, aucs, np.nan)  # held-out findings choose nothing
-        val_auc = mean_auc(kept)
-        scheduler.step(val_auc if np.isfinite(val_auc) else 0.0)
-        improved = np.isfinite(val_auc) and val_auc > state["best_auc"]
-        state.update(epoch=epoch, stale=0 if improved else state["stale"] + 1)
-        if improved:
-            state.update(best_auc=float(val_auc), best_epoch=epoch)
-            save_checkpoint(out / BEST, {"epoch": epoch, "visual": model.visual.state_dict(), "head": head.state_dict()})
-        state["history"].append({
-            "epoch": epoch, "train_loss": loss, "val_mean_auc": float(val_auc),
-            "lr_encoder": optimiser.param_groups[0]["lr"], "lr_head": optimiser.param_groups[1]["lr"],
-            **{f"val_auc_{f}": float(a) for f, a in zip(FINDINGS, aucs)},
-        })
-        save_checkpoint(out / CHECKPOINT, {
-            **state, "visual": model.visual.state_dict(), "head": head.state_dict(),
-            "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-        })
-        _write_history(out, state["history"])
-        notify(f"epoch {epoch}: train loss {loss:.4f}, validation mean AUC {val_auc:.4f}")
-    if state["history"] and state["epoch"] == (saved or {}).get("epoch"):
-        # no epoch ran: a run killed between its last checkpoint and these files resumed at its end
-        _write_history(out, state["history"])
-    summary = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "best_val_auc": state["best_auc"],
-               "stopped_by": "patience" if state["stale"] >= options.patience else "epochs"}
-    write_new_file(out / DONE, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
-    return summary
-
-
-def _train_epoch(model, head, dataset, optimiser, keep, options, epoch, device) -> float:  # noqa: ANN001
-    dataset.set_epoch(epoch)
-    order = torch.Generator().manual_seed(int(np.random.SeedSequence([options.seed, epoch]).generate_state(1)[0]))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size, shuffle=True, generator=order,
-                                         num_workers=options.workers)
-    model.visual.train()
-    head.train()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    total, count = 0.0, 0
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(options.seed * 1000 + epoch)  # dropout draws: the same on a resumed run
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            with autocast:
-                logits = head(model.encode_image(x).float())
-            loss = focal_bce_with_logits(logits.float(), y, mask=keep[None])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            params = [p for group in optimiser.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimiser.step()
-            total += float(loss.detach()) * len(x)
-            count += len(x)
-    return total / max(count, 1)
-
-
-def _validate(model, head, dataset, options, device) -> np.ndarray:  # noqa: ANN001
-    loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size * 2, num_workers=options.workers)
-    model.visual.eval()
-    head.eval()
-    scores, labels = [], []
-    with torch.inference_mode():
-        for x, y in loader:
-            scores.append(head(model.encode_image(x.to(device)).float()).cpu().numpy())
-            labels.append(y.numpy())
-    return per_class_auc(np.concatenate(labels), np.concatenate(scores))
 
 
 def _write_history(out: Path, history: list[dict]) -> None:

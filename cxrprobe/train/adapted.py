@@ -6,10 +6,13 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
+import torch
+
 from cxrprobe.errors import InputError
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.mlp_head import PaperHead
-from cxrprobe.models.weights import weights_sha256
+from cxrprobe.models.unfreeze import load_trainable_state
+from cxrprobe.models.weights import state_sha256, weights_sha256
 from cxrprobe.train.checkpoint import load_checkpoint, read_run_config
 
 BEST = "best.pt"
@@ -24,7 +27,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_adapted(run_dir: Path, device: str) -> tuple[LoadedModel, Path]:
+def load_adapted(run_dir: Path, device: str | torch.device) -> tuple[LoadedModel, Path]:
     """The run's base model with its adapted visual tower and head (the best epoch's)."""
     run_dir = Path(run_dir)
     config_path, best = run_dir / "config.json", run_dir / BEST
@@ -38,14 +41,21 @@ def load_adapted(run_dir: Path, device: str) -> tuple[LoadedModel, Path]:
         raise InputError(f"{config_path} names no model and pretrained weights; {remedy}")
     saved = load_checkpoint(best, remedy)
     loaded = load_model(config["model"], config["pretrained"], device)  # the text tower stays the base one
+    base = config.get("base_weights_sha256")
+    if base is not None and base != loaded.weights_sha256:
+        raise InputError(f"the {config['pretrained']!r} weights of {config['model']} are not those {run_dir} was "
+                         "adapted from (their sha256 differs); give the same weights, or adapt again")
     try:
-        loaded.model.visual.load_state_dict(saved["visual"])
+        load_trainable_state(loaded.model.visual, saved["visual"])
         head = PaperHead(loaded.embed_dim)
         head.load_state_dict(saved["head"])
     except (KeyError, RuntimeError, TypeError, AttributeError) as exc:  # not a dict of fitting tensors
         raise InputError(f"{best} does not fit {config['model']}: {str(exc).splitlines()[0][:160]}") from None
     head.eval().to(loaded.device)
-    identity = hashlib.sha256((weights_sha256(loaded.model) + weights_sha256(head)).encode()).hexdigest()
+    # the base weights' hash (computed once, by load_model) and the adapted tensors' identify it
+    identity = hashlib.sha256(
+        (loaded.weights_sha256 + state_sha256(saved["visual"]) + weights_sha256(head)).encode()
+    ).hexdigest()
     adapted = dataclasses.replace(
         loaded, head=head, weights_sha256=identity, pretrained=f"{config['pretrained']}+adapted",
     )

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from cxrprobe.data.images import Preprocessing, batch_ranges, make_loader, to_model_input
+from cxrprobe.data.images import Preprocessing, batch_ranges, make_loader
 from cxrprobe.errors import DataError
 from cxrprobe.fsutil import reserve_blocks, temporary_sibling
+from cxrprobe.seeding import seeded_cpu
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2
@@ -79,29 +80,59 @@ def paper_augmentation() -> v2.Compose:
 
 
 class PixelDataset(torch.utils.data.Dataset):
-    """Rows of a pixel cache as normalised model input with their labels, augmented or not."""
+    """Rows of a pixel cache with their labels, augmented or not, as uint8 grey images: a batch
+    crosses from a worker as 50 KB an image, and is normalised on the training device
+    (``to_model_input``). An item is asked for as (epoch, row), so that workers that live
+    across epochs draw each epoch's augmentation without being told of it."""
 
-    def __init__(self, pixels: np.ndarray, labels: np.ndarray, prep: Preprocessing, augment: bool, seed: int = 7) -> None:
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, augment: bool, seed: int = 7) -> None:
         if len(pixels) != len(labels):
             raise ValueError("pixels and labels differ in length")
         self.pixels = pixels
         self.labels = labels
-        self.prep = prep
         self.augment = paper_augmentation() if augment else None
         self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, row = item
+        grey = torch.from_numpy(np.array(self.pixels[row]))[None]  # [1, s, s] uint8
+        if self.augment is not None:
+            with seeded_cpu(int(np.random.SeedSequence([self.seed, epoch, int(row)]).generate_state(1)[0])):
+                grey = self.augment(grey)
+        return grey[0], torch.as_tensor(self.labels[row], dtype=torch.float32)
+
+
+class EpochOrder(torch.utils.data.Sampler):
+    """(epoch, row) for every row, in an order drawn from (seed, epoch) when ``shuffle``: the
+    same on a resumed run and whatever the number of workers."""
+
+    def __init__(self, n_rows: int, seed: int, shuffle: bool) -> None:
+        self.n_rows, self.seed, self.shuffle = n_rows, seed, shuffle
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.pixels)
+        return self.n_rows
 
-    def __getitem__(self, row: int) -> tuple[torch.Tensor, torch.Tensor]:
-        grey = torch.from_numpy(np.array(self.pixels[row]))[None]  # [1, s, s] uint8
-        if self.augment is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, int(row)]).generate_state(1)[0]))
-                grey = self.augment(grey)
-        x = to_model_input(grey, self.prep, torch.float32)[0]
-        return x, torch.as_tensor(self.labels[row], dtype=torch.float32)
+    def __iter__(self):  # noqa: ANN204
+        if self.shuffle:
+            seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
+            rows = torch.randperm(self.n_rows, generator=torch.Generator().manual_seed(seed)).tolist()
+        else:
+            rows = range(self.n_rows)
+        return ((self.epoch, row) for row in rows)
+
+
+def pixel_loader(dataset: PixelDataset, batch_size: int, shuffle: bool, workers: int, pin_memory: bool,
+                 seed: int) -> torch.utils.data.DataLoader:
+    """One loader for the whole run: its workers (if any) live across epochs."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=EpochOrder(len(dataset), seed, shuffle), num_workers=workers,
+        pin_memory=pin_memory, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),  # its worker seeds, never drawn from the global RNG
+    )
