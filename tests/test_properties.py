@@ -8,10 +8,12 @@ corruption into a DataError.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ from cxrprobe.errors import DataError, InputError
 from cxrprobe.eval.options import parse_shots
 from cxrprobe.heads import HEADS, parse_heads
 from cxrprobe.labels import FINDINGS, NO_FINDING
-from cxrprobe.models.loading import resolve_device
+from cxrprobe.models.device import resolve_device
 from cxrprobe.models.prompt_file import read_prompt_file
 from cxrprobe.train.adapt import parse_hold_out
 
@@ -99,12 +101,20 @@ def test_hold_out_any_text_parses_or_is_an_input_error(text):
 
 
 @QUICK
-@given(st.one_of(option_text, st.sampled_from(["cuda", "cuda:0", "cuda:99", "cuda:-1", "cuda:x", "CPU", "gpu"])))
-def test_device_any_text_resolves_or_is_an_input_error(text):
-    device = parsed_or_input_error(resolve_device, text)
+@given(st.one_of(option_text, st.sampled_from(["cuda", "cuda:0", "cuda:1", "cuda:01", "cuda:2", "cuda\n", "cuda:99",
+                                                "cuda:200", "cuda:-1", "cuda:x", "CPU", "gpu"])),
+       st.booleans())
+def test_device_any_text_resolves_or_is_an_input_error(text, with_gpus):
+    """With or without (faked) GPUs: a device torch can use, or one line of bad input."""
+    gpus = {"is_available": lambda: with_gpus, "device_count": lambda: 2 if with_gpus else 0,
+            "current_device": lambda: 0}
+    with contextlib.ExitStack() as stack:
+        for name, fake in gpus.items():
+            stack.enter_context(mock.patch.object(torch.cuda, name, fake))
+        device = parsed_or_input_error(resolve_device, text)
     if device is not None:
-        assert device.type in ("cpu", "cuda")
-        assert device.type == "cpu" or torch.cuda.is_available()
+        assert device.type == "cpu" or (with_gpus and device.type == "cuda" and device.index in (0, 1))
+        assert device == torch.device(str(device))
 
 
 # --- --prompts: a JSON file ------------------------------------------------------------------------
