@@ -20,7 +20,7 @@ from cxrprobe.cache.reader import FeatureCache, peek_cache
 from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, manifest_sha256, preprocessing_json
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.cores import usable_cores
-from cxrprobe.data.images import make_loader
+from cxrprobe.data.images import DecodedBatch, make_loader
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import DATASET_NAME, NihMetadata, load_nih_metadata
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
@@ -30,7 +30,7 @@ from cxrprobe.fsutil import check_output_path, exclusive_lock, remove_stale_temp
 from cxrprobe.models.device import (
     Hardware, choose_precision, hardware, reporting_out_of_memory, resolve_device, running_on, use_device,
 )
-from cxrprobe.models.encode import encode_with_head
+from cxrprobe.models.encode import Encoded, launch_encode
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.text import default_prompts, encode_prompts
 from cxrprobe.train.adapted import file_sha256, load_adapted
@@ -224,13 +224,23 @@ def fill_shard(
     done = writer.n_rows - sum(len(b) for b in batches)
     if progress:
         progress(done, writer.n_rows)
+    # One batch in flight: batch i+1 is launched on the device before batch i is read back and
+    # committed, so the GPU computes while the host copies and writes (on the CPU it changes nothing).
+    in_flight = None
     for batch, decoded in zip(batches, loader):
-        embeddings, logits = (
-            encode_with_head(loaded, decoded.pixels, precision)
-            if len(decoded.rows) else (np.zeros((0, loaded.embed_dim), dtype=np.float32), None)
-        )
-        writer.commit(batch, decoded.rows, embeddings, decoded.failures, logits)
-        done += len(batch)
-        if progress:
-            progress(done, writer.n_rows)
+        launched = (batch, decoded, launch_encode(loaded, decoded.pixels, precision) if len(decoded.rows) else None)
+        if in_flight is not None:
+            done = _commit(writer, *in_flight, loaded.embed_dim, done, progress)
+        in_flight = launched
+    if in_flight is not None:
+        _commit(writer, *in_flight, loaded.embed_dim, done, progress)
     return len(batches)
+
+
+def _commit(writer: ShardWriter, batch: range, decoded: DecodedBatch, encoded: Encoded | None, embed_dim: int,
+            done: int, progress: Progress | None) -> int:
+    embeddings, logits = encoded.result() if encoded is not None else (np.zeros((0, embed_dim), np.float32), None)
+    writer.commit(batch, decoded.rows, embeddings, decoded.failures, logits)
+    if progress:
+        progress(done + len(batch), writer.n_rows)
+    return done + len(batch)
