@@ -3,18 +3,19 @@
     python benchmarks/embed_throughput.py --model cxrprobe-tiny --images 600   # decode-bound
     python benchmarks/embed_throughput.py --model ViT-B-32 --images 300        # model-bound on a CPU
 
-Images are copies of the 40 real NIH PNGs (1024x1024, 8-bit) under generated ids, so decoding
+Images are copies of the real NIH PNGs in tests/data (1024x1024, 8-bit) under generated ids, so decoding
 costs what it costs on the real dataset; weights are random (``--pretrained none``), which
-costs the same as real ones. Each stage is timed in steady state, from its first batch to its
-last (start-up, i.e. spawning workers and waiting for the first batch, is printed apart, as it
-is a fixed second or so, not a rate). The three stages run in turn, ``--rounds`` times, and
+costs the same as real ones. Decoding and the pipeline are timed from the moment their loader
+starts (its workers' start-up included, a fraction of a second) to the last batch; the model
+alone after three warm-up batches of the timed shape, CUDA synchronised before each clock
+read. The three stages run in turn, ``--rounds`` times, and
 the medians are compared, because a shared VM's CPU speed drifts by 10-20% from minute to
 minute:
 
 - decode: the embed DataLoader over every image, all workers, no model;
 - model: uint8 batches already in memory through normalisation and the visual tower;
 - pipeline: ``cxrprobe embed`` itself (decode, model, crash-safe HDF5 commits), from its
-  first batch to its last; model loading and the final merge are reported apart.
+  loader's start to its last batch; model loading and the final merge are reported apart.
 
 The target (DESIGN.md) is pipeline >= 0.9 x the slower of decode and model. The last line is
 ``decode_ips=<n> model_ips=<n> pipeline_ips=<n> ratio=<pipeline / slower stage>``.
@@ -41,6 +42,7 @@ from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.data.synthetic import write_nih_folder
 from cxrprobe.models.encode import encode_images
+from cxrprobe.models.device import choose_precision, resolve_device, running_on, use_device
 from cxrprobe.models.loading import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,24 +62,32 @@ def decode_alone(data_dir: Path, batch_size: int, workers: int, image_size: int)
 
 
 def steady_rate(marks: list[tuple[float, int]]) -> float:
-    """Images/s from the first batch to the last; marks[0] is the start, marks[1] the first batch."""
-    (t_first, n_first), (t_last, n_last) = marks[1], marks[-1]
-    return (n_last - n_first) / (t_last - t_first)
+    """Images/s from the loader's start to its last batch; marks[0] is the start. (Counting from
+    the first batch instead would credit every image the workers prefetched meanwhile: with 16
+    workers that is 4 x 16 batches, all of a small benchmark set.)"""
+    (t_start, n_start), (t_last, n_last) = marks[0], marks[-1]
+    return (n_last - n_start) / (t_last - t_start)
 
 
 def model_alone(loaded, n_images: int, batch_size: int, precision: str) -> float:
     size = loaded.preprocessing.image_size
     generator = torch.Generator().manual_seed(0)
     batch = torch.randint(0, 256, (batch_size, size, size), dtype=torch.uint8, generator=generator)
-    encode_images(loaded, batch[:2], precision)  # warm-up (kernel selection, allocator)
-    if loaded.device.type == "cuda":
-        torch.cuda.synchronize()
+    for _ in range(3):  # warm-up at the timed shape: kernel selection, the allocator, pinned buffers
+        encode_images(loaded, batch, precision)
+    synchronise(loaded.device)
     start = time.perf_counter()
     done = 0
     while done < n_images:
         encode_images(loaded, batch, precision)
         done += batch_size
+    synchronise(loaded.device)
     return done / (time.perf_counter() - start)
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def pipeline(data_dir: Path, out: Path, args: argparse.Namespace) -> float:
@@ -101,7 +111,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=None, help="default: one per usable core")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--precision", default="auto", help="as embed's: auto is fp16 on CUDA, fp32 on the CPU")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data-dir", type=Path, help="an NIH-layout folder to use instead of generated copies")
     parser.add_argument("--png-pool", type=Path, default=REPO / "tests" / "data" / "nih" / "images",
@@ -117,15 +127,17 @@ def main() -> None:
             if not pool:
                 sys.exit(f"no real PNGs in {args.png_pool}; pass --png-pool or --data-dir")
             write_nih_folder(data_dir, args.images, seed=0, png_pool=pool)
-        loaded = load_model(args.model, "none", args.device)
-        print(f"device {loaded.device} ({torch.cuda.get_device_name() if loaded.device.type == 'cuda' else f'{os.cpu_count()} cpus'}), "
-              f"model {args.model}, batch {args.batch_size}, workers {workers}, torch threads {torch.get_num_threads()}, "
-              f"precision {args.precision}")
+        device = resolve_device(args.device)
+        use_device(device)
+        loaded = load_model(args.model, "none", device)
+        precision = choose_precision(args.precision, device)
+        print(f"{args.model} {running_on(device, precision)}, {os.cpu_count()} cpus, batch {args.batch_size}, "
+              f"workers {workers}, torch threads {torch.get_num_threads()}")
         n = len(load_nih_metadata(data_dir).table)
         rates: dict[str, list[float]] = {"decode": [], "model": [], "pipeline": []}
         for round_ in range(args.rounds):
             rates["decode"].append(decode_alone(data_dir, args.batch_size, workers, loaded.preprocessing.image_size))
-            rates["model"].append(model_alone(loaded, n, args.batch_size, args.precision))
+            rates["model"].append(model_alone(loaded, n, args.batch_size, precision))
             rates["pipeline"].append(pipeline(data_dir, Path(tmp) / "cache.h5", args))
             print(f"  round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in rates.items()))
         decode_ips, model_ips, pipeline_ips = (float(np.median(rates[k])) for k in ("decode", "model", "pipeline"))

@@ -183,6 +183,39 @@ def test_embed_from_an_adapt_run_stores_the_head_logits_and_the_adapted_head_run
                           "is not a finished cxrprobe adapt run")
 
 
+def test_embed_reads_what_adapt_decoded_and_gets_the_same_embeddings(adapt_data, adapted_run, tmp_path, cli):
+    """The run's pixel caches stand in for decoding its train and val images, exactly; an image
+    whose file changed since, or lies elsewhere, is decoded anew."""
+    import h5py
+    import numpy as np
+
+    def embed(data, run, out):  # noqa: ANN001, ANN202 - the cache, and how many images came decoded
+        result = cli("embed", "--data-dir", data, "--out", out, "--checkpoint", run, "--device", "cpu",
+                     "--workers", "0")
+        assert result.code == 0, result.stderr
+        note = next(line for line in result.stderr.splitlines() if "come decoded" in line)
+        return out, int(note.split()[1].replace(",", ""))
+
+    stripped = tmp_path / "run-without-pixels"
+    shutil.copytree(adapted_run, stripped, ignore=shutil.ignore_patterns("pixels-*"))
+    reused, n_reused = embed(adapt_data, adapted_run, tmp_path / "reused.h5")
+    decoded, n_decoded = embed(adapt_data, stripped, tmp_path / "decoded.h5")
+    with h5py.File(reused, "r") as a, h5py.File(decoded, "r") as b:
+        assert np.array_equal(a["embeddings"][()], b["embeddings"][()])
+        assert np.array_equal(a["head/logits"][()], b["head/logits"][()])
+        split = a["split"].asstr()[()]
+    assert n_reused == int(np.count_nonzero(split != "test")) > 0 and n_decoded == 0
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(adapt_data, elsewhere)
+    assert embed(elsewhere, adapted_run, tmp_path / "elsewhere.h5")[1] == 0  # other files: none taken on trust
+    run = tmp_path / "run"
+    assert cli("adapt", "--data-dir", elsewhere, "--out", run, *TINY, "--epochs", "1").code == 0
+    test_images = set((elsewhere / "test_list.txt").read_text().split())
+    changed = next(p for p in sorted((elsewhere / "images").glob("*.png")) if p.name not in test_images)
+    changed.write_bytes(changed.read_bytes())  # rewritten in place: a new modification time
+    assert embed(elsewhere, run, tmp_path / "changed.h5")[1] == n_reused - 1
+
+
 def test_paper_protocol_continues_the_adapted_head_from_the_cache(adapt_data, adapted_run, tmp_path, cli):
     import json
 

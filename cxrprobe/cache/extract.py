@@ -20,7 +20,7 @@ from cxrprobe.cache.reader import FeatureCache, peek_cache
 from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, manifest_sha256, preprocessing_json
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.cores import usable_cores
-from cxrprobe.data.images import DecodedBatch, make_loader
+from cxrprobe.data.images import DecodedBatch, DecodedBefore, make_loader
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import DATASET_NAME, NihMetadata, load_nih_metadata
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
@@ -34,6 +34,7 @@ from cxrprobe.models.encode import Encoded, launch_encode
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.text import default_prompts, encode_prompts
 from cxrprobe.train.adapted import file_sha256, load_adapted
+from cxrprobe.train.pixels import decoded_by_adapt
 from cxrprobe.versions import package_versions
 
 Notify = Callable[[str], None]
@@ -139,9 +140,14 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
         writer = _open_or_create_shard(partial, spec, options, manifest, loaded, metadata, missing, notify,
                                        checkpoint_file, hardware(device))
         workers = usable_cores() if options.workers is None else options.workers
+        decoded = None
+        if options.checkpoint is not None:  # the run decoded its train and val images once already
+            decoded = decoded_by_adapt(Path(options.checkpoint), manifest.image_ids.tolist(), paths[present].tolist(),
+                                       loaded.preprocessing)
+            notify(f"{decoded.count():,} of {len(manifest):,} images come decoded from the adapt run's pixel caches")
         notify(f"embedding {len(manifest):,} images {running_on(device, precision)}")
         with writer:
-            batches_run = fill_shard(writer, paths[present].tolist(), loaded, precision, workers, progress)
+            batches_run = fill_shard(writer, paths[present].tolist(), loaded, precision, workers, progress, decoded)
         summary = write_cache(out, [partial])
         partial.unlink()
     return EmbedResult(out, summary.rows, summary.failures, missing, len(table), batches_run, time.perf_counter() - started)
@@ -214,13 +220,14 @@ def _open_or_create_shard(
 
 def fill_shard(
     writer: ShardWriter, paths: list[str], loaded: LoadedModel, precision: str, workers: int,
-    progress: Progress | None = None,
+    progress: Progress | None = None, decoded: DecodedBefore | None = None,
 ) -> int:
-    """Embed the shard's pending batches; ``paths`` are the shard's own rows. Returns batches run."""
+    """Embed the shard's pending batches; ``paths`` are the shard's own rows (``decoded``, rows
+    already decoded elsewhere). Returns batches run."""
     if len(paths) != writer.n_rows:
         raise ValueError(f"{len(paths)} paths for a shard of {writer.n_rows} rows")
     batches = writer.pending_batches()
-    loader = make_loader(paths, loaded.preprocessing, batches, workers, loaded.device.type == "cuda")
+    loader = make_loader(paths, loaded.preprocessing, batches, workers, loaded.device.type == "cuda", decoded)
     done = writer.n_rows - sum(len(b) for b in batches)
     if progress:
         progress(done, writer.n_rows)

@@ -140,19 +140,46 @@ class DecodedBatch(NamedTuple):
     failures: list[tuple[int, str]]  # (manifest row, reason)
 
 
-class ImageFiles(torch.utils.data.Dataset):
-    """Map-style dataset over file paths; item ``i`` is row ``i`` decoded, or its failure."""
+@dataclass(frozen=True)
+class DecodedBefore:
+    """Images some earlier run already decoded and resized exactly as ``load_grey`` would: for
+    each row, (which of ``files``, which row in it) or None. The files are uint8 [n, s, s] .npy
+    arrays, memory-mapped on first use in each process (a memory map sent to a worker would be
+    copied whole)."""
 
-    def __init__(self, paths: Sequence[str], prep: Preprocessing) -> None:
+    files: tuple[str, ...]
+    where: tuple[tuple[int, int] | None, ...]
+
+    def count(self) -> int:
+        return sum(w is not None for w in self.where)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Map-style dataset over file paths; item ``i`` is row ``i`` decoded (or read from what
+    ``decoded_before`` holds), or its failure."""
+
+    def __init__(self, paths: Sequence[str], prep: Preprocessing, decoded_before: DecodedBefore | None = None) -> None:
         self.paths = list(paths)
         self.prep = prep
+        self.decoded_before = decoded_before
+        self._maps: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _decoded_before(self, row: int) -> np.ndarray | None:
+        where = self.decoded_before.where[row] if self.decoded_before is not None else None
+        if where is None:
+            return None
+        index, at = where
+        if index not in self._maps:
+            self._maps[index] = np.load(self.decoded_before.files[index], mmap_mode="r")
+        return np.array(self._maps[index][at])
+
     def __getitem__(self, row: int) -> DecodedItem:
         try:
-            return DecodedItem(row, load_grey(self.paths[row], self.prep), "")
+            pixels = self._decoded_before(row)
+            return DecodedItem(row, pixels if pixels is not None else load_grey(self.paths[row], self.prep), "")
         except ImageDecodeError as exc:
             return DecodedItem(row, None, str(exc))
         except OSError as exc:  # vanished or unreadable between listing and decoding
@@ -184,10 +211,11 @@ def make_loader(
     batches: Sequence[Sequence[int]],
     workers: int,
     pin_memory: bool = False,
+    decoded_before: DecodedBefore | None = None,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader yielding DecodedBatch for each given batch of rows, in order."""
     return torch.utils.data.DataLoader(
-        ImageFiles(paths, prep),
+        ImageFiles(paths, prep, decoded_before),
         batch_sampler=[list(b) for b in batches],
         num_workers=workers,
         collate_fn=collate_decoded,

@@ -48,7 +48,7 @@ from cxrprobe.seeding import seeded_cpu
 from cxrprobe.train.adapted import BEST, DONE
 from cxrprobe.train.checkpoint import load_checkpoint, read_run_config, save_checkpoint
 from cxrprobe.train.loop import TrainStep, train_epoch, validate
-from cxrprobe.train.pixels import PixelDataset, build_pixel_cache, pixel_loader, pixel_source
+from cxrprobe.train.pixels import PixelDataset, build_pixel_cache, pixel_loader, pixel_record
 
 Notify = Callable[[str], None]
 CHECKPOINT = "last.pt"
@@ -301,7 +301,7 @@ def _pixels_for(out: Path, split: str, paths: list[str], image_ids: list[str], p
     ``.source`` file) and has its shape, else decoded anew. A file there that is no pixel cache
     is refused."""
     cache, record = out / f"pixels-{split}.npy", out / f"pixels-{split}.source"
-    source = pixel_source(image_ids, paths, prep)
+    source = pixel_record(image_ids, paths, prep)
     if cache.is_file():
         pixels = _open_pixels(cache)
         recorded = record.read_text() if record.is_file() else None

@@ -9,7 +9,6 @@ row), so it does not depend on worker count or on where a resumed run restarts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from cxrprobe.data.images import Preprocessing, batch_ranges, make_loader
+from cxrprobe.data.images import DecodedBefore, Preprocessing, batch_ranges, make_loader
 from cxrprobe.errors import DataError
 from cxrprobe.fsutil import reserve_blocks, temporary_sibling
 from cxrprobe.seeding import seeded_cpu
@@ -55,16 +54,63 @@ def build_pixel_cache(paths: list[str], out: Path, prep: Preprocessing, workers:
     return np.load(out, mmap_mode="r")
 
 
-def pixel_source(image_ids: list[str], paths: list[str], prep: Preprocessing) -> str:
-    """A digest of what a pixel cache holds: which images, from which files (their size and
+def pixel_record(image_ids: list[str], paths: list[str], prep: Preprocessing) -> str:
+    """What a pixel cache holds, as JSON: which images, from which files (their size and
     modification time too, so a file replaced in place counts as new), in which order, resized
-    how. A run dir's cache is reused only when its recorded digest is this one: ``--force``
-    onto a run dir of another image set must not train on the old pixels, even when the counts
-    agree."""
-    files = [(str(p), stat.st_size, stat.st_mtime_ns) for p, stat in ((p, os.stat(p)) for p in paths)]
-    resize = {k: v for k, v in asdict(prep).items() if k not in ("mean", "std")}  # the cache holds raw uint8
-    text = json.dumps({"image_ids": [str(i) for i in image_ids], "files": files, "resize": resize}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    how. A run dir's cache is reused only when its recorded ``.source`` is this very text
+    (``--force`` onto a run dir of another image set must not train on the old pixels, even
+    when the counts agree), and embed reads an image from it only when its file and the
+    resizing are the same (``decoded_by_adapt``)."""
+    files = [_file(p) for p in paths]
+    return json.dumps({"image_ids": [str(i) for i in image_ids], "files": files, "resize": _resize_settings(prep)},
+                      sort_keys=True)
+
+
+def _resize_settings(prep: Preprocessing) -> dict:
+    return {k: v for k, v in asdict(prep).items() if k not in ("mean", "std")}  # the cache holds raw uint8
+
+
+def decoded_by_adapt(run_dir: Path, image_ids: list[str], paths: list[str], prep: Preprocessing) -> DecodedBefore:
+    """Which of these images an adapt run dir's pixel caches already hold, decoded and resized
+    as ``prep`` says from the very same files: those need no PNG decoding again."""
+    files, known = [], {}
+    for split in ("train", "val"):
+        cache, record = Path(run_dir) / f"pixels-{split}.npy", Path(run_dir) / f"pixels-{split}.source"
+        try:
+            content = json.loads(record.read_text())
+            shape = np.load(cache, mmap_mode="r").shape
+        except (OSError, ValueError, EOFError):  # none, or another cxrprobe's digest-only record
+            continue
+        entries = _entries(content, prep)
+        if entries is None or shape != (len(entries), prep.image_size, prep.image_size):
+            continue  # another resizing, or not a record this cxrprobe wrote
+        for at, (image_id, file) in enumerate(entries):
+            known[image_id] = (len(files), at, file)
+        files.append(str(cache))
+    where = [None if (hit := known.get(str(image_id))) is None or hit[2] != _file(path) else hit[:2]
+             for image_id, path in zip(image_ids, paths)]
+    return DecodedBefore(tuple(files), tuple(where))
+
+
+def _entries(content: object, prep: Preprocessing) -> list[tuple[str, tuple]] | None:
+    """(image id, (path, size, mtime)) per cached row of a pixel record made with ``prep``'s
+    resizing, or None."""
+    if not isinstance(content, dict) or content.get("resize") != _resize_settings(prep):
+        return None
+    ids, files = content.get("image_ids"), content.get("files")
+    if not (isinstance(ids, list) and isinstance(files, list) and len(ids) == len(files)):
+        return None
+    if not all(isinstance(f, list) and len(f) == 3 for f in files):
+        return None
+    return [(str(i), tuple(f)) for i, f in zip(ids, files)]
+
+
+def _file(path: str) -> tuple[str, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:  # gone: decoding will say so
+        return None
+    return str(path), stat.st_size, stat.st_mtime_ns
 
 
 def paper_augmentation() -> v2.Compose:

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The GPU figures benchmarks/RESULTS.md asks for, in one go on one GPU machine (about 5 of its
+# 8 minutes on one GPU with 16 cores), run from the repository root:
+#
+#   bash benchmarks/gpu_suite.sh            # prints every figure; $OUT/gpu_suite.log keeps them
+#
+# 1. ~4,000 images: the real NIH PNGs of tests/data copied under new ids (real decoding cost).
+# 2. embed: decoding alone (every core), the model alone and the whole pipeline, images/s, for a
+#    random-weights ViT-B-32 at fp16 and at bf16 (benchmarks/embed_throughput.py), and what that
+#    makes of NIH's 112,120 images (target: pipeline >= 0.9 x the slower stage, <= 90 s).
+# 3. adapt: one epoch of adapt's real step on 2,000 images through the pixel cache against
+#    decoding PNGs every epoch (benchmarks/adapt_throughput.py; target: bound by the GPU).
+# 4. --resume on CUDA: embed's bytes and adapt's tensors against uninterrupted runs
+#    (benchmarks/resume_check.py).
+#
+# The machine needs Python with torch (CUDA), torchvision, h5py, numpy, pillow, scikit-learn,
+# typer, rich and safetensors; packages it lacks travel as wheels in .whl/ (open_clip_torch,
+# ftfy, wcwidth on the project's H200 machines), made here with e.g.
+#   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --platform manylinux2014_x86_64 -d .whl open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$(mktemp -d)}
+exec > >(tee "$OUT/gpu_suite.log") 2>&1
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+python3 - <<'EOF'
+import torch
+assert torch.cuda.is_available(), "no GPU: this suite is for a GPU machine"
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
+      f"{torch.cuda.get_device_name()} (compute capability {'.'.join(map(str, torch.cuda.get_device_capability()))})")
+EOF
+nproc
+DATA=$(mktemp -d)/nih
+python3 - "$DATA" <<'EOF'
+import sys, time
+from pathlib import Path
+from cxrprobe.data.synthetic import write_nih_folder
+start = time.perf_counter()
+write_nih_folder(Path(sys.argv[1]), 4000, seed=0, png_pool=sorted(Path("tests/data/nih/images").glob("*.png")))
+print(f"4000 real NIH PNGs copied under new ids in {time.perf_counter() - start:.1f} s")
+EOF
+
+for precision in fp16 bf16; do
+  echo "== embed, ViT-B-32, $precision"
+  python3 benchmarks/embed_throughput.py --data-dir "$DATA" --model ViT-B-32 --device cuda --precision "$precision" \
+      --batch-size 256 --rounds 2 | tee "$OUT/embed-$precision.txt"
+  python3 - "$OUT/embed-$precision.txt" <<'EOF'
+import sys
+last = open(sys.argv[1]).read().strip().splitlines()[-1]
+pipeline = float(dict(f.split("=") for f in last.split())["pipeline_ips"])
+print(f"  NIH's 112,120 images at this pipeline rate: {112120 / pipeline:.0f} s (target <= 90 s)")
+EOF
+done
+
+echo "== adapt, ViT-B-32, top 3 blocks, 2,000 images, precision auto"
+python3 benchmarks/adapt_throughput.py --model ViT-B-32 --images 2000 --device cuda --batch-size 32
+
+echo "== --resume on CUDA"
+python3 benchmarks/resume_check.py --data-dir "$DATA" --model ViT-B-32 --device cuda
