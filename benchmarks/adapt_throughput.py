@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrprobe.cores import usable_cores
 from cxrprobe.data.images import Preprocessing, load_grey
 from cxrprobe.data.synthetic import write_nih_folder
 from cxrprobe.models.device import choose_precision, resolve_device, running_on, use_device
 from cxrprobe.models.loading import load_model
 from cxrprobe.models.mlp_head import PaperHead
 from cxrprobe.models.unfreeze import unfreeze_top
+from cxrprobe.train.adapt import AdaptOptions, default_workers, make_optimiser
 from cxrprobe.train.loop import TrainStep, train_epoch
 from cxrprobe.train.pixels import PixelDataset, build_pixel_cache, pixel_loader
 
@@ -90,13 +90,13 @@ def main() -> None:
     device = resolve_device(args.device)
     precision = choose_precision(args.precision, device, training=True)
     use_device(device)
-    workers = args.workers if args.workers is not None else max(0, usable_cores() - (device.type == "cuda"))
+    workers = default_workers(args.workers, device)
     loaded = load_model(args.model, "none", device, visual_only=True)
     unfreeze_top(loaded.model.visual, 3 if len(loaded.model.visual.transformer.resblocks) >= 3 else 1)
     head = PaperHead(loaded.embed_dim).to(device)
-    encoder = [p for p in loaded.model.visual.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW([{"params": encoder, "lr": 1e-5}, {"params": list(head.parameters()), "lr": 1e-4}],
-                                  weight_decay=1e-2, fused=device.type == "cuda")
+    defaults = AdaptOptions(data_dir=Path(), out=Path())
+    optimiser = make_optimiser(loaded.model.visual, head, defaults.lr_encoder, defaults.lr_head,
+                               defaults.weight_decay, device)
     step = TrainStep(optimiser, precision, device)
     keep = torch.ones(14, device=device)
     with tempfile.TemporaryDirectory() as tmp:

@@ -160,7 +160,7 @@ def _run(options: AdaptOptions, out: Path, device: torch.device, precision: str,
            "of visual encoder + head)")
     out.mkdir(exist_ok=True)  # only once every input has been checked
     remove_stale_temporaries(out)  # half-written files of killed runs (the run dir is ours)
-    workers = _workers(options, device)
+    workers = default_workers(options.workers, device)
     loaders = {}
     for split in ("train", "val"):
         pixels = _pixels_for(out, split, paths[rows[split]].tolist(), meta.table.image_ids[rows[split]].tolist(),
@@ -169,7 +169,9 @@ def _run(options: AdaptOptions, out: Path, device: torch.device, precision: str,
         batch_size = options.batch_size if split == "train" else options.batch_size * 2
         loaders[split] = pixel_loader(dataset, batch_size, split == "train", workers, device.type == "cuda",
                                       options.seed)
-    optimiser, scheduler = _optimiser(loaded, head, options, device)
+    optimiser = make_optimiser(loaded.model.visual, head, options.lr_encoder, options.lr_head, options.weight_decay,
+                               device)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=2)
     step = TrainStep(optimiser, precision, device)
     state = RunState()
     if saved is not None:
@@ -237,20 +239,23 @@ def _training_rows(options: AdaptOptions, image_ids: np.ndarray, split: np.ndarr
     return paths, rows
 
 
-def _workers(options: AdaptOptions, device: torch.device) -> int:
-    if options.workers is not None:
-        return options.workers
-    return max(0, usable_cores() - (1 if device.type == "cuda" else 0))  # on CUDA one core feeds the GPU
+def default_workers(requested: int | None, device: torch.device) -> int:
+    """Decoding and augmentation processes: as asked, else the usable cores (on CUDA one fewer,
+    left to the process that feeds the GPU)."""
+    if requested is not None:
+        return requested
+    return max(0, usable_cores() - (1 if device.type == "cuda" else 0))
 
 
-def _optimiser(loaded: LoadedModel, head: torch.nn.Module, options: AdaptOptions,
-               device: torch.device) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
-    encoder = [p for p in loaded.model.visual.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(
-        [{"params": encoder, "lr": options.lr_encoder}, {"params": list(head.parameters()), "lr": options.lr_head}],
-        weight_decay=options.weight_decay, fused=device.type == "cuda",  # one kernel for every parameter
+def make_optimiser(visual: torch.nn.Module, head: torch.nn.Module, lr_encoder: float, lr_head: float,
+                   weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """The paper's AdamW: the unfrozen encoder at ``lr_encoder``, the head at ``lr_head``; fused
+    on CUDA (one kernel for every parameter)."""
+    encoder = [p for p in visual.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [{"params": encoder, "lr": lr_encoder}, {"params": list(head.parameters()), "lr": lr_head}],
+        weight_decay=weight_decay, fused=device.type == "cuda",
     )
-    return optimiser, torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=2)
 
 
 def _one_epoch(state: RunState, loaded: LoadedModel, head: torch.nn.Module, loaders: dict, step: TrainStep,
