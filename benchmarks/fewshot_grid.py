@@ -32,7 +32,7 @@ from cxrprobe.eval.experiment import run_fewshot
 from cxrprobe.eval.options import parse_shots
 from cxrprobe.eval.runner import GridSpec, run_grid
 from cxrprobe.eval.sampler import draw_support
-from cxrprobe.heads import BASE_HEADS, TextPrompts, make_head, parse_heads
+from cxrprobe.heads import BASE_HEADS, make_head, parse_heads
 
 
 
@@ -43,7 +43,7 @@ def naive_loop(
         X = cache.embeddings()
         Y = cache.labels
         split = cache.table.split
-        text = TextPrompts(*cache.text())
+        text = cache.text_prompts()
     test = np.flatnonzero(split == "test")
     center = X[split == "train"].mean(axis=0)
     means: dict[tuple[str, int], list[float]] = {}

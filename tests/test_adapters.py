@@ -12,25 +12,25 @@ import torch
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.eval.sampler import draw_support
-from cxrprobe.heads import HEADS, TextPrompts, make_head
-from cxrprobe.heads.adapter_fit import CLIP_LOGIT_SCALE, cosine_rates
+from cxrprobe.heads import HEADS, make_head
+from cxrprobe.heads.adapter_fit import cosine_rates
 from cxrprobe.heads.base import l2_normalise
 from cxrprobe.heads.clap import ClapHead, ZsLpHead
 from cxrprobe.heads.lp_plus_plus import LpPlusPlusHead
-from cxrprobe.heads.tip_adapter import TipAdapterHead
-from cxrprobe.heads.tip_adapter_f import ALPHA_GRID, BETA_GRID, TipAdapterFHead, adamw_step
+from cxrprobe.heads.tip_adapter import ALPHA_GRID, BETA_GRID, TipAdapterHead
+from cxrprobe.heads.tip_adapter_f import TipAdapterFHead, adamw_step
 from cxrprobe.heads.zeroshot import ZeroShotHead, prompt_pair
 from cxrprobe.labels import FINDINGS
 
 NEW = ("tip-adapter-f", "lp++", "zs-lp", "clap")
-SEARCHING = ("tip-adapter-f", "lp++")
+SEARCHING = ("tip-adapter-f", "lp++")  # of NEW; tip-adapter and gda search too (test_heads.py)
 
 
 @pytest.fixture(scope="module")
 def data(synthetic_cache):
     with FeatureCache(synthetic_cache) as cache:
         X, Y, split = cache.embeddings(), cache.labels, cache.table.split
-        text = TextPrompts(*cache.text())
+        text = cache.text_prompts()
     support = draw_support(Y, split, 4, seed=0).rows
     validation = draw_support(Y, split, 4, seed=0, pool_split="val").rows
     test = np.flatnonzero(split == "test")
@@ -97,7 +97,10 @@ def test_lp_plus_plus_starts_at_the_mean_difference_and_takes_gradient_steps(dat
     u = np.subtract(*prompt_pair(text))
     positive = Ys == 1
     w0 = (Z.T @ Ys) / positive.sum(0) - (Z.T @ (1 - Ys)) / (~positive).sum(0)
-    alpha0 = 250 * np.abs(Z @ u.T).mean()
+    t_pos, t_neg = prompt_pair(text)
+    own = [[Z[i] @ (t_pos[c] if positive[i, c] else t_neg[c]) for c in range(14)] for i in range(len(Z))]
+    alpha0 = 250 * np.mean(own)  # each image's cosine to its own class's prompt
+    assert 250 * np.abs(Z @ u.T).mean() < alpha0 / 5  # the old proposal was far weaker
     head0 = LpPlusPlusHead(text=text, epochs=0).fit(X[support], Ys)
     assert np.allclose(head0.coef_, w0 + u.T * alpha0, atol=1e-6) and not head0.intercept_.any()
 
@@ -107,6 +110,8 @@ def test_lp_plus_plus_starts_at_the_mean_difference_and_takes_gradient_steps(dat
     w1, b1 = w0 - head1.lr_w_ * Z.T @ residual, -head1.lr_w_ * residual.sum(0)
     assert np.allclose(head1.coef_, w1 + u.T * alpha0, atol=1e-4)
     assert np.allclose(head1.intercept_, b1, atol=1e-5)
+    ablation = LpPlusPlusHead(text=text, epochs=0, alpha_rule="abs-margin").fit(X[support], Ys)
+    assert np.allclose(ablation.alpha_, 250 * np.abs(Z @ u.T).mean())
 
 
 def test_lp_plus_plus_search_picks_the_best_checkpoint_on_validation(data):
@@ -133,7 +138,7 @@ def test_zs_lp_at_zero_epochs_is_the_zero_shot_ranking(data):
     zero_shot = ZeroShotHead(text=text).decision_function(X[test])
     head = ZsLpHead(text=text, epochs=0).fit(X[support], Y[support])
     scores = head.decision_function(X[test])
-    assert np.allclose(scores, CLIP_LOGIT_SCALE * zero_shot, rtol=1e-4, atol=1e-4)
+    assert np.allclose(scores, text.logit_scale * zero_shot, rtol=1e-4, atol=1e-4)
     assert np.array_equal(per_class_auc(Y[test], scores), per_class_auc(Y[test], zero_shot))
 
 
@@ -150,7 +155,7 @@ def test_zs_lp_follows_sgd_on_the_prototypes_in_full_dimension(data):
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, epochs)
     for _ in range(epochs):
         cosine = Z @ (W / W.norm(dim=1, keepdim=True)).T
-        logits = CLIP_LOGIT_SCALE * (cosine[:, :14] - cosine[:, 14:])
+        logits = text.logit_scale * (cosine[:, :14] - cosine[:, 14:])
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(0).sum()
         optimiser.zero_grad()
         loss.backward()
@@ -160,14 +165,18 @@ def test_zs_lp_follows_sgd_on_the_prototypes_in_full_dimension(data):
     assert np.abs(head.prototypes_ - reference).max() < 1e-4
 
 
-def test_clap_lambda_is_the_balanced_zero_shot_support_performance(data):
+def test_clap_has_one_multiplier_per_prototype_the_zero_shot_support_performance(data):
+    """lambda+ = mean zero-shot probability of the positives, lambda- = mean (1 - p) of the
+    negatives: CLAP's per-class multiplier, reduced to a finding's two classes."""
     X, Y, support, _, _, text = data
     head = ClapHead(text=text, epochs=0).fit(X[support], Y[support])
-    z = CLIP_LOGIT_SCALE * ZeroShotHead(text=text).decision_function(X[support])
+    z = text.logit_scale * ZeroShotHead(text=text).decision_function(X[support])
     p = 1 / (1 + np.exp(-z))
     positive = Y[support] == 1
-    expected = [(p[positive[:, c], c].mean() + (1 - p[~positive[:, c], c]).mean()) / 2 for c in range(len(FINDINGS))]
-    assert np.allclose(head.lambda_, expected, atol=1e-6)
+    plus = [p[positive[:, c], c].mean() for c in range(len(FINDINGS))]
+    minus = [(1 - p[~positive[:, c], c]).mean() for c in range(len(FINDINGS))]
+    assert np.allclose(head.lambda_, [plus, minus], atol=1e-6)
+    assert not np.allclose(head.lambda_[0], head.lambda_[1])
 
 
 def test_clap_with_a_huge_penalty_stays_at_the_text_prototypes(data):
@@ -175,7 +184,8 @@ def test_clap_with_a_huge_penalty_stays_at_the_text_prototypes(data):
     free = ZsLpHead(text=text).fit(X[support], Y[support])
     held = ClapHead(text=text, penalty_scale=1e6).fit(X[support], Y[support])
     prompts = np.concatenate(prompt_pair(text))
-    assert np.abs(held.prototypes_ - prompts).max() < 1e-3
+    pulled = held.lambda_.reshape(-1) > 1e-3  # a prototype zero-shot gets all wrong is free to move
+    assert pulled.sum() > 20 and np.abs(held.prototypes_ - prompts)[pulled].max() < 1e-3
     assert np.abs(free.prototypes_ - prompts).max() > 0.05  # without the penalty they move
     # the default penalty sits in between
     default = ClapHead(text=text).fit(X[support], Y[support])
@@ -186,11 +196,13 @@ def test_clap_with_a_huge_penalty_stays_at_the_text_prototypes(data):
 # --- tip-adapter-f ---
 
 
-def test_tip_adapter_f_at_zero_epochs_is_tip_adapter(data):
+def test_tip_adapter_f_at_zero_epochs_is_the_scaled_zero_shot_plus_the_summed_cache(data):
     X, Y, support, _, test, text = data
-    tip = TipAdapterHead(text=text).fit(X[support], Y[support]).decision_function(X[test])
+    tip = TipAdapterHead(text=text).fit(X[support], Y[support])
+    zero_shot = ZeroShotHead(text=text).decision_function(X[test])
+    cache = tip.decision_function(X[test]) - zero_shot
     tip_f = TipAdapterFHead(text=text, epochs=0).fit(X[support], Y[support]).decision_function(X[test])
-    assert np.array_equal(tip, tip_f)
+    assert np.allclose(tip_f, text.logit_scale * zero_shot + cache, atol=1e-3)
 
 
 def test_adamw_step_is_torchs():
@@ -215,7 +227,7 @@ def test_tip_adapter_f_trains_the_keys_like_torch_autograd(data):
     base = TipAdapterHead(text=text).fit(X[support], Y[support])
     Z = torch.tensor(base.keys_)
     keys = torch.tensor(base.keys_.copy(), requires_grad=True)
-    zero_shot = torch.tensor(base.zero_shot_.decision_from(base.keys_))
+    zero_shot = torch.tensor(text.logit_scale * base.zero_shot_.decision_from(base.keys_))
     values, targets = torch.tensor(base.values_), torch.tensor(Y[support], dtype=torch.float32)
     optimiser = torch.optim.AdamW([keys], lr=1e-2, eps=1e-4, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, epochs)
@@ -228,6 +240,8 @@ def test_tip_adapter_f_trains_the_keys_like_torch_autograd(data):
         schedule.step()
     assert np.allclose(head.keys_, keys.detach().numpy(), atol=1e-5)
     assert np.abs(head.keys_ - base.keys_).max() > 1e-3  # the keys did move
+    final = zero_shot + torch.exp(Z @ keys.detach().T - 1) @ values
+    assert final.abs().max() > 1.0  # BCE out of its linear regime (|z| < 0.25 on unscaled cosines)
     assert np.allclose(cosine_rates(1e-2, epochs), [1e-2 * (1 + np.cos(np.pi * t / epochs)) / 2 for t in range(epochs)])
 
 
@@ -242,7 +256,7 @@ def test_tip_adapter_f_search_picks_alpha_beta_on_validation(data):
         model.alpha_, model.beta_ = alpha, beta
         return mean_auc(per_class_auc(Y[validation], model.decision_function(X[validation])))
 
-    grid = {(a, b): val_auc(a, b) for a in ALPHA_GRID for b in BETA_GRID}
-    assert grid[head.alpha_, head.beta_] == max(grid.values())  # (1, 1), the training values, included
+    sampled = {(a, b): val_auc(a, b) for a in ALPHA_GRID[::4] for b in BETA_GRID[::20]}
+    assert val_auc(head.alpha_, head.beta_) >= max(sampled.values()) - 1e-12
     default = TipAdapterFHead(text=text, epochs=6, lr=1e-2).fit(X[support], Y[support])
     assert (default.epoch_, default.alpha_, default.beta_) == (6, 1.0, 1.0)

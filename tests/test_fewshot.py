@@ -134,11 +134,10 @@ def test_zeroshot_command_gives_per_class_auc_with_bootstrap_cis(synthetic_cache
     assert [r["class"] for r in rows][-1] == "mean" and len(rows) == 15
     with FeatureCache(synthetic_cache) as cache:
         from cxrprobe.eval.metrics import per_class_auc
-        from cxrprobe.heads import TextPrompts
         from cxrprobe.heads.zeroshot import ZeroShotHead
 
         test = cache.rows("test")
-        expected = per_class_auc(cache.labels[test], ZeroShotHead(text=TextPrompts(*cache.text())).decision_function(
+        expected = per_class_auc(cache.labels[test], ZeroShotHead(text=cache.text_prompts()).decision_function(
             cache.embeddings(test)))
     for row, auc in zip(rows[:14], expected):
         assert float(row["auc"]) == pytest.approx(auc, abs=1e-12)

@@ -12,7 +12,7 @@ from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.errors import InputError
 from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.eval.sampler import draw_support
-from cxrprobe.heads import ADAPTERS, BASE_HEADS, HEADS, TextPrompts, make_head, parse_heads
+from cxrprobe.heads import ADAPTERS, BASE_HEADS, HEADS, make_head, parse_heads
 from cxrprobe.heads.base import l2_normalise
 from cxrprobe.heads.knn import KnnHead
 from cxrprobe.heads.prototype import PrototypeHead
@@ -24,7 +24,7 @@ from cxrprobe.labels import FINDINGS
 def data(synthetic_cache):
     with FeatureCache(synthetic_cache) as cache:
         X, Y, split = cache.embeddings(), cache.labels, cache.table.split
-        text = TextPrompts(*cache.text())
+        text = cache.text_prompts()
     support = draw_support(Y, split, 8, seed=0)
     test = np.flatnonzero(split == "test")
     return X, Y, support.rows, test, text, X[split == "train"].mean(axis=0)
@@ -346,3 +346,91 @@ def test_logistic_in_the_row_space_reaches_the_full_space_optimum():
     assert np.isclose(objective(mapped), objective(full), rtol=1e-8)
     assert np.allclose(mapped, full, atol=1e-4)
     assert row_space(Z.T[:, :20] @ np.eye(20))[0] is None  # as many rows as dimensions: nothing to gain
+
+
+# --- the corrected adapters (heads.md, Corrections) --------------------------------------------
+
+def test_tip_adapter_values_are_the_signed_sum_of_one_hot_values():
+    from cxrprobe.heads.tip_adapter import signed_values
+
+    Y = np.zeros((5, len(FINDINGS)))
+    Y[:2, 0] = 1  # 2 positives, 3 negatives
+    Y[:, 1] = 1  # one-sided: nothing to contrast
+    values = signed_values(Y)
+    assert np.allclose(values[:, 0], [1, 1, -2 / 3, -2 / 3, -2 / 3]) and abs(values[:, 0].sum()) < 1e-6
+    assert not values[:, 1].any()
+
+
+def test_tip_adapter_search_takes_the_validation_best_of_the_official_grid(data, validation):
+    from cxrprobe.heads.tip_adapter import ALPHA_GRID, BETA_GRID, TipAdapterHead
+
+    X, Y, support, test, text, _ = data
+    head = TipAdapterHead(text=text, search=True).fit(X[support], Y[support], X[validation], Y[validation])
+    assert head.alpha_ in ALPHA_GRID and head.beta_ in BETA_GRID and head.zero_shot_scale_ == text.logit_scale
+    assert len(ALPHA_GRID) == 20 and len(BETA_GRID) == 200 and BETA_GRID[0] == ALPHA_GRID[0] == 0.1
+
+    def val_auc(alpha, beta):
+        head.alpha_, head.beta_ = alpha, beta
+        return mean_auc(per_class_auc(Y[validation], head.decision_function(X[validation])))
+
+    chosen = (head.alpha_, head.beta_)
+    best = val_auc(*chosen)
+    assert all(val_auc(a, b) <= best + 1e-12 for a in ALPHA_GRID[::3] for b in BETA_GRID[::25])
+    default = TipAdapterHead(text=text).fit(X[support], Y[support])
+    assert (default.alpha_, default.beta_, default.zero_shot_scale_) == (1.0, 1.0, 1.0)
+
+
+def test_gda_search_picks_the_validation_best_alpha_and_the_default_is_scale_free(data, validation):
+    from cxrprobe.heads.gda import ALPHA_GRID, GdaHead
+
+    X, Y, support, test, text, _ = data
+    searched = GdaHead(text=text, search=True).fit(X[support], Y[support], X[validation], Y[validation])
+    aucs = [mean_auc(per_class_auc(Y[validation], GdaHead(text=text, alpha=a).fit(X[support], Y[support])
+                                   .decision_function(X[validation]))) for a in ALPHA_GRID]
+    assert set(searched.alpha_) == {ALPHA_GRID[int(np.argmax(aucs))]}
+    auto = GdaHead(text=text).fit(X[support], Y[support])
+    text_term, lda_term = auto._terms(l2_normalise(X[support]).astype(np.float32))
+    usable = lda_term.std(axis=0) > 0
+    assert np.allclose((auto.alpha_ * lda_term.std(axis=0))[usable], text_term.std(axis=0)[usable], rtol=1e-4)
+    # scale-free: embeddings of another scale change nothing (they are L2-normalised), and an LDA
+    # term that is ten times larger gets a tenth of the weight
+    scaled = GdaHead(text=text).fit(X[support], Y[support])
+    scaled.coef_, scaled.intercept_ = auto.coef_ * 10, auto.intercept_ * 10
+    scaled.alpha_ = scaled._alpha(l2_normalise(X[support]).astype(np.float32), None)
+    assert np.allclose(scaled.decision_function(X[test]), auto.decision_function(X[test]), rtol=1e-3, atol=1e-3)
+
+
+def test_the_logit_scale_comes_from_the_cache(synthetic_cache, tmp_path, small_dataset, cli):
+    import h5py
+    import shutil
+
+    from cxrprobe.models.loading import load_model
+
+    with FeatureCache(synthetic_cache) as cache:
+        assert cache.text_prompts().logit_scale == 100.0
+    older = tmp_path / "older.h5"
+    shutil.copyfile(synthetic_cache, older)
+    with h5py.File(older, "a") as f:
+        del f.attrs["logit_scale"]
+        f.attrs["logit_bias"] = 0.5  # as SigLIP would have one
+    with FeatureCache(older) as cache:
+        prompts = cache.text_prompts()
+    assert (prompts.logit_scale, prompts.logit_bias) == (100.0, 0.5)  # not recorded: OpenAI CLIP's 100
+    embedded = tmp_path / "tiny.h5"
+    assert cli("embed", "--data-dir", small_dataset, "--out", embedded, "--model", "cxrprobe-tiny",
+               "--pretrained", "none", "--device", "cpu", "--workers", "0", "-q").code == 0
+    model = load_model("cxrprobe-tiny", "none", "cpu")
+    with FeatureCache(embedded) as cache:
+        scale = cache.text_prompts().logit_scale
+    assert scale == pytest.approx(float(model.model.logit_scale.detach().exp())) and scale != 100.0
+    clap = make_head("clap", None, None, random_state=0)
+    assert "logit_scale" not in clap.get_params()  # a head reads it from the text it is given
+
+
+def test_prompt_ensembles_average_normalised_embeddings():
+    from cxrprobe.models.text import PromptSet, TextPrompts
+
+    prompts = PromptSet(("a", "b"), ("Hernia", "Hernia"), ("positive", "positive"))
+    text = TextPrompts(prompts, np.array([[3.0, 0.0], [0.0, 1.0]]))
+    assert np.allclose(text.embedding_of("Hernia", "positive"), [2 ** -0.5, 2 ** -0.5])  # not toward the longer one
+    assert np.allclose(text.embedding_of("Hernia", "positive", unit=False), [2 ** 0.5, 2 ** 0.5])  # mean norm 2

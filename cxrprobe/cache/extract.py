@@ -206,6 +206,8 @@ def _open_or_create_shard(
         "limit": options.limit if options.limit is not None else -1,
         "versions": json_attr(package_versions()),
         "hardware": json_attr(machine.as_dict()),
+        "logit_scale": loaded.logit_scale,
+        "logit_bias": loaded.logit_bias,
     }
     if checkpoint_file is not None:
         extra.update(checkpoint=str(checkpoint_file.parent), checkpoint_sha256=file_sha256(checkpoint_file))

@@ -13,7 +13,7 @@ from cxrprobe.cache.schema import FORMAT, FORMAT_VERSION, STATUS_FAILED, STATUS_
 from cxrprobe.data.table import SPLITS, ImageTable
 from cxrprobe.errors import CacheError
 from cxrprobe.labels import FINDINGS
-from cxrprobe.models.text import PromptSet
+from cxrprobe.models.text import OPENAI_LOGIT_SCALE, PromptSet, TextPrompts
 
 # What every cache and working shard holds beside its attributes (docs/cache-format.md).
 REQUIRED_DATASETS = ("image_id", "patient_id", "split", "view", "labels", "embeddings")
@@ -129,6 +129,13 @@ class FeatureCache:
             raise CacheError(f"{self.path} holds no text embeddings")
         return read_text(self.file)
 
+    def text_prompts(self) -> TextPrompts:
+        """The prompts, their embeddings, and the model's logit scale and bias; caches from
+        before these were recorded read as OpenAI CLIP's scale (100) and no bias."""
+        prompts, embeddings = self.text()
+        return TextPrompts(prompts, embeddings, float(self.attrs.get("logit_scale", OPENAI_LOGIT_SCALE)),
+                           float(self.attrs.get("logit_bias", 0.0)))
+
     def head_logits(self, rows: np.ndarray | None = None) -> np.ndarray:
         """The adapted head's logits [n, 14], when the cache was embedded from an adapt run."""
         if "head" not in self.file:
@@ -201,6 +208,8 @@ class FeatureCache:
             "splits": per_split,
             "failures": [{"image_id": i, "reason": r} for i, r in failures],
             "text_prompts": len(self.file["text/prompt"]) if "text" in self.file else 0,
+            "logit_scale": a.get("logit_scale"),
+            "logit_bias": a.get("logit_bias"),
             "adapted_head": "head" in self.file or "head_logits" in self.file,
             "checkpoint": a.get("checkpoint"),
             "versions": self._json_attr("versions"),

@@ -23,7 +23,7 @@ from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.data.images import Preprocessing
 from cxrprobe.data.nih import NihMetadata
 from cxrprobe.labels import FINDINGS, NO_FINDING
-from cxrprobe.models.text import GENERIC_NEGATIVE_CLASS, default_prompts
+from cxrprobe.models.text import GENERIC_NEGATIVE_CLASS, OPENAI_LOGIT_SCALE, default_prompts
 
 COMMIT_ROWS = 8192
 
@@ -86,7 +86,7 @@ def write_synthetic_cache(
     )
     shard = out.with_name(out.name + ".partial")
     extra = {"created": created_timestamp(), "n_metadata_rows": len(table), "n_missing_images": 0, "limit": -1,
-             "metadata_origin": metadata.origin}
+             "metadata_origin": metadata.origin, "logit_scale": OPENAI_LOGIT_SCALE, "logit_bias": 0.0}
     create_shard(shard, spec, ShardPlan(0, len(table), len(table), COMMIT_ROWS), table, default_prompts(), text, extra)
     with ShardWriter(shard) as writer:
         for rows in writer.pending_batches():

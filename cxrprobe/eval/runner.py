@@ -115,7 +115,7 @@ def load_grid_data(cache_path: Path, heads: tuple[str, ...], protocol: str = "de
         if any(head_class(h).uses_text for h in heads):
             if "text" not in cache.file:
                 raise CacheError(f"{cache_path} holds no text embeddings, which the zeroshot head needs")
-            text = TextPrompts(*cache.text())
+            text = cache.text_prompts()
         train = cache.rows("train")
         test = cache.rows("test")
         if len(test) == 0:

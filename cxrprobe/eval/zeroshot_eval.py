@@ -3,12 +3,12 @@ test images. No labelled image is used; labels only score the result."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from cxrprobe.eval.bootstrap import bootstrap_auc_ci
 from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.eval.runner import load_grid_data
-from cxrprobe.heads import TextPrompts
 from cxrprobe.heads.zeroshot import ZeroShotHead
 from cxrprobe.labels import FINDINGS
 from cxrprobe.versions import package_versions
@@ -33,7 +33,8 @@ def run_zeroshot(
         from cxrprobe.models.prompt_file import encode_for_cache, merge_prompts, read_prompt_file
 
         new = read_prompt_file(prompts_file)
-        text = TextPrompts(*merge_prompts(text.prompts, text.embeddings, new, encode_for_cache(new, attrs)))
+        merged, embeddings = merge_prompts(text.prompts, text.embeddings, new, encode_for_cache(new, attrs))
+        text = dataclasses.replace(text, prompts=merged, embeddings=embeddings)  # the cache's logit scale kept
     X = data.embeddings[data.test_rows]
     Y = data.labels[data.test_rows]
     scores = ZeroShotHead(text=text, negative=negative).decision_function(X)

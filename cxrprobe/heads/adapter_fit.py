@@ -16,11 +16,6 @@ import numpy as np
 from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.heads.base import check_xy
 
-# exp(logit_scale) of CLIP models; caches do not store it, and these methods need a scale
-# for their text logits (ZS-LP/CLAP keep it frozen).
-CLIP_LOGIT_SCALE = 100.0
-
-
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """(1 + tanh(z / 2)) / 2: exact, and several times faster than scipy's expit on the
     small arrays these loops run on."""

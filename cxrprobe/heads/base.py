@@ -10,32 +10,12 @@ mean as ``center`` for heads that centre.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.special import expit
 from sklearn.base import BaseEstimator
 
 from cxrprobe.labels import FINDINGS
-from cxrprobe.models.text import PromptSet
-
-
-@dataclass(frozen=True)
-class TextPrompts:
-    """A cache's prompts with their embeddings [p, d]."""
-
-    prompts: PromptSet
-    embeddings: np.ndarray
-
-    def embedding_of(self, cls: str, polarity: str, text: str | None = None) -> np.ndarray:
-        """Mean embedding of the prompts of ``cls`` with ``polarity`` (or the one ``text``)."""
-        rows = [
-            i for i, (c, p, t) in enumerate(zip(self.prompts.classes, self.prompts.polarity, self.prompts.prompts))
-            if c == cls and p == polarity and (text is None or t == text)
-        ]
-        if not rows:
-            raise ValueError(f"the cache has no {polarity} prompt for {cls!r}")
-        return self.embeddings[rows].mean(axis=0)
+from cxrprobe.models.text import TextPrompts  # noqa: F401 - the heads' text, re-exported
 
 
 def l2_normalise(X: np.ndarray) -> np.ndarray:

@@ -5,15 +5,19 @@ embeddings t+ ("{finding}") and t- ("no {finding}") as the text encoder gave the
 normalised, as CLAP does: the logit is scale-free, so their norm only sets how far a step of
 lr 0.1 turns a prototype (with unit prompts the same lr turns them ~norm^2 times further and
 the training became chaotic on the synthetic cache). The logit is
-z_c = tau (cos(x, w_c+) - cos(x, w_c-)) with tau = 100 frozen, so at initialisation it is
-CheXzero's zero-shot pair, scaled. BCE; SGD lr 0.1, momentum 0.9, cosine schedule, 300
+z_c = tau (cos(x, w_c+) - cos(x, w_c-)) with tau the model's logit scale, frozen (CLAP's
+exp(4.60517) = 100 is OpenAI CLIP's), so at initialisation it is CheXzero's zero-shot pair,
+scaled. BCE; SGD lr 0.1, momentum 0.9, cosine schedule, 300
 full-batch epochs, no weight decay, no validation (the reference's one config for every task).
 
-CLAP adds its class-adaptive penalty toward the text. For finding c it is
-lambda_c / 2 * (|w_c+ - t_c+|^2 + |w_c- - t_c-|^2), CLAP's mean over a class's prototypes
-(here the finding's two), with lambda_c the zero-shot performance on the support set balanced
-over both outcomes, (mean_{y=1} sigmoid(z) + mean_{y=0} (1 - sigmoid(z))) / 2 (heads.md §5),
-fixed during training (CLAP's default "l2" constraint). The penalty is applied as its exact
+CLAP adds its class-adaptive penalty toward the text, one multiplier per class, the class's
+zero-shot performance on the support set (jusiro/CLAP ``init_lagrangian_multipliers``: the
+mean probability the zero-shot softmax gives a class's own images), and the mean over classes
+of lambda |w - t|^2. Its exact two-class reduction, per finding c with its two classes
+"positive" and "negative": (lambda_c+ |w_c+ - t_c+|^2 + lambda_c- |w_c- - t_c-|^2) / 2, with
+lambda_c+ = mean over the support's positives of sigmoid(z_c) and lambda_c- = mean over its
+negatives of 1 - sigmoid(z_c), z_c the zero-shot logit; fixed during training (CLAP's default
+"l2" constraint). The penalty is applied as its exact
 proximal step after each SGD step: the same fixed points as adding its gradient, and stable
 however large the penalty.
 
@@ -26,13 +30,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrprobe.heads.adapter_fit import CLIP_LOGIT_SCALE, cosine_rates, linear_scores, sigmoid, two_sided
+from cxrprobe.heads.adapter_fit import cosine_rates, linear_scores, sigmoid, two_sided
 from cxrprobe.heads.base import Head, TextPrompts, check_xy
 from cxrprobe.heads.zeroshot import prompt_pair
 
 
 def train_prototypes(rows: np.ndarray, n: int, Y: np.ndarray, usable: np.ndarray, epochs: int, lr: float,
-                     momentum: float, penalty: np.ndarray) -> np.ndarray:
+                     momentum: float, penalty: np.ndarray, tau: float) -> np.ndarray:
     """SGD on the cosine prototypes w_j = rows^T b_j, j < 14 positive, j >= 14 negative.
 
     ``rows`` holds the n unit support rows then the 28 prompts; prototype j starts at
@@ -46,7 +50,7 @@ def train_prototypes(rows: np.ndarray, n: int, Y: np.ndarray, usable: np.ndarray
     gram = (rows @ rows.T).astype(np.float32)
     targets = np.asarray(Y, dtype=np.float32)  # [14, n]
     # tau / n per finding from the loss; zero for one-sided findings, which keep their prompts
-    scale = (CLIP_LOGIT_SCALE / n * usable).astype(np.float32)[:, None]
+    scale = (tau / n * usable).astype(np.float32)[:, None]
     start = np.zeros((2 * k, 2 * m), dtype=np.float32)  # [B | D] at the prompts
     start[:, :m][np.arange(2 * k), n + np.arange(2 * k)] = 1
     start[:, m:] = start[:, :m] @ gram
@@ -58,7 +62,7 @@ def train_prototypes(rows: np.ndarray, n: int, Y: np.ndarray, usable: np.ndarray
         norm2 = np.einsum("ij,ij->i", B, dots)[:, None]
         inverse = 1 / np.sqrt(norm2)
         cosine = dots[:, :n] * inverse
-        residual = sigmoid(CLIP_LOGIT_SCALE * (cosine[:k] - cosine[k:]))
+        residual = sigmoid(np.float32(tau) * (cosine[:k] - cosine[k:]))
         residual -= targets
         residual *= scale  # dL/dcos: +residual for the positive prototype, -residual for the negative
         grad[:k, :n] = residual
@@ -101,12 +105,13 @@ class ZsLpHead(Head):
         T = np.concatenate(prompt_pair(self.text, self.negative, unit=False))
         rows = np.concatenate([Z, T])
         penalty = self._penalty(T @ Z.T / np.linalg.norm(T, axis=1)[:, None], Y)
-        B = train_prototypes(rows, len(Z), Y.T, two_sided(Y), self.epochs, self.lr, self.momentum, penalty)
+        tau = self.text.logit_scale
+        B = train_prototypes(rows, len(Z), Y.T, two_sided(Y), self.epochs, self.lr, self.momentum, penalty, tau)
         W = B.astype(np.float64) @ rows
         W /= np.linalg.norm(W, axis=1, keepdims=True)
         k = Y.shape[1]
         self.prototypes_ = W
-        self.coef_ = CLIP_LOGIT_SCALE * (W[:k] - W[k:]).T  # inputs are unit rows: cosines are dot products
+        self.coef_ = tau * (W[:k] - W[k:]).T  # inputs are unit rows: cosines are dot products
         return self
 
     def _penalty(self, text: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -126,11 +131,13 @@ class ClapHead(ZsLpHead):
         self.penalty_scale = penalty_scale
 
     def _penalty(self, text: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """rho per prototype, positives' then negatives': lambda / 2, CLAP's mean over a finding's
+        two classes; lambda_ [2, 14] keeps lambda+ and lambda-."""
         k = Y.shape[1]
-        p = sigmoid(CLIP_LOGIT_SCALE * (text[:k] - text[k:]).T)  # zero-shot on the support set
+        p = sigmoid(self.text.logit_scale * (text[:k] - text[k:]).T)  # zero-shot on the support set
         positive = Y == 1
-        with np.errstate(invalid="ignore"):  # 0 / 0 where a finding has one side only: that side alone
+        with np.errstate(invalid="ignore"):  # 0 / 0 where a finding has one side only (it does not train)
             right_on_positives = (p * positive).sum(0) / positive.sum(0)
             right_on_negatives = ((1 - p) * ~positive).sum(0) / (~positive).sum(0)
-        self.lambda_ = np.nanmean([right_on_positives, right_on_negatives], axis=0)
-        return np.tile(0.5 * self.penalty_scale * self.lambda_, 2)
+        self.lambda_ = np.nan_to_num(np.stack([right_on_positives, right_on_negatives]))
+        return 0.5 * self.penalty_scale * self.lambda_.reshape(-1)

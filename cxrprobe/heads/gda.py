@@ -1,9 +1,15 @@
 """Gaussian discriminant analysis (Wang et al., ICLR'24, "a hard-to-beat training-free
 baseline"), made multi-label: per finding a binary LDA on L2-normalised embeddings, positives'
 and negatives' means with one shared, shrunk precision Sigma^-1 = d pinv((N-1) S + tr(S) I)
-(S: covariance of the class-centred support), blended with zero-shot as
-z_c = 100 zeroshot_c + alpha (w_c . x + b_c). Validation-free default alpha = 1. Without text,
-the LDA score alone.
+(S: covariance of the class-centred support), blended with zero-shot as the official code
+blends its logits: z_c = tau zeroshot_c + alpha (w_c . x + b_c), tau the model's logit scale.
+Without text, the LDA score alone.
+
+The LDA term scales like d / tr(S), so any fixed alpha means something else on another
+backbone. Validation-free default ``alpha="auto"``: per finding, alpha_c = std(tau zeroshot_c) /
+std(LDA_c) over the support images, the two terms given equal spread (cxrprobe's rule). With
+``search``, one alpha for all findings from the official grid {1e-4, ..., 100} by mean AUC on
+the few-shot validation set (mrflogs/ICLR24 ``main_few_shots.py``: the first best).
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from cxrprobe.heads.adapter_fit import ValidationSearch, first_best, validation_auc
 from cxrprobe.heads.base import Head, TextPrompts, check_xy
 from cxrprobe.heads.zeroshot import ZeroShotHead
 
-ZERO_SHOT_SCALE = 100.0  # CLIP's logit scale, as the method blends its logits
+ALPHA_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 
 def apply_shrunk_precision(centred: np.ndarray, V: np.ndarray) -> np.ndarray:
@@ -35,19 +42,22 @@ def apply_shrunk_precision(centred: np.ndarray, V: np.ndarray) -> np.ndarray:
     return d * scipy.linalg.solve(centred.T @ centred + t * np.eye(d), V, assume_a="pos")
 
 
-class GdaHead(Head):
+class GdaHead(ValidationSearch, Head):
     uses_text = True
     input_transform = "l2"
 
-    def __init__(self, text: TextPrompts | None = None, alpha: float = 1.0, negative: str = "pair",
-                 random_state: int | None = None) -> None:
+    def __init__(self, text: TextPrompts | None = None, alpha: float | str = "auto", negative: str = "pair",
+                 search: bool = False, random_state: int | None = None) -> None:
         self.text = text
         self.alpha = alpha
         self.negative = negative
+        self.search = search
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> GdaHead:
+    def fit(self, X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None = None,
+            Y_val: np.ndarray | None = None) -> GdaHead:
         X, Y = check_xy(X, Y)
+        validation = self._validation_inputs(X_val, Y_val) if self.search else None
         Z = self.transform(X).astype(np.float64)
         self.zero_shot_ = ZeroShotHead(text=self.text, negative=self.negative).fit(X, Y) if self.text else None
         d, k = Z.shape[1], Y.shape[1]
@@ -62,10 +72,32 @@ class GdaHead(Head):
             p_pos, p_neg = apply_shrunk_precision(centred, np.stack([mu_pos, mu_neg], axis=1)).T
             self.coef_[:, c] = p_pos - p_neg
             self.intercept_[c] = -0.5 * (mu_pos @ p_pos - mu_neg @ p_neg)
+        self.alpha_ = self._alpha(Z.astype(np.float32), validation)
         return self
 
-    def decision_from(self, Z: np.ndarray) -> np.ndarray:
-        lda = Z @ self.coef_.astype(np.float32) + self.intercept_.astype(np.float32)
+    def _alpha(self, Z: np.ndarray, validation: tuple | None) -> np.ndarray:
+        """alpha per finding: searched, the equal-spread rule, or as given."""
+        k = self.coef_.shape[1]
         if self.zero_shot_ is None:
-            return lda
-        return np.float32(ZERO_SHOT_SCALE) * self.zero_shot_.decision_from(Z) + np.float32(self.alpha) * lda
+            return np.ones(k)
+        if validation is not None:
+            Z_val, Y_val = validation
+            text, lda = self._terms(Z_val)
+            best = first_best([validation_auc(Y_val, text + np.float32(a) * lda) for a in ALPHA_GRID])
+            return np.full(k, ALPHA_GRID[best])
+        if self.alpha == "auto":
+            text, lda = self._terms(Z)
+            spread = lda.std(axis=0)
+            return np.where(spread > 0, text.std(axis=0) / np.where(spread > 0, spread, 1), 0.0)
+        return np.full(k, float(self.alpha))
+
+    def _terms(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(tau zeroshot, the LDA score), [n, 14] each."""
+        lda = Z @ self.coef_.astype(np.float32) + self.intercept_.astype(np.float32)
+        return np.float32(self.text.logit_scale) * self.zero_shot_.decision_from(Z), lda
+
+    def decision_from(self, Z: np.ndarray) -> np.ndarray:
+        if self.zero_shot_ is None:
+            return Z @ self.coef_.astype(np.float32) + self.intercept_.astype(np.float32)
+        text, lda = self._terms(Z)
+        return text + self.alpha_.astype(np.float32) * lda

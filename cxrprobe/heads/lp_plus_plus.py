@@ -8,8 +8,12 @@ Step sizes come from the data, so there is no learning rate to tune (reference/h
 - alpha_c: a plain step of 4N / sum_i (x_i . u_c)^2 (the same bound along alpha_c) every 10th
   epoch, after that epoch's w step, as the released code does.
 Init: w_c = mean(positives) - mean(negatives) (the binary analogue of the class centroids),
-b = 0, every alpha_c = 250 mean_ic |x_i . u_c| (heads.md's analogue of the code's 250 * mean
-text logit). Full batch, a fixed 300 epochs, the last one kept (SS-Text's validation-free run).
+b = 0, every alpha_c = alpha0 = 250 mean_ic x_i . t_c^(y_ic), the mean over images and findings
+of each image's cosine to its own class's prompt (t_c+ where it is positive for c, t_c-
+where not): the exact two-class reduction of the released ``calculate_init_alpha`` (250 x
+the mean over classes of the class members' cosine to their class's text).
+``alpha_rule="abs-margin"`` keeps an earlier proposal, 250 mean_ic |x_i . u_c|, for ablation
+only: ~19x weaker, it made LP++ fall below zero-shot at 1 and 4 shots. Full batch, a fixed 300 epochs, the last one kept (SS-Text's validation-free run).
 With ``search``, the epoch is chosen among every 10th by mean AUC on the few-shot validation
 set, as the released code picked it on its K-shot val split.
 
@@ -36,13 +40,14 @@ class LpPlusPlusHead(ValidationSearch, Head):
     input_transform = "l2"
 
     def __init__(self, text: TextPrompts | None = None, epochs: int = 300, alpha_every: int = 10,
-                 momentum: float = 0.9, alpha_init: float = 250.0, negative: str = "pair", search: bool = False,
-                 random_state: int | None = None) -> None:
+                 momentum: float = 0.9, alpha_init: float = 250.0, alpha_rule: str = "own-prompt",
+                 negative: str = "pair", search: bool = False, random_state: int | None = None) -> None:
         self.text = text
         self.epochs = epochs
         self.alpha_every = alpha_every
         self.momentum = momentum
         self.alpha_init = alpha_init
+        self.alpha_rule = alpha_rule
         self.negative = negative
         self.search = search
         self.random_state = random_state
@@ -65,7 +70,7 @@ class LpPlusPlusHead(ValidationSearch, Head):
         # w_c = mean(positives) - mean(negatives) = Z^T b_c; one-sided findings keep w = 0
         B = ((Y / np.maximum(n_pos, 1) - (1 - Y) / np.maximum(N - n_pos, 1)) * usable).T
         b = np.zeros(len(B))
-        alpha = np.full(len(B), self.alpha_init * np.abs(text).mean())
+        alpha = np.full(len(B), self.alpha_init * self._alpha_scale(Z, positives, negatives, Y, text))
         if validation is not None:  # validation logits are Z_val Z^T B^T + b + alpha Z_val U^T
             Z_val, Y_val = validation
             validation = (Z_val @ Z.T, Z_val @ U.T, Y_val)
@@ -75,6 +80,15 @@ class LpPlusPlusHead(ValidationSearch, Head):
         self.intercept_ = b
         self.alpha_ = alpha
         return self
+
+    def _alpha_scale(self, Z: np.ndarray, positives: np.ndarray, negatives: np.ndarray, Y: np.ndarray,
+                     text: np.ndarray) -> float:
+        """What alpha_init multiplies: the mean cosine of each image to its own class's prompt."""
+        if self.alpha_rule == "own-prompt":
+            return float(np.where(Y == 1, Z @ positives.T, Z @ negatives.T).mean())
+        if self.alpha_rule == "abs-margin":
+            return float(np.abs(text).mean())
+        raise ValueError(f"alpha_rule must be 'own-prompt' or 'abs-margin', got {self.alpha_rule!r}")
 
     def _train(self, gram: np.ndarray, text: np.ndarray, targets: np.ndarray, usable: np.ndarray, B: np.ndarray,
                b: np.ndarray, alpha: np.ndarray, validation: tuple | None) -> tuple[np.ndarray, ...]:

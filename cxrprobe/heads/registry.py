@@ -66,6 +66,7 @@ CLAP_SGD = {
     "lr": Default(0.1, OFFICIAL, "jusiro/CLAP, SGD with a cosine schedule"),
     "momentum": Default(0.9, OFFICIAL, "jusiro/CLAP"),
 }
+TIP_SEARCH = "alpha and beta on gaopengcuhk/Tip-Adapter's search_hp grid (20 x 200)"
 TIP_KERNEL = {
     "alpha": Default(1.0, OFFICIAL, "jusiro/SS-Text's validation-free run"),
     "beta": Default(1.0, OFFICIAL, "jusiro/SS-Text's validation-free run"),
@@ -106,11 +107,14 @@ REGISTRY: dict[str, HeadInfo] = {info.name: info for info in (
           uses_text=True, defaults={"negative": PAIR}),
     _info("tip-adapter", "tip_adapter", "TipAdapterHead",
           "Tip-Adapter, training-free: a kernel cache of the support set added to zero-shot.",
-          uses_text=True, defaults={**TIP_KERNEL, "negative": PAIR}),
+          uses_text=True, search_param="search", searches=TIP_SEARCH,
+          defaults={**TIP_KERNEL, "negative": PAIR}),
     _info("gda", "gda", "GdaHead",
           "Gaussian discriminant analysis per finding, one shared shrunk precision, blended with zero-shot.",
-          uses_text=True, defaults={
-              "alpha": Default(1.0, CXRPROBE, "the official code searches it on validation"),
+          uses_text=True, search_param="search", searches="alpha from mrflogs/ICLR24's grid 1e-4 ... 100",
+          defaults={
+              "alpha": Default("auto", CXRPROBE, "per finding std(zero-shot term) / std(LDA term) on the support "
+                                                 "set: scale-free, where any fixed alpha depends on the backbone"),
               "negative": PAIR,
           }),
     _info("logreg-cv", "logreg", "LogRegCvHead",
@@ -126,7 +130,7 @@ REGISTRY: dict[str, HeadInfo] = {info.name: info for info in (
           needs="the logits of an adapted head (embed --checkpoint RUN_DIR)"),
     _info("tip-adapter-f", "tip_adapter_f", "TipAdapterFHead",
           "Tip-Adapter-F: tip-adapter with its cache keys trained on the support set.",
-          uses_text=True, search_param="search", searches="the epoch, then alpha and beta",
+          uses_text=True, search_param="search", searches="the epoch, then " + TIP_SEARCH,
           defaults={
               **TIP_KERNEL,
               "epochs": Default(20, OFFICIAL, "gaopengcuhk/Tip-Adapter"),
@@ -145,6 +149,9 @@ REGISTRY: dict[str, HeadInfo] = {info.name: info for info in (
               "momentum": Default(0.9, OFFICIAL, "FereshteShakeri/FewShot-CLIP-Strong-Baseline"),
               "alpha_init": Default(250.0, OFFICIAL, "FereshteShakeri/FewShot-CLIP-Strong-Baseline: 250 x the "
                                                      "mean text logit"),
+              "alpha_rule": Default("own-prompt", OFFICIAL, "the exact two-class reduction of its "
+                                                            "calculate_init_alpha: each image's cosine to its own "
+                                                            "class's prompt"),
               "negative": PAIR,
           }),
     _info("zs-lp", "clap", "ZsLpHead",

@@ -1,28 +1,29 @@
 """Tip-Adapter-F (Zhang et al., ECCV'22), made multi-label: tip-adapter with learned keys.
 
-The cache keys start as the L2-normalised support embeddings (so zero epochs is exactly
-tip-adapter) and are trained, values fixed, on the support set with BCE on
-z = zeroshot + alpha * cache, the cache score being tip_adapter.py's signed kernel mean.
-Defaults from reference/heads.md §3 and §8 (validation-free row): AdamW lr 1e-3, eps 1e-4
-(weight decay 0.01, torch's default, as the official code leaves it), a cosine schedule
-over all steps, a fixed 20 epochs, alpha = beta = 1. An epoch is one full batch: the
-reference's batch of 256 holds a whole support set of up to 256 images (16 shots is ~240).
+The cache keys start as the L2-normalised support embeddings (so zero epochs is tip-adapter
+scored as its search scores) and are trained, values fixed, on the support set with BCE on
+z = tau zeroshot + alpha (A . v), tau the model's logit scale on the zero-shot cosines and
+A . v tip_adapter.py's signed sum over the support, as the official code trains
+``clip_logits + alpha cache_logits`` with ``clip_logits = 100 x W^T``: on unscaled cosines BCE
+stays in its linear regime (logits within +-0.25), and learns little. Defaults from
+gaopengcuhk/Tip-Adapter (validation-free: no re-search): AdamW lr 1e-3, eps 1e-4, weight decay
+0.01 (torch's default, which the official code keeps), a cosine schedule over all steps, a
+fixed 20 epochs, alpha = beta = 1. An epoch is one full batch: the official batch of 256
+holds a whole support set (16 shots is ~240 images).
 
-With ``search``, the epoch, then alpha and beta, are chosen by mean AUC on the few-shot
-validation set, as the reference re-searches them after training (its official code picked
-the epoch on test).
+With ``search``, the epoch (at the training alpha and beta), then alpha and beta on the
+official grid (tip_adapter.py), are chosen by mean AUC on the few-shot validation set, as the
+official code re-searches them after training (it picked its epoch on test).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from cxrprobe.heads.adapter_fit import ValidationSearch, bce_residual, cosine_rates, first_best, validation_auc
-from cxrprobe.heads.base import TextPrompts
+from cxrprobe.heads.adapter_fit import bce_residual, cosine_rates, first_best, validation_auc
+from cxrprobe.heads.base import TextPrompts, check_xy
 from cxrprobe.heads.tip_adapter import TipAdapterHead, cache_scores, kernel_cache
 
-ALPHA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)  # [proposal] heads.md §3: a small grid shared by the findings
-BETA_GRID = (1.0, 2.0, 4.0, 8.0, 16.0)
 ADAM_BETAS = (0.9, 0.999)
 
 
@@ -48,24 +49,28 @@ def adamw_step(param: np.ndarray, grad: np.ndarray, state: dict, lr: float, eps:
     param -= denom
 
 
-class TipAdapterFHead(ValidationSearch, TipAdapterHead):
+class TipAdapterFHead(TipAdapterHead):
     def __init__(self, text: TextPrompts | None = None, alpha: float = 1.0, beta: float = 1.0, epochs: int = 20,
                  lr: float = 1e-3, eps: float = 1e-4, weight_decay: float = 0.01, negative: str = "pair",
                  search: bool = False, random_state: int | None = None) -> None:
-        super().__init__(text=text, alpha=alpha, beta=beta, negative=negative, random_state=random_state)
+        super().__init__(text=text, alpha=alpha, beta=beta, negative=negative, search=search,
+                         random_state=random_state)
         self.epochs = epochs
         self.lr = lr
         self.eps = eps
         self.weight_decay = weight_decay
-        self.search = search
+
+    def _zero_shot_scale(self) -> float:
+        return self.text.logit_scale  # trained as the official code trains, searched or not
 
     def fit(self, X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None = None,
             Y_val: np.ndarray | None = None) -> TipAdapterFHead:
+        X, Y = check_xy(X, Y)
         validation = self._validation_inputs(X_val, Y_val) if self.search else None
-        super().fit(X, Y)  # the training-free cache: keys_, values_, zero_shot_
+        self._build_cache(X, Y)  # the training-free cache: keys_, values_, zero_shot_
         Y = np.asarray(Y, dtype=np.float32)
         Z = self.keys_.copy()  # the support images are also the training queries
-        zero_shot = self.zero_shot_.decision_from(Z)
+        zero_shot = self._zero_shot_logits(Z)
         alpha, beta = np.float32(self.alpha), np.float32(self.beta)
         keys, values, state = self.keys_, self.values_, {}  # keys_ is trained in place
         self.epoch_ = self.epochs
@@ -80,17 +85,17 @@ class TipAdapterFHead(ValidationSearch, TipAdapterHead):
             if validation is not None:
                 snapshots.append(keys.copy())
         if validation is not None and snapshots:
-            self._select(*validation, snapshots)
+            self._select_epoch(*validation, snapshots)
+            self._search(*validation)
         return self
 
-    def _select(self, Z_val: np.ndarray, Y_val: np.ndarray, snapshots: list[np.ndarray]) -> None:
-        """The epoch at the training alpha and beta, then alpha and beta for that epoch."""
-        zero_shot = self.zero_shot_.decision_from(Z_val)
+    def _select_epoch(self, Z_val: np.ndarray, Y_val: np.ndarray, snapshots: list[np.ndarray]) -> None:
+        """The epoch with the best validation AUC at the training alpha and beta."""
+        zero_shot = self._zero_shot_logits(Z_val)
 
-        def auc(keys: np.ndarray, alpha: float, beta: float) -> float:
-            return validation_auc(Y_val, zero_shot + np.float32(alpha) * cache_scores(Z_val, keys, self.values_, beta))
+        def auc(keys: np.ndarray) -> float:
+            return validation_auc(Y_val, zero_shot + np.float32(self.alpha) * cache_scores(
+                Z_val, keys, self.values_, self.beta))
 
-        epoch = first_best([auc(keys, self.alpha, self.beta) for keys in snapshots])
+        epoch = first_best([auc(keys) for keys in snapshots])
         self.keys_, self.epoch_ = snapshots[epoch], epoch + 1
-        grid = [(a, b) for b in BETA_GRID for a in ALPHA_GRID]
-        self.alpha_, self.beta_ = grid[first_best([auc(self.keys_, a, b) for a, b in grid])]

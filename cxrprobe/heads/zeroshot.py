@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrprobe.heads.base import Head, TextPrompts, check_xy, l2_normalise
+from cxrprobe.heads.base import Head, TextPrompts, check_xy
 from cxrprobe.heads.registry import NEGATIVES
 from cxrprobe.labels import FINDINGS
 from cxrprobe.models.text import GENERIC_NEGATIVE_CLASS, PAPER_NEGATIVE
@@ -20,15 +20,13 @@ def prompt_pair(text: TextPrompts | None, negative: str = "pair", unit: bool = T
         raise ValueError("this head needs the cache's text embeddings")
     if negative not in NEGATIVES:
         raise ValueError(f"negative must be one of {NEGATIVES}")
-    positives = np.stack([text.embedding_of(f, "positive") for f in FINDINGS])
+    positives = np.stack([text.embedding_of(f, "positive", unit=unit) for f in FINDINGS])
     if negative == "pair":
-        negatives = np.stack([text.embedding_of(f, "negative") for f in FINDINGS])
+        negatives = np.stack([text.embedding_of(f, "negative", unit=unit) for f in FINDINGS])
     else:
-        generic = text.embedding_of(GENERIC_NEGATIVE_CLASS, "negative", PAPER_NEGATIVE)
+        generic = text.embedding_of(GENERIC_NEGATIVE_CLASS, "negative", PAPER_NEGATIVE, unit=unit)
         negatives = np.repeat(generic[None], len(FINDINGS), axis=0)
-    if not unit:
-        return positives.astype(np.float64), negatives.astype(np.float64)
-    return l2_normalise(positives), l2_normalise(negatives)
+    return positives, negatives
 
 
 class ZeroShotHead(Head):

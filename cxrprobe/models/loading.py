@@ -20,6 +20,7 @@ import torch
 from cxrprobe.data.images import Preprocessing
 from cxrprobe.errors import ModelError
 from cxrprobe.models.device import resolve_device
+from cxrprobe.models.text import OPENAI_LOGIT_SCALE
 from cxrprobe.models.weights import load_into, read_state_dict, weights_sha256
 from cxrprobe.seeding import seeded_cpu
 
@@ -39,6 +40,8 @@ class LoadedModel:
     embed_dim: int
     device: torch.device
     head: torch.nn.Module | None = None  # an adapted run's MLP head, scored beside the embeddings
+    logit_scale: float = OPENAI_LOGIT_SCALE  # exp(logit_scale): the temperature of image-text cosines
+    logit_bias: float = 0.0  # SigLIP's; 0 for CLIP models
 
     def tokenizer(self):  # noqa: ANN201 - open_clip's tokenizer classes share no base type
         return _open_clip().get_tokenizer(_open_clip_name(self.name))
@@ -90,6 +93,7 @@ def load_model(name: str, pretrained: str, device: str | torch.device = "cpu", v
         preprocessing=_preprocessing(model),
         embed_dim=_embed_dim(model),
         device=torch_device,
+        **_temperature(model),
     )
 
 
@@ -180,6 +184,18 @@ def _preprocessing(model: torch.nn.Module) -> Preprocessing:
         interpolation=interpolation,
         resize_mode=resize_mode,
     )
+
+
+def _temperature(model: torch.nn.Module) -> dict[str, float]:
+    """The model's own logit scale (stored as its log) and bias, for heads that turn cosines
+    into logits; a model without them (an image-only tower) gets CLIP's 100 and no bias."""
+    scale, bias = getattr(model, "logit_scale", None), getattr(model, "logit_bias", None)
+    values = {}
+    if isinstance(scale, torch.Tensor):
+        values["logit_scale"] = float(scale.detach().float().exp().reshape(-1)[0])
+    if isinstance(bias, torch.Tensor):
+        values["logit_bias"] = float(bias.detach().float().reshape(-1)[0])
+    return values
 
 
 def _embed_dim(model: torch.nn.Module) -> int:

@@ -47,6 +47,38 @@ class PromptSet:
             raise ValueError(f"polarity must be positive or negative, got {sorted(bad)}")
 
 
+# exp(logit_scale) of OpenAI's CLIP models: what caches that do not record their model's read as
+OPENAI_LOGIT_SCALE = 100.0
+
+
+@dataclass(frozen=True)
+class TextPrompts:
+    """A cache's prompts with their embeddings [p, d], and its model's logit scale (and bias,
+    which SigLIP models have): the temperature their image-text cosines were trained at."""
+
+    prompts: PromptSet
+    embeddings: np.ndarray
+    logit_scale: float = OPENAI_LOGIT_SCALE
+    logit_bias: float = 0.0
+
+    def embedding_of(self, cls: str, polarity: str, text: str | None = None, unit: bool = True) -> np.ndarray:
+        """The ensemble embedding of the prompts of ``cls`` with ``polarity`` (or the one
+        ``text``): each prompt L2-normalised, averaged, normalised again, as CLIP and CheXzero
+        build their classifiers. With ``unit`` False, that direction at the prompts' mean raw
+        norm (what CLAP starts its prototypes from)."""
+        rows = [
+            i for i, (c, p, t) in enumerate(zip(self.prompts.classes, self.prompts.polarity, self.prompts.prompts))
+            if c == cls and p == polarity and (text is None or t == text)
+        ]
+        if not rows:
+            raise ValueError(f"the cache has no {polarity} prompt for {cls!r}")
+        raw = np.asarray(self.embeddings[rows], dtype=np.float64)
+        norms = np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+        mean = (raw / norms).mean(axis=0)
+        direction = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        return direction if unit else direction * float(norms.mean())
+
+
 def default_prompts() -> PromptSet:
     prompts: list[str] = []
     classes: list[str] = []

@@ -19,6 +19,13 @@ def _origin(summary: dict) -> str:
     return ORIGINS.get(summary.get("metadata_origin"), "")
 
 
+def _temperature(summary: dict) -> str:
+    if summary.get("logit_scale") is None:
+        return "logit scale not recorded (a cache from before it was): heads read it as 100, OpenAI CLIP's"
+    bias = summary.get("logit_bias") or 0.0
+    return f"logit scale {summary['logit_scale']:.4g}" + (f", logit bias {bias:.4g}" if bias else "")
+
+
 def render_info(summary: dict, console: Console | None = None) -> None:
     console = console or Console(highlight=False)
     status = "complete" if summary["complete"] else "INCOMPLETE"
@@ -36,7 +43,8 @@ def render_info(summary: dict, console: Console | None = None) -> None:
         f"dataset {summary['dataset']} ({summary['label_source']}{_origin(summary)}), "
         f"fingerprint {str(summary['dataset_fingerprint'])[:12]}…\n"
         f"metadata rows {summary['metadata_rows']:,}, without an image file {summary['missing_images']:,}, "
-        f"failed to decode {len(summary['failures']):,}; text prompts {summary['text_prompts']}\n"
+        f"failed to decode {len(summary['failures']):,}; text prompts {summary['text_prompts']}, "
+        f"{_temperature(summary)}\n"
         f"created {summary['created']}"
     )
     table = Table(title="images per split and finding")
