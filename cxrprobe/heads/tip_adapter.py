@@ -51,16 +51,16 @@ def signed_values(Y: np.ndarray) -> np.ndarray:
 
 
 def search_alpha_beta(zero_shot: np.ndarray, Z_val: np.ndarray, Y_val: np.ndarray, keys: np.ndarray,
-                      values: np.ndarray) -> tuple[float, float]:
-    """The official grid's (alpha, beta) with the best mean validation AUC (first on ties)."""
+                      values: np.ndarray, alphas: tuple[float, ...] = ALPHA_GRID) -> tuple[float, float]:
+    """The grid's (alpha, beta) with the best mean validation AUC (the first on ties)."""
     affinity = Z_val @ keys.T
-    best, choice = -np.inf, (ALPHA_GRID[0], BETA_GRID[0])
+    best, choice = -np.inf, (alphas[0], BETA_GRID[0])
     for beta in BETA_GRID:
         cache = kernel_cache(affinity.copy(), values, beta)
-        scores = [validation_auc(Y_val, zero_shot + np.float32(alpha) * cache) for alpha in ALPHA_GRID]
+        scores = [validation_auc(Y_val, zero_shot + np.float32(alpha) * cache) for alpha in alphas]
         i = first_best(scores)
         if scores[i] > best:
-            best, choice = scores[i], (ALPHA_GRID[i], beta)
+            best, choice = scores[i], (alphas[i], beta)
     return choice
 
 
@@ -100,9 +100,9 @@ class TipAdapterHead(ValidationSearch, Head):
     def _zero_shot_logits(self, Z: np.ndarray) -> np.ndarray:
         return np.float32(self.zero_shot_scale_) * self.zero_shot_.decision_from(Z)
 
-    def _search(self, Z_val: np.ndarray, Y_val: np.ndarray) -> None:
+    def _search(self, Z_val: np.ndarray, Y_val: np.ndarray, alphas: tuple[float, ...] = ALPHA_GRID) -> None:
         self.alpha_, self.beta_ = search_alpha_beta(self._zero_shot_logits(Z_val), Z_val, Y_val, self.keys_,
-                                                    self.values_)
+                                                    self.values_, alphas)
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:
         # one product for the zero-shot weights and the keys: reading Z is much of the cost

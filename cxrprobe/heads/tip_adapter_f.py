@@ -1,19 +1,20 @@
 """Tip-Adapter-F (Zhang et al., ECCV'22), made multi-label: tip-adapter with learned keys.
 
-The cache keys start as the L2-normalised support embeddings (so zero epochs is tip-adapter
-scored as its search scores) and are trained, values fixed, on the support set with BCE on
-z = tau zeroshot + alpha (A . v), tau the model's logit scale on the zero-shot cosines and
-A . v tip_adapter.py's signed sum over the support, as the official code trains
-``clip_logits + alpha cache_logits`` with ``clip_logits = 100 x W^T``: on unscaled cosines BCE
-stays in its linear regime (logits within +-0.25), and learns little. Defaults from
-gaopengcuhk/Tip-Adapter (validation-free: no re-search): AdamW lr 1e-3, eps 1e-4, weight decay
-0.01 (torch's default, which the official code keeps), a cosine schedule over all steps, a
-fixed 20 epochs, alpha = beta = 1. An epoch is one full batch: the official batch of 256
-holds a whole support set (16 shots is ~240 images).
+The cache keys start as the L2-normalised support embeddings and are trained, values fixed,
+on the support set with BCE on the official code's logits, z = tau zeroshot + a (A . v): tau the
+model's logit scale on the zero-shot cosines (``clip_logits = 100 x W^T``) and A . v
+tip_adapter.py's signed sum over the support. On unscaled cosines BCE stays in its linear
+regime (logits within +-0.25) and learns little. ``alpha`` is given relative to the unscaled
+cosines, a = tau alpha, so that the default alpha = beta = 1 (SS-Text's validation-free values)
+starts the training exactly where tip-adapter's default ranks (tau times its scores). The rest
+from gaopengcuhk/Tip-Adapter: AdamW lr 1e-3, eps 1e-4, weight decay 0.01 (torch's default,
+which the official code keeps), a cosine schedule over all steps, a fixed 20 epochs. An epoch
+is one full batch: the official batch of 256 holds a whole support set (16 shots is ~240).
 
-With ``search``, the epoch (at the training alpha and beta), then alpha and beta on the
-official grid (tip_adapter.py), are chosen by mean AUC on the few-shot validation set, as the
-official code re-searches them after training (it picked its epoch on test).
+With ``search``, the epoch (at the training alpha and beta), then a and beta are chosen by
+mean AUC on the few-shot validation set, as the official code re-searches them after training
+(it picked its epoch on test): beta on the official grid, a on the official alpha grid and on
+the same grid times tau, so that the search also reaches the scale the summed cache trains at.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from cxrprobe.heads.adapter_fit import bce_residual, cosine_rates, first_best, validation_auc
 from cxrprobe.heads.base import TextPrompts, check_xy
-from cxrprobe.heads.tip_adapter import TipAdapterHead, cache_scores, kernel_cache
+from cxrprobe.heads.tip_adapter import ALPHA_GRID, TipAdapterHead, cache_scores, kernel_cache
 
 ADAM_BETAS = (0.9, 0.999)
 
@@ -63,6 +64,10 @@ class TipAdapterFHead(TipAdapterHead):
     def _zero_shot_scale(self) -> float:
         return self.text.logit_scale  # trained as the official code trains, searched or not
 
+    def _build_cache(self, X: np.ndarray, Y: np.ndarray) -> None:
+        super()._build_cache(X, Y)
+        self.alpha_ = self.text.logit_scale * self.alpha  # a: the cache's multiplier against tau zeroshot
+
     def fit(self, X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None = None,
             Y_val: np.ndarray | None = None) -> TipAdapterFHead:
         X, Y = check_xy(X, Y)
@@ -71,7 +76,7 @@ class TipAdapterFHead(TipAdapterHead):
         Y = np.asarray(Y, dtype=np.float32)
         Z = self.keys_.copy()  # the support images are also the training queries
         zero_shot = self._zero_shot_logits(Z)
-        alpha, beta = np.float32(self.alpha), np.float32(self.beta)
+        alpha, beta = np.float32(self.alpha_), np.float32(self.beta)
         keys, values, state = self.keys_, self.values_, {}  # keys_ is trained in place
         self.epoch_ = self.epochs
         snapshots = []
@@ -86,7 +91,8 @@ class TipAdapterFHead(TipAdapterHead):
                 snapshots.append(keys.copy())
         if validation is not None and snapshots:
             self._select_epoch(*validation, snapshots)
-            self._search(*validation)
+            tau = self.text.logit_scale
+            self._search(*validation, alphas=ALPHA_GRID + tuple(tau * a for a in ALPHA_GRID))
         return self
 
     def _select_epoch(self, Z_val: np.ndarray, Y_val: np.ndarray, snapshots: list[np.ndarray]) -> None:
@@ -94,7 +100,7 @@ class TipAdapterFHead(TipAdapterHead):
         zero_shot = self._zero_shot_logits(Z_val)
 
         def auc(keys: np.ndarray) -> float:
-            return validation_auc(Y_val, zero_shot + np.float32(self.alpha) * cache_scores(
+            return validation_auc(Y_val, zero_shot + np.float32(self.alpha_) * cache_scores(
                 Z_val, keys, self.values_, self.beta))
 
         epoch = first_best([auc(keys) for keys in snapshots])
