@@ -66,8 +66,8 @@ def paired_markdown(result: GridResult, heads: tuple[str, ...], shots: tuple[int
         cells = []
         for n in shots:
             seeds = sorted(means[(head, n)])
-            diff, p, _ = paired_difference(np.array([means[(head, n)][s] for s in seeds]),
-                                           np.array([means[(reference, n)][s] for s in seeds]))
+            diff, _, _, p, _ = paired_difference(np.array([means[(head, n)][s] for s in seeds]),
+                                                 np.array([means[(reference, n)][s] for s in seeds]))
             cells.append(f"{diff:+.3f} (p={p:.1g})" if np.isfinite(p) else f"{diff:+.3f}")
         lines.append(f"| {head} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

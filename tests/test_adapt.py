@@ -172,8 +172,13 @@ def test_embed_from_an_adapt_run_stores_the_head_logits_and_the_adapted_head_run
     # a small generated test split lacks some findings: their AUC is left empty, by request
     assert cli("fewshot", "--cache", cache, "--out", out, "--shots", "1", "--seeds", "2", "--allow-undefined",
                "--jobs", "1", "-q").code == 0
-    heads = json.loads((out / "config.json").read_text())["heads"]
-    assert "adapted" in heads
+    config = json.loads((out / "config.json").read_text())
+    assert "adapted" in config["heads"]
+    done = json.loads((run / "summary.json").read_text())
+    labelled = done["train_images"] + done["val_images"]
+    assert labelled > 0 and config["labelled_images_used"]["adaptation"] == labelled
+    assert config["encoder"]["adapted"] and f"adapted with {labelled:,} labelled images" in config["label"]
+    assert "no finding was held out" in config["note"]
     plain = tmp_path / "plain.h5"
     assert cli("embed", "--data-dir", adapt_data, "--out", plain, *TINY[:6], "--workers", "0", "-q").code == 0
     assert_one_line_error(cli("fewshot", "--cache", plain, "--out", tmp_path / "r2", "--heads", "adapted",
@@ -259,6 +264,9 @@ def test_held_out_labels_reach_neither_the_loss_nor_the_selection(adapt_data, tm
     assert all(float(r["train_loss"]) == 0.0 for r in rows)  # every label masked: nothing to learn from
     assert all(r["val_mean_auc"] == "nan" for r in rows)  # and nothing to select on
     assert not (run / "best.pt").exists()
+    import json
+
+    assert json.loads((run / "summary.json").read_text())["held_out"] == list(FINDINGS)
     before = load_model("cxrprobe-tiny", "none", "cpu").model.visual.state_dict()
     after = load_checkpoint(run / "last.pt")["visual"]
     # only weight decay moved the trainable weights: no gradient came from a held-out label

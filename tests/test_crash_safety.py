@@ -129,17 +129,17 @@ def test_fewshot_killed_ten_times_then_rerun_gives_identical_bytes(synthetic_cac
     out = tmp_path / "results"
     temporaries = lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".results.tmp-")]  # noqa: E731
     # three times while the grid computes (nothing on disk yet), then as the hidden results
-    # folder fills: with 0, 1, ..., 6 of its 7 files (runs, summary, per-class, paired,
-    # supports, config; the plot is drawn last)
+    # folder fills: with 0, 1, ..., 6 of its 9 files (runs, summary, per-class, paired,
+    # supports, support counts, config; the two plots are drawn last)
     markers = [(lambda: True, seconds * f) for f in (0.1, 0.2, 0.3)]
     markers += [(lambda k=k: any(len(list(p.iterdir())) >= k for p in temporaries()), 0.0) for k in range(7)]
     for marker, delay in markers:
         child = start("fewshot", "--cache", synthetic_cache, "--out", out, *FEWSHOT)
         assert kill_when(child, marker, after=delay)
         assert not out.exists(), "a killed fewshot published a results dir"
-    assert {p.name for p in reference.iterdir()} == {"runs.csv", "summary.csv", "per_class.csv",
-                                                             "paired.csv", "supports.csv", "config.json",
-                                                             "auc_vs_shots.png"}
+    assert {p.name for p in reference.iterdir()} == {"runs.csv", "summary.csv", "per_class.csv", "paired.csv",
+                                                     "supports.csv", "support_counts.csv", "config.json",
+                                                     "auc_vs_shots.png", "auc_vs_labelled.png"}
     finish("fewshot", "--cache", synthetic_cache, "--out", out, *FEWSHOT)
     assert snapshot(out) == snapshot(reference)
     assert leftovers(tmp_path) == []  # the rerun swept what the killed runs left

@@ -8,10 +8,12 @@ import os
 import shutil
 
 import h5py
+import numpy as np
 import pytest
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.heads import parse_heads
+from cxrprobe.labels import FINDINGS
 from test_cli_errors import assert_one_line_error, snapshot
 
 GRID = ("--shots", "1,4", "--seeds", "3", "-q")
@@ -40,8 +42,8 @@ def read(path):
 
 def test_results_dir_holds_every_file(grid_dirs):
     names = sorted(p.name for p in grid_dirs[1].iterdir())
-    assert names == ["auc_vs_shots.png", "config.json", "paired.csv", "per_class.csv", "runs.csv",
-                     "summary.csv", "supports.csv"]
+    assert names == ["auc_vs_labelled.png", "auc_vs_shots.png", "config.json", "paired.csv", "per_class.csv",
+                     "runs.csv", "summary.csv", "support_counts.csv", "supports.csv"]
     runs = read(grid_dirs[1] / "runs.csv")
     assert len(runs) == len(parse_heads("all")) * 2 * 3 * 15  # heads x shots x seeds x (14 classes + mean)
     summary = read(grid_dirs[1] / "summary.csv")
@@ -50,6 +52,55 @@ def test_results_dir_holds_every_file(grid_dirs):
         assert float(row["ci95_low"]) <= float(row["mean_auc"]) <= float(row["ci95_high"])
     config = json.loads((grid_dirs[1] / "config.json").read_text())
     assert config["shots"] == [1, 4] and config["seeds"] == [0, 1, 2] and config["protocol"] == "default"
+    assert config["encoder"]["adapted"] is False and config["labelled_images_used"]["adaptation"] == 0
+    assert "mean of the unlabelled training images" in config["note"]
+
+
+def test_what_n_shot_means_is_written_down(grid_dirs, synthetic_cache):
+    """Each (shots, seed)'s images, normals and effective positives; labelled images per run."""
+    counts = read(grid_dirs[1] / "support_counts.csv")
+    assert len(counts) == 2 * 3
+    supports = read(grid_dirs[1] / "supports.csv")
+    with FeatureCache(synthetic_cache) as cache:
+        row_of = {image: i for i, image in enumerate(cache.table.image_ids)}
+        labels = cache.labels
+    for count in counts:
+        ids = [r["image_id"] for r in supports if (r["shots"], r["seed"]) == (count["shots"], count["seed"])]
+        held = labels[[row_of[i] for i in ids]]
+        assert int(count["images"]) == len(ids) and int(count["no_finding"]) == int((held.sum(1) == 0).sum())
+        positives = [int(count[f"positives_{f}"]) for f in FINDINGS]
+        assert positives == held.sum(0).tolist() and min(positives) >= 1
+    summary = {(r["head"], r["shots"]): r for r in read(grid_dirs[1] / "summary.csv")}
+    four = [int(c["images"]) for c in counts if c["shots"] == "4"]
+    assert float(summary["logreg", "4"]["mean_labelled_images"]) == pytest.approx(np.mean(four))
+    assert float(summary["zeroshot", "4"]["mean_labelled_images"]) == 0  # text only
+
+
+def test_results_carry_average_precision_prevalence_and_adjusted_pairs(grid_dirs, synthetic_cache):
+    runs = read(grid_dirs[1] / "runs.csv")
+    means = [r for r in runs if r["class"] == "mean"]
+    assert all(0 < float(r["ap"]) < 1 for r in means)
+    summary = read(grid_dirs[1] / "summary.csv")
+    for row in summary:
+        assert float(row["ap_ci95_low"]) <= float(row["mean_ap"]) <= float(row["ap_ci95_high"])
+    per_class = read(grid_dirs[1] / "per_class.csv")
+    assert {r["metric"] for r in per_class} == {"auc", "ap", "prevalence"}
+    prevalence = next(r for r in per_class if r["metric"] == "prevalence")
+    with FeatureCache(synthetic_cache) as cache:
+        test = cache.rows("test")
+        expected = cache.labels[test].mean(axis=0)
+    assert np.allclose([float(prevalence[f]) for f in FINDINGS], expected)
+    zeroshot_ap = next(r for r in per_class if r["head"] == "zeroshot" and r["metric"] == "ap")
+    assert float(zeroshot_ap["Hernia"]) > float(prevalence["Hernia"])  # above a constant score's AP
+    paired = read(grid_dirs[1] / "paired.csv")
+    for shots in ("1", "4"):
+        level = [r for r in paired if r["shots"] == shots and r["p_value"]]
+        for r in level:
+            assert float(r["p_holm"]) >= float(r["p_value"]) and float(r["ci95_low"]) <= float(r["ci95_high"])
+            assert (r["prespecified"] == "True") == ("zeroshot" in (r["head"], r["versus"])
+                                                     or "logreg" in (r["head"], r["versus"]))
+        smallest = min(level, key=lambda r: float(r["p_value"]))
+        assert float(smallest["p_holm"]) == pytest.approx(min(1.0, len(level) * float(smallest["p_value"])))
 
 
 def test_runs_are_byte_identical_whatever_jobs_is(grid_dirs):
@@ -124,6 +175,20 @@ def test_report_re_renders_one_or_several_results_dirs(grid_dirs, tmp_path, cli,
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert_one_line_error(cli("report", tmp_path), "is not a cxrprobe results dir")
     assert_one_line_error(cli("report", grid_dirs[1], "--plot", tmp_path / "x.jpg"), "must name a .png")
+
+
+def test_a_results_dir_from_before_average_precision_still_renders(grid_dirs, tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    old = tmp_path / "old"
+    shutil.copytree(grid_dirs[1], old)
+    rows = read(old / "summary.csv")
+    columns = ["head", "shots", "mean_auc", "std", "ci95_low", "ci95_high", "n_seeds"]  # the format until 2026-12
+    with open(old / "summary.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    shown = cli("report", old)
+    assert shown.code == 0 and "logreg" in shown.stdout, shown.stderr
 
 
 def test_zeroshot_command_gives_per_class_auc_with_bootstrap_cis(synthetic_cache, tmp_path, cli):
@@ -206,3 +271,17 @@ def test_a_killed_grids_memory_maps_are_swept_by_the_next(synthetic_cache, tmp_p
     assert not stale.exists()
     assert live.exists()  # a running process's folder is never touched
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]  # and the grid removed its own
+
+
+def test_an_adapted_encoder_is_labelled_with_its_labels_and_held_out_findings():
+    from cxrprobe.eval.experiment import encoder_record
+
+    plain = encoder_record({"model": "ViT-B-32"})
+    assert plain["adapted"] is False and plain["labelled_images"] == 0
+    adaptation = json.dumps({"labelled_images": 86524, "held_out": ["Pneumonia", "Hernia"]})
+    held = encoder_record({"checkpoint": "runs/x", "adaptation": adaptation})
+    assert held["labelled_images"] == 86524 and held["summary"] == (
+        "encoder adapted with 86,524 labelled images (held out: Pneumonia, Hernia)")
+    assert "only for the held-out findings (Pneumonia, Hernia)" in held["label_efficiency"]
+    older = encoder_record({"checkpoint": "runs/x"})  # a cache embedded before adaptation was recorded
+    assert older["adapted"] and older["labelled_images"] is None and "unrecorded" in older["summary"]

@@ -1,4 +1,5 @@
-"""Exact AUC against sklearn, ties and tiny classes included."""
+"""Exact AUC and average precision against sklearn, ties and tiny classes included; Holm's
+adjustment by hand."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cxrprobe.eval.metrics import auc_score, mean_auc, per_class_auc
+from cxrprobe.eval.metrics import auc_score, mean_auc, per_class_auc, per_class_auc_ap
+from cxrprobe.eval.stats import holm, mean_ci, paired_difference
 
 
 def sklearn_or_nan(y, scores):
@@ -112,3 +114,31 @@ def test_bootstrap_ci_brackets_the_auc_and_narrows_with_more_data():
         widths.append(high - low)
     assert widths[1] < widths[0] / 3
     assert all(math.isnan(v) for v in bootstrap_auc_ci(np.ones(5), np.arange(5.0)))  # one class: undefined
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(-3, 3)), min_size=2, max_size=60),
+    st.sampled_from([1.0, 0.25, 1e-9]),
+)
+def test_average_precision_equals_sklearn_with_ties(pairs, scale):
+    """Tied scores are one threshold, as in sklearn's precision-recall steps."""
+    y = np.array([p[0] for p in pairs], dtype=int)
+    scores = np.array([p[1] for p in pairs], dtype=float) * scale
+    aucs, aps = per_class_auc_ap(y[:, None], scores[:, None])
+    if y.min() == y.max():
+        assert math.isnan(aps[0]) and math.isnan(aucs[0])
+    else:
+        assert abs(aps[0] - average_precision_score(y, scores)) <= 1e-12
+        assert abs(aucs[0] - roc_auc_score(y, scores)) <= 1e-12
+
+
+def test_holm_by_hand_and_paired_differences_with_their_ci():
+    adjusted = holm(np.array([0.01, 0.04, np.nan, 0.03, 0.5]))
+    # sorted 0.01, 0.03, 0.04, 0.5 (m = 4): 0.04, 0.09, 0.08 -> 0.09 (non-decreasing), 0.5
+    assert np.allclose(adjusted[[0, 3, 1, 4]], [0.04, 0.09, 0.09, 0.5]) and math.isnan(adjusted[2])
+    assert np.array_equal(holm(np.array([0.3, 0.9])), [0.6, 0.9])
+    a, b = np.array([0.7, 0.72, 0.69, 0.75]), np.array([0.68, 0.7, 0.7, 0.71])
+    diff, low, high, p, n = paired_difference(a, b)
+    mean, _, ci_low, ci_high, _ = mean_ci(a - b)
+    assert (diff, low, high, n) == (mean, ci_low, ci_high, 4) and low < diff < high and 0 < p < 1

@@ -33,7 +33,7 @@ from cxrprobe.models.device import (
 from cxrprobe.models.encode import Encoded, launch_encode
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.text import default_prompts, encode_prompts
-from cxrprobe.train.adapted import file_sha256, load_adapted
+from cxrprobe.train.adapted import adaptation_record, file_sha256, load_adapted
 from cxrprobe.train.pixels import decoded_by_adapt
 from cxrprobe.versions import package_versions
 
@@ -210,7 +210,8 @@ def _open_or_create_shard(
         "logit_bias": loaded.logit_bias,
     }
     if checkpoint_file is not None:
-        extra.update(checkpoint=str(checkpoint_file.parent), checkpoint_sha256=file_sha256(checkpoint_file))
+        extra.update(checkpoint=str(checkpoint_file.parent), checkpoint_sha256=file_sha256(checkpoint_file),
+                     adaptation=json_attr(adaptation_record(checkpoint_file.parent)))
     plan = ShardPlan(0, len(manifest), len(manifest), options.batch_size)
     head_state = (
         {k: v.detach().cpu().numpy() for k, v in loaded.head.state_dict().items()} if loaded.head is not None else None

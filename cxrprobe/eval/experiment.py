@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -40,11 +41,14 @@ def run_fewshot(
     check_results_dir(out)
     result = run_grid(Path(cache), spec, jobs=jobs, progress=progress)
     attrs = result.cache_attrs
+    encoder = encoder_record(attrs)
     config = {
         "command": "fewshot",
         "protocol": protocol,
         "label": f"{attrs.get('model')}/{attrs.get('pretrained')} on {attrs.get('dataset')}; "
-                 + ("the paper's protocol (adapted head trained further, one draw)" if protocol == "paper" else "default protocol"),
+                 + ("the paper's protocol (adapted head trained further, one draw)" if protocol == "paper" else "default protocol")
+                 + (f"; {encoder['summary']}" if encoder["adapted"] else ""),
+        "encoder": encoder,
         "cache": str(cache),
         "cache_fingerprint": {k: attrs.get(k) for k in ("weights_sha256", "dataset_fingerprint", "manifest_sha256", "model", "pretrained")},
         "shots": list(spec.shots),
@@ -56,12 +60,42 @@ def run_fewshot(
         "undefined_findings": result.undefined_findings,
         "test_images": result.n_test,
         "labelled_images_used": {
-            "adaptation": 0,
+            "adaptation": encoder["labelled_images"],
             "support_per_run_max": max(len(s.rows) for s in result.supports),
             "validation_per_run_max": result.validation_images,
         },
         "versions": package_versions(),
-        "note": "CIs are t-based over seeds (support-set draws); zeroshot uses text only, no labelled image.",
+        "note": "CIs are t-based over seeds (support-set draws); " + (
+            encoder["summary"] + ": " + encoder["label_efficiency"] if encoder["adapted"]
+            else "zeroshot uses text only, no labelled image"
+        ) + "; " + CL2N_NOTE,
     }
     write_results(out, result, spec, protocol, image_ids, config)
     return out / "summary.csv"
+
+
+CL2N_NOTE = ("prototype and knn centre every embedding on the mean of the unlabelled training images "
+             "(CL2N), which uses their embeddings but none of their labels")
+
+
+def encoder_record(attrs: dict) -> dict:
+    """What the cache's encoder learned from labels: nothing (as pretrained), or an adapt run's
+    labelled images, with the findings it held out. Few-shot curves measure label efficiency
+    only where the encoder never saw the labels."""
+    if not attrs.get("checkpoint"):
+        return {"adapted": False, "labelled_images": 0, "held_out": [], "summary": "encoder as pretrained",
+                "label_efficiency": "every finding's curve counts every labelled image used"}
+    try:
+        record = json.loads(str(attrs.get("adaptation", "{}")))
+    except ValueError:
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    labelled, held_out = record.get("labelled_images"), record.get("held_out")
+    count = f"{labelled:,}" if isinstance(labelled, int) else "an unrecorded number of"
+    held = ", ".join(held_out) if held_out else ""
+    return {
+        "adapted": True, "labelled_images": labelled, "held_out": held_out, "run": attrs.get("checkpoint"),
+        "summary": f"encoder adapted with {count} labelled images" + (f" (held out: {held})" if held else ""),
+        "label_efficiency": (f"few-shot figures measure label efficiency only for the held-out findings ({held})"
+                             if held else "no finding was held out, so no few-shot curve measures label efficiency"),
+    }

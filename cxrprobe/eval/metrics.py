@@ -1,10 +1,12 @@
-"""Exact ROC AUC, per class and batched.
+"""Exact ROC AUC and average precision, per class and batched.
 
 AUC is the probability that a random positive scores above a random negative, ties counted
-half: sort the negatives once, then binary-search every positive. The result equals
-sklearn's ``roc_auc_score`` (ties included) to within float rounding, at a fraction of its
-cost. Where a class has only positives or only negatives in ``y``, the AUC is undefined and
-is returned as NaN, never as 0.5.
+half: sort the negatives once, then binary-search every positive. Average precision (AP,
+the area under the precision-recall steps) comes from the same sorts: each positive adds the
+precision at its own score, TP(>= s) / (TP(>= s) + FP(>= s)), tied scores forming one
+threshold. Both equal sklearn's ``roc_auc_score`` and ``average_precision_score`` (ties
+included) to within float rounding, at a fraction of their cost. Where a class has only
+positives or only negatives in ``y``, both are undefined and returned as NaN, never as 0.5.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ def auc_score(y: np.ndarray, scores: np.ndarray) -> float:
 
 def per_class_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """AUC of each column: ``labels`` [n, k] (0/1), ``scores`` [n, k] -> [k], NaN where undefined."""
+    return per_class_auc_ap(labels, scores)[0]
+
+
+def per_class_auc_ap(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(AUC, AP) of each column, [k] each, NaN where undefined; one sort serves both."""
     labels = np.asarray(labels)
     scores = np.asarray(scores)
     if labels.shape != scores.shape or labels.ndim != 2:
@@ -30,7 +37,8 @@ def per_class_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     # one column per contiguous row: the per-class masking and sorting read memory in order
     by_class = np.ascontiguousarray(_float_scores(scores).T)
     positive = np.ascontiguousarray(labels.T).astype(bool)
-    return np.array([_auc(positive[c], by_class[c]) for c in range(len(by_class))])
+    pairs = np.array([_auc_ap(positive[c], by_class[c]) for c in range(len(by_class))]).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
 
 
 def _float_scores(scores: np.ndarray) -> np.ndarray:
@@ -43,18 +51,31 @@ def _float_scores(scores: np.ndarray) -> np.ndarray:
 
 
 def _auc(y: np.ndarray, scores: np.ndarray) -> float:
+    return _auc_ap(y, scores)[0]
+
+
+def _auc_ap(y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     positives = scores[y]
     n_pos = positives.size
     n_neg = scores.size - n_pos
     if n_pos == 0 or n_neg == 0:
-        return float("nan")
+        return float("nan"), float("nan")
     negatives = np.sort(scores[~y])
     positives = np.sort(positives)  # sorted queries make the binary searches cache-friendly: 4x faster
     below = np.searchsorted(negatives, positives, side="left")
     not_above = np.searchsorted(negatives, positives, side="right")
     # each positive beats `below` negatives and ties with (not_above - below) of them: wins count 2, ties 1
     wins = below.sum(dtype=np.int64) + not_above.sum(dtype=np.int64)
-    return float(wins) / (2.0 * n_pos * n_neg)
+    # at each positive's score s: TP(>= s) positives (its tie group and above) and FP(>= s) negatives
+    true_above = n_pos - np.searchsorted(positives, positives, side="left")
+    false_above = n_neg - below
+    ap = float(np.mean(true_above / (true_above + false_above)))
+    return float(wins) / (2.0 * n_pos * n_neg), ap
+
+
+def per_class_ap(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Average precision of each column, [k], NaN where undefined."""
+    return per_class_auc_ap(labels, scores)[1]
 
 
 def mean_auc(aucs: np.ndarray) -> float:

@@ -23,7 +23,7 @@ import numpy as np
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.errors import CacheError
-from cxrprobe.eval.metrics import per_class_auc
+from cxrprobe.eval.metrics import per_class_auc_ap
 from cxrprobe.eval.options import at_least_one
 from cxrprobe.eval.sampler import SupportSet, draw_support
 from cxrprobe.fsutil import remove_stale_temporaries
@@ -53,6 +53,8 @@ class RunResult:
     shots: int
     seed: int
     aucs: np.ndarray  # [14], NaN where the test split has one class only
+    aps: np.ndarray  # [14] average precision, NaN where the AUC is
+    labelled: int = 0  # labelled images the head used: its support set, and a validation set if it searched
     seconds: float = field(default=0.0, compare=False)  # fit + score + AUC, single-threaded; never written to runs.csv
 
 
@@ -65,6 +67,7 @@ class GridResult:
     cache_attrs: dict = field(default_factory=dict)
     seconds_by_head: dict[str, float] = field(default_factory=dict)  # summed single-threaded seconds
     undefined_findings: list[str] = field(default_factory=list)  # no AUC on this test split (--allow-undefined)
+    test_prevalence: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [14] share of test images positive
 
 
 @dataclass(frozen=True)
@@ -166,17 +169,19 @@ def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[Sup
                 head = make_head(name, data.text, data.center, random_state=seed, search=spec.search)
                 if spec.protocol == "paper" and name == "paper-mlp":
                     head.set_params(init_state=data.head_state, epochs=PAPER_EPOCHS)
+                labelled = len(support.rows)
                 if head.uses_validation:
                     if validation is None:  # other patients than the support set's: the val split
                         validation = draw_support(data.labels, data.split, min(shots, VALIDATION_SHOTS_MAX), seed,
                                                   pool_split="val")
                     rows = validation.rows
                     head.fit(X, Y, data.embeddings[rows], data.labels[rows])
+                    labelled += len(rows)
                 else:
                     head.fit(X, Y)
                 scores = head.decision_from(data.test_inputs[head.input_transform])
-                aucs = per_class_auc(Y_test, scores)
-                results.append(RunResult(name, shots, seed, aucs, time.perf_counter() - start))
+                aucs, aps = per_class_auc_ap(Y_test, scores)
+                results.append(RunResult(name, shots, seed, aucs, aps, labelled, time.perf_counter() - start))
     finally:
         torch.set_num_threads(threads)
     return support, results, 0 if validation is None else len(validation.rows)
@@ -238,8 +243,8 @@ def _support_free_runs(data: GridData, spec: GridSpec) -> dict[str, RunResult]:
         if not head_class(name).needs_support:
             start = time.perf_counter()
             head = make_head(name, data.text, data.center, random_state=0)
-            aucs = per_class_auc(Y_test, head.decision_from(data.test_inputs[head.input_transform]))
-            out[name] = RunResult(name, 0, 0, aucs, time.perf_counter() - start)
+            aucs, aps = per_class_auc_ap(Y_test, head.decision_from(data.test_inputs[head.input_transform]))
+            out[name] = RunResult(name, 0, 0, aucs, aps, seconds=time.perf_counter() - start)
     return out
 
 
@@ -275,10 +280,12 @@ def run_grid(
     for (shots, seed), (_, task_runs, _) in zip(tasks, outputs):
         learned = {run.head: run for run in task_runs}
         for name in spec.heads:
-            runs.append(learned[name] if name in learned else RunResult(name, shots, seed, fixed[name].aucs))
+            runs.append(learned[name] if name in learned else RunResult(name, shots, seed, fixed[name].aucs,
+                                                                        fixed[name].aps))
     validation_images = max(n for _, _, n in outputs)
     seconds = {name: fixed[name].seconds if name in fixed else 0.0 for name in spec.heads}
     for run in runs:
         seconds[run.head] += run.seconds
+    test_labels = data.labels[data.test_rows]
     return GridResult(runs, supports, len(data.test_rows), validation_images, attrs, seconds,
-                      undefined_findings(data.labels[data.test_rows]))
+                      undefined_findings(test_labels), test_labels.mean(axis=0))

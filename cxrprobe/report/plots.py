@@ -17,12 +17,36 @@ def read_summary(path: Path) -> dict[str, list[tuple[int, float, float, float, i
     return curves
 
 
+SHOTS_AXIS = "N (positives drawn per finding)"
+LABELLED_AXIS = "labelled images per run (support set, and validation set where a head searched)"
+
+
+def read_labelled_curves(path: Path) -> dict[str, list[tuple[float, float, float, float, int]]]:
+    """summary.csv's curves against the mean labelled images per run instead of N (heads that
+    used no labelled image, such as zeroshot, are left out)."""
+    labelled: dict[tuple[str, int], float] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            labelled[(row["head"], int(row["shots"]))] = float(row["mean_labelled_images"] or "nan")
+    curves = {}
+    for head, points in read_summary(path).items():
+        moved = [(labelled[(head, p[0])], *p[1:]) for p in points if labelled[(head, p[0])] > 0]
+        if moved:
+            curves[head] = moved
+    return curves
+
+
 def plot_auc_vs_shots(summary_csv: Path, out_png: Path, title: str = "") -> None:
     plot_curves(read_summary(summary_csv), out_png, title)
 
 
-def plot_curves(curves: dict[str, list[tuple[int, float, float, float, int]]], out_png: Path, title: str = "") -> None:
-    """One line per curve (mean AUC against shots on a log2 axis) with its CI band."""
+def plot_auc_vs_labelled(summary_csv: Path, out_png: Path, title: str = "") -> None:
+    plot_curves(read_labelled_curves(summary_csv), out_png, title, x_label=LABELLED_AXIS, ticks_at_points=False)
+
+
+def plot_curves(curves: dict[str, list[tuple[float, float, float, float, int]]], out_png: Path, title: str = "",
+                x_label: str = SHOTS_AXIS, ticks_at_points: bool = True) -> None:
+    """One line per curve (mean AUC against N, or labelled images, on a log2 axis) with its CI band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,9 +65,10 @@ def plot_curves(curves: dict[str, list[tuple[int, float, float, float, int]]], o
         ax.fill_between(shots, [p[2] for p in points], [p[3] for p in points], color=colour, alpha=0.12)
         seeds.update(p[4] for p in points)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({p[0] for pts in curves.values() for p in pts}))
+    if ticks_at_points:
+        ax.set_xticks(sorted({p[0] for pts in curves.values() for p in pts}))
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.set_xlabel("labelled images per finding (shots)")
+    ax.set_xlabel(x_label)
     ax.set_ylabel("mean AUC over 14 findings (test)")
     n = ", ".join(str(s) for s in sorted(seeds))
     ax.set_title((title + "\n" if title else "") + f"mean over {n} seeds, 95% CI bands (support-set draws)", fontsize=9)

@@ -1,6 +1,7 @@
 """The results dir of a few-shot grid: runs.csv, summary.csv, per_class.csv, paired.csv,
-supports.csv, config.json and auc_vs_shots.png, written under a temporary name and renamed
-into place, so a results dir is either whole or absent."""
+supports.csv, support_counts.csv, config.json, auc_vs_shots.png and auc_vs_labelled.png,
+written under a temporary name and renamed into place, so a results dir is either whole or
+absent."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from cxrprobe.errors import InputError
 from cxrprobe.fsutil import check_writable_folder, remove_stale_temporaries, reporting_no_room, temporary_sibling
 from cxrprobe.eval.metrics import mean_auc
 from cxrprobe.eval.runner import GridResult, GridSpec
-from cxrprobe.eval.stats import mean_ci, paired_difference
+from cxrprobe.eval.stats import holm, mean_ci, paired_difference
 from cxrprobe.labels import FINDINGS
 
 MEAN = "mean"
@@ -43,11 +44,12 @@ def _csv(rows: list[list[object]]) -> str:
 
 
 def runs_table(result: GridResult, protocol: str) -> list[list[object]]:
-    rows: list[list[object]] = [["head", "protocol", "shots", "seed", "class", "auc"]]
+    rows: list[list[object]] = [["head", "protocol", "shots", "seed", "class", "auc", "ap"]]
     for run in result.runs:
-        for name, auc in zip(FINDINGS, run.aucs):
-            rows.append([run.head, protocol, run.shots, run.seed, name, number(auc)])
-        rows.append([run.head, protocol, run.shots, run.seed, MEAN, number(mean_auc(run.aucs))])
+        for name, auc, ap in zip(FINDINGS, run.aucs, run.aps):
+            rows.append([run.head, protocol, run.shots, run.seed, name, number(auc), number(ap)])
+        rows.append([run.head, protocol, run.shots, run.seed, MEAN, number(mean_auc(run.aucs)),
+                     number(mean_auc(run.aps))])
     return rows
 
 
@@ -59,37 +61,66 @@ def _by_head_and_shots(result: GridResult) -> dict[tuple[str, int], list]:
 
 
 def summary_table(result: GridResult) -> list[list[object]]:
-    rows: list[list[object]] = [["head", "shots", "mean_auc", "std", "ci95_low", "ci95_high", "n_seeds"]]
+    """Per head and shot level: mean AUC with its seed CI (the first columns, as results dirs
+    have always had them), then the same for the mean AP (average precision)."""
+    rows: list[list[object]] = [["head", "shots", "mean_auc", "std", "ci95_low", "ci95_high", "n_seeds",
+                                 "mean_ap", "ap_ci95_low", "ap_ci95_high", "mean_labelled_images"]]
     for (head, shots), runs in _by_head_and_shots(result).items():
         mean, sd, low, high, n = mean_ci(np.array([mean_auc(r.aucs) for r in runs]))
-        rows.append([head, shots, number(mean), number(sd), number(low), number(high), n])
+        ap, _, ap_low, ap_high, _ = mean_ci(np.array([mean_auc(r.aps) for r in runs]))
+        labelled = float(np.mean([r.labelled for r in runs]))
+        rows.append([head, shots, number(mean), number(sd), number(low), number(high), n,
+                     number(ap), number(ap_low), number(ap_high), number(labelled)])
+    return rows
+
+
+def support_counts_table(result: GridResult) -> list[list[object]]:
+    """What each (shots, seed) really drew: its images, its "No Finding" images, and each
+    finding's effective positives (co-occurrence puts more than N of most findings in a set)."""
+    rows: list[list[object]] = [["shots", "seed", "images", "no_finding", *(f"positives_{f}" for f in FINDINGS)]]
+    for support in result.supports:
+        rows.append([support.shots, support.seed, len(support.rows), support.no_finding, *support.positives.tolist()])
     return rows
 
 
 def per_class_table(result: GridResult) -> list[list[object]]:
-    rows: list[list[object]] = [["head", "shots", *FINDINGS]]
+    """Mean AUC and mean AP per finding, per head and shot level; a last row gives each
+    finding's test prevalence (the AP of a constant score)."""
+    rows: list[list[object]] = [["head", "shots", "metric", *FINDINGS]]
     for (head, shots), runs in _by_head_and_shots(result).items():
-        stacked = np.array([r.aucs for r in runs])
-        means = [mean_ci(stacked[:, c])[0] for c in range(len(FINDINGS))]
-        rows.append([head, shots, *[number(m) for m in means]])
+        for metric in ("auc", "ap"):
+            stacked = np.array([getattr(r, metric + "s") for r in runs])
+            rows.append([head, shots, metric, *[number(mean_ci(stacked[:, c])[0]) for c in range(len(FINDINGS))]])
+    rows.append(["test images", "", "prevalence", *[number(p) for p in result.test_prevalence]])
     return rows
 
 
+# Comparisons a reader of a few-shot study asks for first: against text alone, and against the
+# standard linear probe. They are marked as such, every other pair is exploratory.
+PRESPECIFIED = ("zeroshot", "logreg")
+
+
 def paired_table(result: GridResult) -> list[list[object]]:
-    """Every ordered pair of heads at every shot count, on the same seeds (paired t-test)."""
-    rows: list[list[object]] = [["shots", "head", "versus", "mean_difference", "p_value", "n_seeds"]]
+    """Every pair of heads at every shot count, on the same seeds: the mean paired difference in
+    mean AUC with its t-based 95% CI, the paired t-test's p-value and Holm's adjustment over
+    all pairs at that shot count."""
+    rows: list[list[object]] = [["shots", "head", "versus", "mean_difference", "ci95_low", "ci95_high", "p_value",
+                                 "p_holm", "n_seeds", "prespecified"]]
     groups = _by_head_and_shots(result)
     heads = list(dict.fromkeys(run.head for run in result.runs))
     shots_levels = list(dict.fromkeys(run.shots for run in result.runs))
     for shots in shots_levels:
+        level = []
         for i, a in enumerate(heads):
             for b in heads[i + 1:]:
                 ra = sorted(groups[(a, shots)], key=lambda r: r.seed)
                 rb = sorted(groups[(b, shots)], key=lambda r: r.seed)
-                diff, p, n = paired_difference(
-                    np.array([mean_auc(r.aucs) for r in ra]), np.array([mean_auc(r.aucs) for r in rb])
-                )
-                rows.append([shots, a, b, number(diff), number(p), n])
+                level.append((a, b, *paired_difference(np.array([mean_auc(r.aucs) for r in ra]),
+                                                        np.array([mean_auc(r.aucs) for r in rb]))))
+        adjusted = holm(np.array([row[5] for row in level]))
+        for (a, b, diff, low, high, p, n), p_holm in zip(level, adjusted):
+            rows.append([shots, a, b, number(diff), number(low), number(high), number(p), number(p_holm), n,
+                         a in PRESPECIFIED or b in PRESPECIFIED])
     return rows
 
 
@@ -136,9 +167,11 @@ def write_results(
         write_csv(folder / "per_class.csv", per_class_table(result))
         write_csv(folder / "paired.csv", paired_table(result))
         write_csv(folder / "supports.csv", supports_table(result, image_ids))
+        write_csv(folder / "support_counts.csv", support_counts_table(result))
         write_json(folder / "config.json", config)
-        from cxrprobe.report.plots import plot_auc_vs_shots
+        from cxrprobe.report.plots import plot_auc_vs_labelled, plot_auc_vs_shots
 
         plot_auc_vs_shots(folder / "summary.csv", folder / "auc_vs_shots.png", config.get("label", ""))
+        plot_auc_vs_labelled(folder / "summary.csv", folder / "auc_vs_labelled.png", config.get("label", ""))
 
     publish_folder(out, fill)

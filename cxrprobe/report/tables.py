@@ -15,9 +15,13 @@ from cxrprobe.report.plots import read_summary
 
 def render_summary(summary_csv: Path, console: Console | None = None) -> None:
     """Mean AUC ± 95% CI per head and shot level; the seed count in the title."""
-    config = Path(summary_csv).with_name("config.json")
-    undefined = json.loads(config.read_text()).get("undefined_findings", []) if config.is_file() else []
-    render_curves(read_summary(summary_csv), console, undefined)
+    path = Path(summary_csv).with_name("config.json")
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    console = console or Console(highlight=False)
+    render_curves(read_summary(summary_csv), console, config.get("undefined_findings", []))
+    encoder = config.get("encoder") or {}
+    if encoder.get("adapted"):
+        console.print(f"{encoder['summary']}: {encoder['label_efficiency']}", soft_wrap=True)
 
 
 def render_curves(curves: dict[str, list], console: Console | None = None, undefined: list[str] = ()) -> None:

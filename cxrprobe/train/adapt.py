@@ -194,7 +194,11 @@ def _run(options: AdaptOptions, out: Path, device: torch.device, precision: str,
         # no epoch ran: a run killed between its last checkpoint and these files resumed at its end
         _write_history(out, state.history)
     summary = {"epochs_run": state.epoch, "best_epoch": state.best_epoch, "best_val_auc": state.best_auc,
-               "stopped_by": "patience" if state.stale >= options.patience else "epochs"}
+               "stopped_by": "patience" if state.stale >= options.patience else "epochs",
+               # the labelled images adaptation saw (training, and validation for selection), and
+               # the findings whose labels it never saw
+               "train_images": int(len(rows["train"])), "val_images": int(len(rows["val"])),
+               "held_out": list(options.hold_out)}
     write_new_file(out / DONE, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     return summary
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -60,3 +61,18 @@ def load_adapted(run_dir: Path, device: str | torch.device) -> tuple[LoadedModel
         loaded, head=head, weights_sha256=identity, pretrained=f"{config['pretrained']}+adapted",
     )
     return adapted, best
+
+
+def adaptation_record(run_dir: Path) -> dict:
+    """What a cache embedded from ``run_dir`` says of its adaptation: the labelled images it
+    used and the findings it held out (runs from before these were recorded: unknown, None)."""
+    try:
+        summary = json.loads((Path(run_dir) / DONE).read_text())
+    except (OSError, ValueError):
+        summary = {}
+    summary = summary if isinstance(summary, dict) else {}
+    train, val = summary.get("train_images"), summary.get("val_images")
+    labelled = train + val if isinstance(train, int) and isinstance(val, int) else None
+    held_out = summary.get("held_out")
+    return {"labelled_images": labelled, "train_images": train, "val_images": val,
+            "held_out": held_out if isinstance(held_out, list) else None}
