@@ -250,12 +250,12 @@ def zeroshot(
     cache: Annotated[Path, typer.Option("--cache", help="Feature cache with text embeddings.")],
     out: Annotated[Path, typer.Option("--out", help="Results folder to create (must be new or empty).")],
     negative: Annotated[str, typer.Option(help="pair: 'A chest X-ray showing no {finding}'; paper: 'No finding'.")] = "pair",
-    bootstrap: Annotated[int, typer.Option(help="Stratified bootstrap resamples of the test images.")] = 1000,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples of the test patients (stratified).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     prompts: Annotated[Optional[Path], typer.Option(help="JSON of prompts per finding, encoded with the cache's model on the CPU.")] = None,
     allow_undefined: Annotated[bool, typer.Option("--allow-undefined", help=ALLOW_UNDEFINED)] = False,
 ) -> None:
-    """Zero-shot AUC from text prompts per finding, with bootstrap 95% CIs over test images."""
+    """Zero-shot AUC from text prompts per finding and their mean, with 95% CIs from resampling test patients."""
     from rich.console import Console
     from rich.table import Table
 
@@ -264,12 +264,13 @@ def zeroshot(
     from cxrprobe.eval.zeroshot_eval import run_zeroshot
 
     rows = run_zeroshot(cache, out, negative, bootstrap, seed, prompts, allow_undefined)
-    table = Table(title=f"zero-shot from text (no labelled image), test AUC, {bootstrap} bootstrap resamples")
-    for name in ("finding", "AUC", "95% CI", "positives"):
+    table = Table(title=f"zero-shot from text (no labelled image), test AUC, 95% CIs from {bootstrap} "
+                        "bootstrap resamples of test patients")
+    for name in ("finding", "AUC", "95% CI", "positive images", "positive patients"):
         table.add_column(name, justify="left" if name == "finding" else "right")
-    for name, auc, low, high, n_pos, _ in rows[1:]:
+    for name, auc, low, high, n_pos, _, n_patients in rows[1:]:
         ci = f"{float(low):.3f}-{float(high):.3f}" if low else ""
-        table.add_row(str(name), f"{float(auc):.3f}" if auc else "undefined", ci, str(n_pos))
+        table.add_row(str(name), f"{float(auc):.3f}" if auc else "undefined", ci, str(n_pos), str(n_patients))
     Console(highlight=False).print(table)
     typer.echo(f"results in {out} (zeroshot.csv, config.json)")
 

@@ -207,8 +207,14 @@ def test_zeroshot_command_gives_per_class_auc_with_bootstrap_cis(synthetic_cache
     for row, auc in zip(rows[:14], expected):
         assert float(row["auc"]) == pytest.approx(auc, abs=1e-12)
         assert float(row["ci95_low"]) < float(row["auc"]) < float(row["ci95_high"])
+    mean = rows[-1]
+    assert float(mean["ci95_low"]) < float(mean["auc"]) < float(mean["ci95_high"])  # the mean has its own CI
     config = json.loads((out / "config.json").read_text())
-    assert config["what"].startswith("zero-shot from text")
+    assert config["what"].startswith("zero-shot from text") and config["bootstrap"]["unit"] == "patient"
+    with FeatureCache(synthetic_cache) as cache:
+        test = cache.rows("test")
+        hernia = cache.table.patient_ids[test][cache.labels[test][:, FINDINGS.index("Hernia")] == 1]
+    assert int(rows[FINDINGS.index("Hernia")]["n_positive_patients"]) == len(set(hernia)) < len(hernia) + 1
     assert_one_line_error(cli("zeroshot", "--cache", synthetic_cache, "--out", out), "is not an empty folder")
     assert_one_line_error(cli("zeroshot", "--cache", synthetic_cache, "--out", tmp_path / "z2", "--negative", "x"),
                           "--negative must be one of")

@@ -101,19 +101,27 @@ def test_weighted_auc_equals_the_auc_of_the_repeated_sample():
     assert abs(got - roc_auc_score(y[repeat], scores[repeat])) <= 1e-12
 
 
-def test_bootstrap_ci_brackets_the_auc_and_narrows_with_more_data():
-    from cxrprobe.eval.bootstrap import bootstrap_auc_ci
+def test_bootstrap_ci_brackets_the_auc_narrows_with_more_data_and_widens_with_shared_patients():
+    from cxrprobe.eval.bootstrap import patient_bootstrap_cis
 
     rng = np.random.default_rng(1)
     widths = []
     for n in (200, 5000):
-        y = rng.integers(0, 2, n)
-        scores = rng.normal(size=n) + y
-        low, high = bootstrap_auc_ci(y, scores, n_resamples=400, seed=0)
-        assert low < auc_score(y, scores) < high
-        widths.append(high - low)
+        y = rng.integers(0, 2, (n, 1))
+        scores = rng.normal(size=(n, 1)) + y
+        (ci,), _ = patient_bootstrap_cis(y, scores, np.arange(n), n_resamples=400, seed=0)
+        assert ci[0] < auc_score(y[:, 0], scores[:, 0]) < ci[1]
+        widths.append(ci[1] - ci[0])
     assert widths[1] < widths[0] / 3
-    assert all(math.isnan(v) for v in bootstrap_auc_ci(np.ones(5), np.arange(5.0)))  # one class: undefined
+    # the same 5000 images as 500 patients of 10 correlated images each: a wider interval
+    patient = np.repeat(np.arange(500), 10)
+    y = np.repeat(rng.integers(0, 2, 500), 10)[:, None]
+    scores = (np.repeat(rng.normal(size=500), 10) + rng.normal(size=5000) * 0.3)[:, None] + y
+    (shared,), _ = patient_bootstrap_cis(y, scores, patient, n_resamples=400, seed=0)
+    (naive,), _ = patient_bootstrap_cis(y, scores, np.arange(5000), n_resamples=400, seed=0)
+    assert shared[1] - shared[0] > 2 * (naive[1] - naive[0])
+    (undefined,), _ = patient_bootstrap_cis(np.ones((5, 1)), np.arange(5.0)[:, None], np.arange(5))
+    assert all(math.isnan(v) for v in undefined)  # one class: undefined
 
 
 @settings(max_examples=300, deadline=None)
@@ -142,3 +150,45 @@ def test_holm_by_hand_and_paired_differences_with_their_ci():
     diff, low, high, p, n = paired_difference(a, b)
     mean, _, ci_low, ci_high, _ = mean_ci(a - b)
     assert (diff, low, high, n) == (mean, ci_low, ci_high, 4) and low < diff < high and 0 < p < 1
+
+
+def test_patient_bootstrap_equals_a_direct_loop_over_resampled_patients():
+    """Draw patients with replacement (the same random numbers), take all their images, call
+    sklearn, take percentiles: the weighted, sort-once implementation gives the same CIs."""
+    from cxrprobe.eval.bootstrap import patient_bootstrap_cis
+
+    rng = np.random.default_rng(5)
+    patients = np.repeat(np.arange(40), rng.integers(1, 4, 40))
+    n = len(patients)
+    labels = np.zeros((n, 2), dtype=int)
+    labels[:, 0] = rng.random(n) < 0.3
+    labels[:, 1] = np.isin(patients, [3, 7, 11, 20])  # a rare finding, whole patients
+    scores = np.round(rng.normal(size=(n, 2)) + labels, 1)  # ties
+    B = 60
+    cis, mean_ci = patient_bootstrap_cis(labels, scores, patients, n_resamples=B, seed=9)
+
+    draw = np.random.default_rng(9)
+
+    def resampled(in_first):  # patient ids of each resample, in the implementation's draw order
+        chosen = [[] for _ in range(B)]
+        for stratum in (np.flatnonzero(in_first), np.flatnonzero(~in_first)):
+            picks = draw.integers(0, len(stratum), size=(B, len(stratum)))
+            for b in range(B):
+                chosen[b].extend(stratum[picks[b]])
+        return chosen
+
+    def aucs(chosen, c):
+        out = []
+        for ids in chosen:
+            rows = np.concatenate([np.flatnonzero(patients == i) for i in ids])
+            out.append(sklearn_or_nan(labels[rows, c], scores[rows, c]))
+        return np.array(out)
+
+    for c in range(2):
+        positive_patient = np.array([labels[patients == i, c].any() for i in range(40)])
+        values = aucs(resampled(positive_patient), c)
+        assert np.allclose(cis[c], np.nanquantile(values, [0.025, 0.975]), atol=1e-12)
+    any_positive = np.array([labels[patients == i].any() for i in range(40)])
+    chosen = resampled(any_positive)
+    means = np.nanmean([aucs(chosen, c) for c in range(2)], axis=0)
+    assert np.allclose(mean_ci, np.nanquantile(means, [0.025, 0.975]), atol=1e-12)

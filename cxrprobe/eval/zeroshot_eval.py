@@ -1,12 +1,14 @@
-"""``cxrprobe zeroshot``: text-only AUC per finding on the test split, with bootstrap CIs over
-test images. No labelled image is used; labels only score the result."""
+"""``cxrprobe zeroshot``: text-only AUC per finding on the test split and their mean, with CIs
+from resampling test patients. No labelled image is used; labels only score the result."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from cxrprobe.eval.bootstrap import bootstrap_auc_ci
+import numpy as np
+
+from cxrprobe.eval.bootstrap import patient_bootstrap_cis
 from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.eval.runner import load_grid_data
 from cxrprobe.heads.zeroshot import ZeroShotHead
@@ -39,11 +41,15 @@ def run_zeroshot(
     Y = data.labels[data.test_rows]
     scores = ZeroShotHead(text=text, negative=negative).decision_function(X)
     aucs = per_class_auc(Y, scores)
-    rows: list[list[object]] = [["class", "auc", "ci95_low", "ci95_high", "n_positive", "n_negative"]]
+    patients = patients_of(Path(cache), data.test_rows)
+    cis, mean_ci = patient_bootstrap_cis(Y, scores, patients, n_resamples, seed=seed)
+    rows: list[list[object]] = [["class", "auc", "ci95_low", "ci95_high", "n_positive", "n_negative",
+                                 "n_positive_patients"]]
     for c, name in enumerate(FINDINGS):
-        low, high = bootstrap_auc_ci(Y[:, c], scores[:, c], n_resamples, seed=seed + c)
-        rows.append([name, number(aucs[c]), number(low), number(high), int(Y[:, c].sum()), int((1 - Y[:, c]).sum())])
-    rows.append(["mean", number(mean_auc(aucs)), "", "", "", ""])
+        positive_patients = len(np.unique(patients[Y[:, c] == 1]))
+        rows.append([name, number(aucs[c]), number(cis[c, 0]), number(cis[c, 1]), int(Y[:, c].sum()),
+                     int((1 - Y[:, c]).sum()), positive_patients])
+    rows.append(["mean", number(mean_auc(aucs)), number(mean_ci[0]), number(mean_ci[1]), "", "", ""])
     config = {
         "command": "zeroshot",
         "what": "zero-shot from text prompts: no labelled image used",
@@ -51,7 +57,9 @@ def run_zeroshot(
         "prompts_file": str(prompts_file) if prompts_file else None,
         "prompts": [{"class": c, "polarity": p, "prompt": t}
                     for t, c, p in zip(text.prompts.prompts, text.prompts.classes, text.prompts.polarity)],
-        "bootstrap": {"resamples": n_resamples, "stratified": True, "method": "percentile", "seed": seed},
+        "bootstrap": {"unit": "patient", "resamples": n_resamples, "method": "percentile", "seed": seed,
+                      "stratified_by": "per finding: a positive image for it; the mean: any positive image",
+                      "test_patients": int(len(np.unique(patients)))},
         "cache": str(cache),
         "model": attrs.get("model"),
         "pretrained": attrs.get("pretrained"),
@@ -66,3 +74,10 @@ def run_zeroshot(
 
     publish_folder(out, fill)
     return rows
+
+
+def patients_of(cache: Path, rows: np.ndarray) -> np.ndarray:
+    from cxrprobe.cache.reader import FeatureCache
+
+    with FeatureCache(cache) as opened:
+        return opened.table.patient_ids[rows]
