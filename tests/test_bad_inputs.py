@@ -115,6 +115,8 @@ CASES = [
     Case("fewshot-unknown-head", fewshot_("--heads", "logreg,bogus"), "unknown head 'bogus'"),
     Case("fewshot-jobs-zero", fewshot_(*GRID, "--jobs", "0"), "--jobs must be at least 1"),
     Case("fewshot-seeds-zero", fewshot_("--seeds", "0"), "--seeds must be at least 1"),
+    Case("fewshot-unknown-support-design", fewshot_(*GRID, "--support", "balanced"), "--support must be one of"),
+    Case("fewshot-normals-not-a-count", fewshot_(*GRID, "--normals", "half"), "--normals takes N, natural"),
     Case("fewshot-paper-protocol-without-head", fewshot_("--protocol", "paper"), "does not hold"),
     Case("fewshot-nan-embeddings", fewshot_(*GRID, cache="nan.h5"), "NaN or Inf embeddings"),
     Case("fewshot-inf-embeddings", fewshot_(*GRID, cache="inf.h5"), "NaN or Inf embeddings"),

@@ -53,6 +53,7 @@ def test_results_dir_holds_every_file(grid_dirs):
     config = json.loads((grid_dirs[1] / "config.json").read_text())
     assert config["shots"] == [1, 4] and config["seeds"] == [0, 1, 2] and config["protocol"] == "default"
     assert config["encoder"]["adapted"] is False and config["labelled_images_used"]["adaptation"] == 0
+    assert config["support"] == {"design": "per-finding", "normals": "N"}
     assert "mean of the unlabelled training images" in config["note"]
 
 
@@ -291,3 +292,16 @@ def test_an_adapted_encoder_is_labelled_with_its_labels_and_held_out_findings():
     assert "only for the held-out findings (Pneumonia, Hernia)" in held["label_efficiency"]
     older = encoder_record({"checkpoint": "runs/x"})  # a cache embedded before adaptation was recorded
     assert older["adapted"] and older["labelled_images"] is None and "unrecorded" in older["summary"]
+
+
+def test_other_support_designs_run_and_are_recorded(synthetic_cache, tmp_path, cli):
+    out = tmp_path / "posneg"
+    result = cli("fewshot", "--cache", synthetic_cache, "--out", out, "--shots", "2", "--seeds", "2",
+                 "--heads", "logreg,prototype", "--support", "pos-neg", "--jobs", "1", "-q")
+    assert result.code == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["support"] == {"design": "pos-neg", "normals": "N"}
+    for count in read(out / "support_counts.csv"):
+        assert min(int(count[f"positives_{f}"]) for f in FINDINGS) >= 2
+    assert_one_line_error(cli("fewshot", "--cache", synthetic_cache, "--out", tmp_path / "x", "--support", "realistic",
+                              "--normals", "0"), "--normals sets the per-finding design's normals")

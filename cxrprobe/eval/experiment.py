@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 from cxrprobe.cores import usable_cores
 from cxrprobe.errors import InputError
-from cxrprobe.eval.options import at_least_one, check_protocol, check_shots
+from cxrprobe.eval.options import at_least_one, check_protocol, check_shots, check_support, parse_normals
 from cxrprobe.eval.runner import GridSpec, run_grid
 from cxrprobe.heads.registry import check_heads
 from cxrprobe.versions import package_versions
@@ -17,7 +17,8 @@ from cxrprobe.versions import package_versions
 def run_fewshot(
     cache: Path, out: Path, shots: Sequence[int], seeds: int, heads: Sequence[str] | None = None,
     jobs: int | None = None, strict_shots: bool = False, progress: Callable[[int, int], None] | None = None,
-    search: bool = False, protocol: str = "default", allow_undefined: bool = False,
+    search: bool = False, protocol: str = "default", allow_undefined: bool = False, support: str = "per-finding",
+    normals: str | int = "N",
 ) -> Path:
     """Run the grid and write ``out``; returns the summary.csv path. ``heads`` None is every
     head the cache can run; ``jobs`` None is one process per usable core."""
@@ -25,6 +26,8 @@ def run_fewshot(
     from cxrprobe.report.results import check_results_dir, write_results
 
     check_protocol(protocol)
+    normals = parse_normals(normals)
+    check_support(support, normals)
     shots = check_shots(shots)
     jobs = at_least_one(usable_cores() if jobs is None else jobs, "--jobs")
     with FeatureCache(cache) as opened:
@@ -36,7 +39,8 @@ def run_fewshot(
                              "(embed with --checkpoint RUN_DIR)")
         seeds, heads = 1, ("adapted", "paper-mlp")  # one draw per N, as the paper's code ran
     spec = GridSpec(shots=shots, seeds=at_least_one(seeds, "--seeds"), heads=check_heads(heads, has_head),
-                    strict_shots=strict_shots, search=search, protocol=protocol, allow_undefined=allow_undefined)
+                    strict_shots=strict_shots, search=search, protocol=protocol, allow_undefined=allow_undefined,
+                    support=support, normals=normals)
     out = Path(out)
     check_results_dir(out)
     result = run_grid(Path(cache), spec, jobs=jobs, progress=progress)
@@ -55,6 +59,7 @@ def run_fewshot(
         "seeds": list(range(spec.first_seed, spec.first_seed + spec.seeds)),
         "heads": list(spec.heads),
         "strict_shots": strict_shots,
+        "support": {"design": support, "normals": 0 if protocol == "paper" else normals},
         "search_on_validation": search,
         "allow_undefined": allow_undefined,
         "undefined_findings": result.undefined_findings,

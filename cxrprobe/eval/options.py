@@ -46,3 +46,24 @@ def at_least_one(value: int, name: str) -> int:
     if value < 1:
         raise InputError(f"{name} must be at least 1, got {value}")
     return value
+
+
+SUPPORT_DESIGNS = ("per-finding", "pos-neg", "realistic")  # eval/sampler.py describes each
+
+
+def check_support(design: str, normals: str | int = "N") -> str:
+    if design not in SUPPORT_DESIGNS:
+        raise InputError(f"--support must be one of {', '.join(SUPPORT_DESIGNS)}, got {design!r}")
+    if design != "per-finding" and normals != "N":
+        raise InputError(f"--normals sets the per-finding design's normals; the {design} design draws its own")
+    return design
+
+
+def parse_normals(text: str) -> str | int:
+    """'N' (as many as shots), 'natural' (the pool's share), or a whole number of "No Finding" images."""
+    text = str(text).strip()
+    if text in ("N", "natural"):
+        return text
+    if text.isascii() and text.isdigit():
+        return int(text)
+    raise InputError(f"--normals takes N, natural or a whole number (0 for none), got {text!r}")

@@ -42,6 +42,8 @@ class GridSpec:
     search: bool = False  # heads that can, select hyperparameters on a few-shot validation set
     allow_undefined: bool = False  # findings with no test positives (or negatives): empty AUC, not an error
     protocol: str = "default"  # "paper": the paper's code as it ran (see PAPER_EPOCHS)
+    support: str = "per-finding"  # the support-set design (eval/sampler.py)
+    normals: str | int = "N"  # "No Finding" images in a per-finding set: N, natural, or a count
 
     def tasks(self) -> list[tuple[int, int]]:
         return [(s, seed) for s in self.shots for seed in range(self.first_seed, self.first_seed + self.seeds)]
@@ -155,8 +157,8 @@ def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[Sup
     faiss.omp_set_num_threads(1)
     try:
         with threadpool_limits(1):
-            support = draw_support(data.labels, data.split, shots, seed, strict=spec.strict_shots,
-                                   with_normals=spec.protocol != "paper")
+            support = draw_support(data.labels, data.split, shots, seed, strict=spec.strict_shots, design=spec.support,
+                                   normals=0 if spec.protocol == "paper" else spec.normals)
             X = data.embeddings[support.rows]
             Y = data.labels[support.rows]
             Y_test = data.labels[data.test_rows]
@@ -173,7 +175,7 @@ def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[Sup
                 if head.uses_validation:
                     if validation is None:  # other patients than the support set's: the val split
                         validation = draw_support(data.labels, data.split, min(shots, VALIDATION_SHOTS_MAX), seed,
-                                                  pool_split="val")
+                                                  pool_split="val", design=spec.support, normals=spec.normals)
                     rows = validation.rows
                     head.fit(X, Y, data.embeddings[rows], data.labels[rows])
                     labelled += len(rows)

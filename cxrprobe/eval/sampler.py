@@ -1,11 +1,22 @@
 """Few-shot support sets, drawn the honest way.
 
-For N shots and a seed: from one split's images only (``train`` for support sets, ``val`` for
-the few-shot validation sets that hyperparameter searches may use, never ``test``), N images
-positive for each finding (all of them where fewer exist) plus N "No Finding" images,
-deduplicated, with their full multi-hot labels. Co-occurring findings make a finding's
-effective positive count exceed N; it is recorded. A (shots, seed) pair always gives the
-same set, whatever else is drawn, so every head sees the same support set.
+For N shots and a seed, from one split's images only (``train`` for support sets, ``val`` for
+the few-shot validation sets that hyperparameter searches may use, never ``test``), one of
+three designs, each image with its full multi-hot labels:
+
+- ``per-finding`` (the default): N images positive for each finding (all of them where fewer
+  exist), deduplicated, plus "No Finding" images: N of them by default, or none, a given
+  number, or ``natural`` (as many as their share of the pool asks for beside the others).
+- ``pos-neg``: at least N positives and N negatives for every finding, then greedy pruning of
+  every image whose removal keeps that (StefanoWoerner/torchcross ``multilabel_few_shot_sample``,
+  as MedIMeta draws its tasks).
+- ``realistic``: a budget of 15 N images drawn at random, so by the pool's label marginal,
+  every finding at least once (jusiro/SS-Text's realistic setting: one positive per finding
+  first, the rest uniform).
+
+Co-occurring findings make a finding's effective positive count exceed N; it is recorded. A
+(design, shots, seed) always gives the same set, whatever else is drawn, so every head sees
+the same support set.
 """
 
 from __future__ import annotations
@@ -18,6 +29,10 @@ from cxrprobe.errors import InputError
 from cxrprobe.labels import FINDINGS
 
 POOL_SPLITS = ("train", "val")
+DESIGNS = ("per-finding", "pos-neg", "realistic")
+SHOTS_NORMALS = "N"  # as many "No Finding" images as shots
+NATURAL_NORMALS = "natural"
+REALISTIC_BUDGET = 15  # images per shot: SS-Text's K x C with C = 15 classes (14 findings and normal)
 
 
 @dataclass(frozen=True)
@@ -35,41 +50,33 @@ class SupportSet:
 
 def draw_support(
     labels: np.ndarray, split: np.ndarray, shots: int, seed: int, pool_split: str = "train", strict: bool = False,
-    with_normals: bool = True,
+    design: str = "per-finding", normals: str | int = SHOTS_NORMALS,
 ) -> SupportSet:
-    """Draw the support set of ``shots`` per finding plus ``shots`` normals from ``pool_split``.
+    """Draw the support set of ``shots`` by ``design`` from ``pool_split``.
 
     With ``strict``, a finding with fewer than ``shots`` positives in the pool is an error
-    instead of contributing all it has. Without ``with_normals`` no "No Finding" images are drawn
-    (the paper's sampler: negatives come only from other findings' images).
+    instead of contributing all it has. ``normals`` ("N", "natural", or a count; 0 is the
+    paper's sampler, whose negatives come only from other findings' images) applies to the
+    per-finding design.
     """
     if pool_split not in POOL_SPLITS:
         raise ValueError(f"support sets come from {' or '.join(POOL_SPLITS)}, never from {pool_split!r}")
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
     if shots < 1:
         raise InputError(f"shots must be at least 1, got {shots}")
     pool = np.flatnonzero(split == pool_split)
     if pool.size == 0:
         raise InputError(f"the cache has no {pool_split} images to draw support sets from")
-    rng = np.random.default_rng([seed, shots, POOL_SPLITS.index(pool_split)])
+    rng = np.random.default_rng([seed, shots, POOL_SPLITS.index(pool_split), *_design_key(design)])
     pool_labels = labels[pool]
-    chosen: list[np.ndarray] = []
-    short: list[str] = []
-    candidates = [pool_labels[:, c] == 1 for c in range(len(FINDINGS))]
-    names = list(FINDINGS)
-    if with_normals:
-        candidates.append(pool_labels.sum(axis=1) == 0)
-        names.append("No Finding")
-    for name, mask in zip(names, candidates):
-        available = pool[mask]
-        if available.size < shots:
-            if strict:
-                raise InputError(
-                    f"{name} has {available.size} {pool_split} image(s), fewer than {shots} shots "
-                    "(drop --strict-shots to use all there are)"
-                )
-            short.append(name)
-        chosen.append(rng.choice(available, size=min(shots, available.size), replace=False))
-    rows = np.unique(np.concatenate(chosen)).astype(np.int64)
+    short = _short(pool_labels, shots, pool_split, strict)
+    if design == "per-finding":
+        rows = _per_finding(rng, pool, pool_labels, shots, normals)
+    elif design == "pos-neg":
+        rows = _pos_neg(rng, pool, pool_labels, shots)
+    else:
+        rows = _realistic(rng, pool, pool_labels, shots)
     held = labels[rows]
     return SupportSet(
         shots=shots,
@@ -80,3 +87,69 @@ def draw_support(
         no_finding=int((held.sum(axis=1) == 0).sum()),
         short=tuple(short),
     )
+
+
+def _design_key(design: str) -> tuple[int, ...]:
+    """The default design draws what support sets have always drawn; the others from streams of their own."""
+    return () if design == "per-finding" else (DESIGNS.index(design),)
+
+
+def _short(pool_labels: np.ndarray, shots: int, pool_split: str, strict: bool) -> list[str]:
+    """Findings with fewer than ``shots`` positives in the pool (an error when ``strict``)."""
+    short = []
+    for c, name in enumerate(FINDINGS):
+        available = int(pool_labels[:, c].sum())
+        if available < shots:
+            if strict:
+                raise InputError(f"{name} has {available} {pool_split} image(s), fewer than {shots} shots "
+                                 "(drop --strict-shots to use all there are)")
+            short.append(name)
+    return short
+
+
+def _per_finding(rng: np.random.Generator, pool: np.ndarray, pool_labels: np.ndarray, shots: int,
+                 normals: str | int) -> np.ndarray:
+    chosen = [rng.choice(pool[pool_labels[:, c] == 1], size=min(shots, int(pool_labels[:, c].sum())), replace=False)
+              for c in range(len(FINDINGS))]
+    normal_pool = pool[pool_labels.sum(axis=1) == 0]
+    abnormal = np.unique(np.concatenate(chosen))
+    count = normal_count(normals, shots, len(abnormal), len(normal_pool) / max(len(pool), 1))
+    chosen.append(rng.choice(normal_pool, size=min(count, len(normal_pool)), replace=False))
+    return np.unique(np.concatenate(chosen)).astype(np.int64)
+
+
+def normal_count(normals: str | int, shots: int, abnormal: int, normal_share: float) -> int:
+    """How many "No Finding" images a per-finding set holds beside ``abnormal`` others."""
+    if normals == SHOTS_NORMALS:
+        return shots
+    if normals == NATURAL_NORMALS:  # the pool's share: k / (k + abnormal) = share
+        return int(round(normal_share / max(1.0 - normal_share, 1e-12) * abnormal))
+    return int(normals)
+
+
+def _pos_neg(rng: np.random.Generator, pool: np.ndarray, pool_labels: np.ndarray, shots: int) -> np.ndarray:
+    positive = pool_labels == 1
+    need_pos = np.minimum(shots, positive.sum(axis=0))
+    need_neg = np.minimum(shots, (~positive).sum(axis=0))
+    chosen: list[np.ndarray] = []
+    for c in range(len(FINDINGS)):  # n positives and n negatives of every finding, deduplicated
+        chosen.append(rng.choice(np.flatnonzero(positive[:, c]), size=need_pos[c], replace=False))
+        chosen.append(rng.choice(np.flatnonzero(~positive[:, c]), size=need_neg[c], replace=False))
+    keep = np.unique(np.concatenate(chosen))
+    pos_count, neg_count = positive[keep].sum(axis=0), (~positive[keep]).sum(axis=0)
+    for index in rng.permutation(len(keep)):  # drop whatever is not needed to keep both counts
+        row = positive[keep[index]]
+        if np.all(pos_count - row >= need_pos) and np.all(neg_count - ~row >= need_neg):
+            pos_count, neg_count = pos_count - row, neg_count - ~row
+            keep[index] = -1
+    return np.sort(pool[keep[keep >= 0]]).astype(np.int64)
+
+
+def _realistic(rng: np.random.Generator, pool: np.ndarray, pool_labels: np.ndarray, shots: int) -> np.ndarray:
+    budget = min(REALISTIC_BUDGET * shots, len(pool))
+    first = [rng.choice(np.flatnonzero(pool_labels[:, c] == 1)) for c in range(len(FINDINGS))
+             if pool_labels[:, c].any()]
+    chosen = set(int(i) for i in first)
+    rest = np.setdiff1d(np.arange(len(pool)), list(chosen))
+    extra = rng.choice(rest, size=max(0, min(budget - len(chosen), len(rest))), replace=False)
+    return np.sort(pool[np.concatenate([np.array(sorted(chosen), dtype=np.int64), extra])]).astype(np.int64)
