@@ -19,7 +19,9 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 import typer
 
 from cxrprobe.errors import CxrprobeError, InputError
-from cxrprobe.eval.options import at_least_one, check_protocol, check_support, parse_normals, parse_shots
+from cxrprobe.eval.options import (
+    at_least_one, at_least_zero, check_protocol, check_support, parse_normals, parse_shots,
+)
 from cxrprobe.heads.registry import NEGATIVES, REGISTRY, head_names, list_heads, split_heads
 
 app = typer.Typer(
@@ -178,6 +180,7 @@ def fewshot(
     allow_undefined: Annotated[bool, typer.Option("--allow-undefined", help=ALLOW_UNDEFINED)] = False,
     support: Annotated[str, typer.Option(help="Support-set design: per-finding (N positives per finding, plus normals), pos-neg (at least N positives and N negatives per finding, greedily pruned, as MedIMeta), or realistic (15 N images by the training label marginal, every finding once, as SS-Text).")] = "per-finding",
     normals: Annotated[str, typer.Option(help="\"No Finding\" images in a per-finding set: N (as many as shots), natural (their share of the training pool), or a number (0: none).")] = "N",
+    test_bootstrap: Annotated[int, typer.Option(help="Also resample the test patients this many times in every run: summary.csv then gives a CI over seeds and test sampling together, beside the seed CI (costs about that many AUC passes a run).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Few-shot probes on a cache: shots x seeds x heads, mean AUC with 95% CIs over seeds."""
@@ -186,6 +189,7 @@ def fewshot(
     check_protocol(protocol)
     normal_count = parse_normals(normals)
     check_support(support, normal_count)
+    at_least_zero(test_bootstrap, "--test-bootstrap")
     at_least_one(seeds, "--seeds")
     if jobs is not None:
         at_least_one(jobs, "--jobs")
@@ -195,7 +199,7 @@ def fewshot(
     with _progress("few-shot runs", quiet) as progress:
         summary = run_fewshot(cache, out, shot_levels, seeds, head_list, jobs, strict_shots, progress, search=search,
                               protocol=protocol, allow_undefined=allow_undefined, support=support,
-                              normals=normal_count)
+                              normals=normal_count, test_bootstrap=test_bootstrap)
     render_summary(summary)
     typer.echo(f"results in {out} (summary.csv, runs.csv, per_class.csv, paired.csv, supports.csv, auc_vs_shots.png)")
 

@@ -16,7 +16,7 @@ from cxrprobe.heads import parse_heads
 from cxrprobe.labels import FINDINGS
 from test_cli_errors import assert_one_line_error, snapshot
 
-GRID = ("--shots", "1,4", "--seeds", "3", "-q")
+GRID = ("--shots", "1,4", "--seeds", "3", "--test-bootstrap", "20", "-q")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,10 @@ def test_results_dir_holds_every_file(grid_dirs):
     assert {row["n_seeds"] for row in summary} == {"3"}
     for row in summary:
         assert float(row["ci95_low"]) <= float(row["mean_auc"]) <= float(row["ci95_high"])
+        # seeds and test patients resampled together: a CI around the mean, wider for zeroshot's fixed scores
+        assert float(row["seed_and_test_ci95_low"]) < float(row["mean_auc"]) < float(row["seed_and_test_ci95_high"])
     config = json.loads((grid_dirs[1] / "config.json").read_text())
+    assert config["test_bootstrap"]["resamples"] == 20 and config["test_bootstrap"]["unit"] == "patient"
     assert config["shots"] == [1, 4] and config["seeds"] == [0, 1, 2] and config["protocol"] == "default"
     assert config["encoder"]["adapted"] is False and config["labelled_images_used"]["adaptation"] == 0
     assert config["support"] == {"design": "per-finding", "normals": "N"}

@@ -76,27 +76,25 @@ def test_nan_scores_are_refused():
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(-3, 3)), min_size=2, max_size=50))
 def test_weighted_auc_with_unit_weights_is_the_plain_auc(pairs):
-    from cxrprobe.eval.bootstrap import weighted_auc_batch
+    from cxrprobe.eval.bootstrap import SortedScores, weighted_auc_batch
 
     y = np.array([p[0] for p in pairs])
     scores = np.array([p[1] for p in pairs], dtype=float)
     if y.min() == y.max():
         return
-    _, groups = np.unique(scores, return_inverse=True)
-    got = weighted_auc_batch(groups, y, np.ones((1, len(y))), int(groups.max()) + 1)[0]
+    got = weighted_auc_batch(SortedScores.of(y, scores), np.ones((1, len(y))))[0]
     assert abs(got - roc_auc_score(y, scores)) <= 1e-12
 
 
 def test_weighted_auc_equals_the_auc_of_the_repeated_sample():
-    from cxrprobe.eval.bootstrap import weighted_auc_batch
+    from cxrprobe.eval.bootstrap import SortedScores, weighted_auc_batch
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 40).astype(bool)
     scores = rng.integers(0, 6, 40).astype(float)
     weights = rng.integers(0, 4, 40).astype(float)
     weights[np.flatnonzero(y)[0]] = weights[np.flatnonzero(~y)[0]] = 1  # keep both classes
-    _, groups = np.unique(scores, return_inverse=True)
-    got = weighted_auc_batch(groups, y, weights[None], int(groups.max()) + 1)[0]
+    got = weighted_auc_batch(SortedScores.of(y, scores), weights[None])[0]
     repeat = np.repeat(np.arange(40), weights.astype(int))
     assert abs(got - roc_auc_score(y[repeat], scores[repeat])) <= 1e-12
 
@@ -192,3 +190,22 @@ def test_patient_bootstrap_equals_a_direct_loop_over_resampled_patients():
     chosen = resampled(any_positive)
     means = np.nanmean([aucs(chosen, c) for c in range(2)], axis=0)
     assert np.allclose(mean_ci, np.nanquantile(means, [0.025, 0.975]), atol=1e-12)
+
+
+def test_grid_test_resamples_and_the_combined_ci_equal_direct_loops():
+    from cxrprobe.eval.bootstrap import replicate_mean_aucs, seed_and_test_ci
+
+    rng = np.random.default_rng(3)
+    labels = (rng.random((50, 3)) < 0.3).astype(int)
+    scores = np.round(rng.normal(size=(50, 3)) + labels, 1)
+    weights = rng.integers(0, 3, size=(7, 50)).astype(float)
+    got = replicate_mean_aucs(labels, scores, weights)
+    for b in range(7):
+        rows = np.repeat(np.arange(50), weights[b].astype(int))
+        expected = np.nanmean([sklearn_or_nan(labels[rows, c], scores[rows, c]) for c in range(3)])
+        assert abs(got[b] - expected) <= 1e-12
+    values = rng.random((5, 40))
+    low, high = seed_and_test_ci(values, seed=1)
+    draw = np.random.default_rng(1).integers(0, 5, size=(40, 5))
+    means = [values[draw[b], b].mean() for b in range(40)]
+    assert np.allclose((low, high), np.quantile(means, [0.025, 0.975]), rtol=0, atol=1e-15)

@@ -8,8 +8,10 @@ from typing import Callable, Sequence
 
 from cxrprobe.cores import usable_cores
 from cxrprobe.errors import InputError
-from cxrprobe.eval.options import at_least_one, check_protocol, check_shots, check_support, parse_normals
-from cxrprobe.eval.runner import GridSpec, run_grid
+from cxrprobe.eval.options import (
+    at_least_one, at_least_zero, check_protocol, check_shots, check_support, parse_normals,
+)
+from cxrprobe.eval.runner import TEST_BOOTSTRAP_SEED, GridSpec, run_grid
 from cxrprobe.heads.registry import check_heads
 from cxrprobe.versions import package_versions
 
@@ -18,7 +20,7 @@ def run_fewshot(
     cache: Path, out: Path, shots: Sequence[int], seeds: int, heads: Sequence[str] | None = None,
     jobs: int | None = None, strict_shots: bool = False, progress: Callable[[int, int], None] | None = None,
     search: bool = False, protocol: str = "default", allow_undefined: bool = False, support: str = "per-finding",
-    normals: str | int = "N",
+    normals: str | int = "N", test_bootstrap: int = 0,
 ) -> Path:
     """Run the grid and write ``out``; returns the summary.csv path. ``heads`` None is every
     head the cache can run; ``jobs`` None is one process per usable core."""
@@ -40,7 +42,7 @@ def run_fewshot(
         seeds, heads = 1, ("adapted", "paper-mlp")  # one draw per N, as the paper's code ran
     spec = GridSpec(shots=shots, seeds=at_least_one(seeds, "--seeds"), heads=check_heads(heads, has_head),
                     strict_shots=strict_shots, search=search, protocol=protocol, allow_undefined=allow_undefined,
-                    support=support, normals=normals)
+                    support=support, normals=normals, test_bootstrap=at_least_zero(test_bootstrap, "--test-bootstrap"))
     out = Path(out)
     check_results_dir(out)
     result = run_grid(Path(cache), spec, jobs=jobs, progress=progress)
@@ -60,6 +62,11 @@ def run_fewshot(
         "heads": list(spec.heads),
         "strict_shots": strict_shots,
         "support": {"design": support, "normals": 0 if protocol == "paper" else normals},
+        "test_bootstrap": None if not test_bootstrap else {
+            "resamples": test_bootstrap, "unit": "patient", "stratified_by": "any positive image",
+            "seed": TEST_BOOTSTRAP_SEED,
+            "what": "seed_and_test_ci95 in summary.csv: each replicate resamples the seeds and the test patients",
+        },
         "search_on_validation": search,
         "allow_undefined": allow_undefined,
         "undefined_findings": result.undefined_findings,

@@ -48,6 +48,12 @@ def at_least_one(value: int, name: str) -> int:
     return value
 
 
+def at_least_zero(value: int, name: str) -> int:
+    if value < 0:
+        raise InputError(f"{name} must be 0 or more, got {value}")
+    return value
+
+
 SUPPORT_DESIGNS = ("per-finding", "pos-neg", "realistic")  # eval/sampler.py describes each
 
 

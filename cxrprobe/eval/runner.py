@@ -23,6 +23,7 @@ import numpy as np
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.errors import CacheError
+from cxrprobe.eval.bootstrap import joint_patient_resamples, replicate_mean_aucs
 from cxrprobe.eval.metrics import per_class_auc_ap
 from cxrprobe.eval.options import at_least_one
 from cxrprobe.eval.sampler import SupportSet, draw_support
@@ -44,6 +45,7 @@ class GridSpec:
     protocol: str = "default"  # "paper": the paper's code as it ran (see PAPER_EPOCHS)
     support: str = "per-finding"  # the support-set design (eval/sampler.py)
     normals: str | int = "N"  # "No Finding" images in a per-finding set: N, natural, or a count
+    test_bootstrap: int = 0  # resamples of test patients scored by every run (0: none)
 
     def tasks(self) -> list[tuple[int, int]]:
         return [(s, seed) for s in self.shots for seed in range(self.first_seed, self.first_seed + self.seeds)]
@@ -57,6 +59,7 @@ class RunResult:
     aucs: np.ndarray  # [14], NaN where the test split has one class only
     aps: np.ndarray  # [14] average precision, NaN where the AUC is
     labelled: int = 0  # labelled images the head used: its support set, and a validation set if it searched
+    test_replicates: np.ndarray | None = field(default=None, compare=False)  # [B] mean AUC per test resample
     seconds: float = field(default=0.0, compare=False)  # fit + score + AUC, single-threaded; never written to runs.csv
 
 
@@ -84,6 +87,7 @@ class GridData:
     text: TextPrompts | None
     test_inputs: dict[str, np.ndarray]  # the test rows under each transform the heads use, made once
     head_state: dict | None = None  # the adapted head's weights, for the paper protocol
+    test_weights: np.ndarray | None = None  # [B, test rows] image weights of B patient resamples
 
 
 # The paper's few-shot code: continue training the adapted head on each support set for 5
@@ -110,8 +114,11 @@ def check_defined(test_labels: np.ndarray, cache_path: Path, allow_undefined: bo
                          "leave it empty and average over the other findings")
 
 
+TEST_BOOTSTRAP_SEED = 0  # one set of test resamples for every run, so runs stay paired
+
+
 def load_grid_data(cache_path: Path, heads: tuple[str, ...], protocol: str = "default",
-                   allow_undefined: bool = False) -> tuple[GridData, dict]:
+                   allow_undefined: bool = False, test_bootstrap: int = 0) -> tuple[GridData, dict]:
     with FeatureCache(cache_path) as cache:
         embeddings = cache.embeddings()
         if not np.isfinite(embeddings).all():
@@ -138,8 +145,17 @@ def load_grid_data(cache_path: Path, heads: tuple[str, ...], protocol: str = "de
                 kind: cache.head_logits(test) if kind == "head_logits" else transform_embeddings(embeddings[test], kind, center)
                 for kind in kinds
             },
+            test_weights=_test_weights(cache.labels[test], cache.table.patient_ids[test], test_bootstrap),
         )
         return data, dict(cache.attrs)
+
+
+def _test_weights(labels: np.ndarray, patients: np.ndarray, n_resamples: int) -> np.ndarray | None:
+    if n_resamples < 1:
+        return None
+    counts = joint_patient_resamples(labels, patients, n_resamples, np.random.default_rng(TEST_BOOTSTRAP_SEED))
+    _, patient = np.unique(patients, return_inverse=True)
+    return counts[:, patient].astype(np.float32)
 
 
 VALIDATION_SHOTS_MAX = 4  # CoOp's K_val = min(K, 4)
@@ -183,7 +199,9 @@ def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[Sup
                     head.fit(X, Y)
                 scores = head.decision_from(data.test_inputs[head.input_transform])
                 aucs, aps = per_class_auc_ap(Y_test, scores)
-                results.append(RunResult(name, shots, seed, aucs, aps, labelled, time.perf_counter() - start))
+                replicates = replicate_mean_aucs(Y_test, scores, data.test_weights) if data.test_weights is not None else None
+                results.append(RunResult(name, shots, seed, aucs, aps, labelled, replicates,
+                                         time.perf_counter() - start))
     finally:
         torch.set_num_threads(threads)
     return support, results, 0 if validation is None else len(validation.rows)
@@ -205,6 +223,7 @@ def memory_mapped(data: GridData, folder: Path) -> GridData:
         data, embeddings=mapped("embeddings", data.embeddings), labels=mapped("labels", data.labels),
         split=mapped("split", data.split), test_rows=mapped("test_rows", data.test_rows),
         test_inputs={kind: mapped(f"test-{kind}", array) for kind, array in data.test_inputs.items()},
+        test_weights=None if data.test_weights is None else mapped("test-weights", data.test_weights),
     )
 
 
@@ -245,8 +264,10 @@ def _support_free_runs(data: GridData, spec: GridSpec) -> dict[str, RunResult]:
         if not head_class(name).needs_support:
             start = time.perf_counter()
             head = make_head(name, data.text, data.center, random_state=0)
-            aucs, aps = per_class_auc_ap(Y_test, head.decision_from(data.test_inputs[head.input_transform]))
-            out[name] = RunResult(name, 0, 0, aucs, aps, seconds=time.perf_counter() - start)
+            scores = head.decision_from(data.test_inputs[head.input_transform])
+            aucs, aps = per_class_auc_ap(Y_test, scores)
+            replicates = replicate_mean_aucs(Y_test, scores, data.test_weights) if data.test_weights is not None else None
+            out[name] = RunResult(name, 0, 0, aucs, aps, test_replicates=replicates, seconds=time.perf_counter() - start)
     return out
 
 
@@ -254,7 +275,7 @@ def run_grid(
     cache_path: Path, spec: GridSpec, jobs: int = 1, progress: Callable[[int, int], None] | None = None,
 ) -> GridResult:
     at_least_one(jobs, "--jobs")
-    data, attrs = load_grid_data(cache_path, spec.heads, spec.protocol, spec.allow_undefined)
+    data, attrs = load_grid_data(cache_path, spec.heads, spec.protocol, spec.allow_undefined, spec.test_bootstrap)
     tasks = spec.tasks()
     jobs = min(jobs, len(tasks))  # a worker without a task would only cost its start-up
     if jobs == 1:
@@ -282,8 +303,8 @@ def run_grid(
     for (shots, seed), (_, task_runs, _) in zip(tasks, outputs):
         learned = {run.head: run for run in task_runs}
         for name in spec.heads:
-            runs.append(learned[name] if name in learned else RunResult(name, shots, seed, fixed[name].aucs,
-                                                                        fixed[name].aps))
+            runs.append(learned[name] if name in learned else dataclasses.replace(fixed[name], shots=shots, seed=seed,
+                                                                                  seconds=0.0))
     validation_images = max(n for _, _, n in outputs)
     seconds = {name: fixed[name].seconds if name in fixed else 0.0 for name in spec.heads}
     for run in runs:

@@ -17,6 +17,7 @@ import numpy as np
 
 from cxrprobe.errors import InputError
 from cxrprobe.fsutil import check_writable_folder, remove_stale_temporaries, reporting_no_room, temporary_sibling
+from cxrprobe.eval.bootstrap import seed_and_test_ci
 from cxrprobe.eval.metrics import mean_auc
 from cxrprobe.eval.runner import GridResult, GridSpec
 from cxrprobe.eval.stats import holm, mean_ci, paired_difference
@@ -64,13 +65,16 @@ def summary_table(result: GridResult) -> list[list[object]]:
     """Per head and shot level: mean AUC with its seed CI (the first columns, as results dirs
     have always had them), then the same for the mean AP (average precision)."""
     rows: list[list[object]] = [["head", "shots", "mean_auc", "std", "ci95_low", "ci95_high", "n_seeds",
-                                 "mean_ap", "ap_ci95_low", "ap_ci95_high", "mean_labelled_images"]]
+                                 "mean_ap", "ap_ci95_low", "ap_ci95_high", "mean_labelled_images",
+                                 "seed_and_test_ci95_low", "seed_and_test_ci95_high"]]
     for (head, shots), runs in _by_head_and_shots(result).items():
         mean, sd, low, high, n = mean_ci(np.array([mean_auc(r.aucs) for r in runs]))
         ap, _, ap_low, ap_high, _ = mean_ci(np.array([mean_auc(r.aps) for r in runs]))
         labelled = float(np.mean([r.labelled for r in runs]))
+        both = (seed_and_test_ci(np.array([r.test_replicates for r in runs]))
+                if runs[0].test_replicates is not None else (np.nan, np.nan))
         rows.append([head, shots, number(mean), number(sd), number(low), number(high), n,
-                     number(ap), number(ap_low), number(ap_high), number(labelled)])
+                     number(ap), number(ap_low), number(ap_high), number(labelled), number(both[0]), number(both[1])])
     return rows
 
 
