@@ -263,3 +263,38 @@ def test_tip_adapter_f_search_picks_alpha_beta_on_validation(data):
     assert val_auc(head.alpha_, head.beta_) >= max(sampled.values()) - 1e-12
     default = TipAdapterFHead(text=text, epochs=6, lr=1e-2).fit(X[support], Y[support])
     assert (default.epoch_, default.alpha_, default.beta_) == (6, text.logit_scale, 1.0)
+
+
+@pytest.mark.parametrize("m", [20, 90])  # fewer rows than the 64 dimensions (G formed) and more (through R)
+def test_gram_products_are_products_with_the_gram_matrix(m):
+    from cxrprobe.heads.adapter_fit import GramProducts
+
+    rng = np.random.default_rng(m)
+    rows = rng.normal(size=(m, 64))
+    products = GramProducts(rows)
+    assert (products.dense is None) == (m > 64)
+    G = rows @ rows.T
+    for k in (m, m // 2):
+        P = rng.normal(size=(5, k)).astype(np.float32)
+        assert np.allclose(products(P), P @ G[:k], rtol=1e-4, atol=1e-3)
+    assert np.isclose(np.linalg.eigvalsh(products.smaller)[-1], np.linalg.eigvalsh(G)[-1])
+
+
+@pytest.mark.parametrize("name", ("lp++", "clap"))
+def test_more_rows_than_dimensions_train_as_with_the_gram_matrix(name, data, monkeypatch):
+    """The full-data fit (``all`` shots) goes through the features, not the N x N Gram matrix:
+    the same head up to float32 rounding."""
+    from cxrprobe.heads import adapter_fit
+
+    X, Y, _, _, test, text = data
+    rows = np.setdiff1d(np.arange(len(X)), test)[:200]  # 200 rows > 64 dimensions
+    through_features = make_head(name, text, None, random_state=0).fit(X[rows], Y[rows]).decision_function(X[test])
+
+    def formed(self, rows):
+        rows = np.asarray(rows, dtype=np.float64)
+        self.smaller, self.rows = rows.T @ rows, None
+        self.dense = (rows @ rows.T).astype(np.float32)
+
+    monkeypatch.setattr(adapter_fit.GramProducts, "__init__", formed)
+    with_gram = make_head(name, text, None, random_state=0).fit(X[rows], Y[rows]).decision_function(X[test])
+    assert np.allclose(through_features, with_gram, rtol=1e-4, atol=1e-4 * np.abs(with_gram).max())

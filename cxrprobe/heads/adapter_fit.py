@@ -72,6 +72,31 @@ class ValidationSearch:
         return self.transform(X_val), Y_val
 
 
+class GramProducts:
+    """Right products with the Gram matrix G = R R^T of m rows R [m, d], in float32.
+
+    The adapters train in the span of their support rows, where a step is a product with G.
+    A few-shot set has m < d rows and G is formed once. The full-data fit (``all`` shots) has
+    m > d: G would hold m^2 entries (6e9 at 78,000 images) but has rank d, so a product goes
+    through R instead, (P R) R^T: the same numbers up to rounding, at 2 m d per row of P.
+    """
+
+    def __init__(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.float64)
+        m, d = rows.shape
+        # the smaller of R R^T and R^T R, which share their nonzero eigenvalues
+        self.smaller = rows @ rows.T if m <= d else rows.T @ rows
+        self.dense = self.smaller.astype(np.float32) if m <= d else None
+        self.rows = None if m <= d else rows.astype(np.float32)
+
+    def __call__(self, P: np.ndarray) -> np.ndarray:
+        """P @ G[:k] for P [j, k]: P's k columns weigh G's first k rows."""
+        k = P.shape[1]
+        if self.dense is not None:
+            return P @ self.dense[:k]
+        return (P @ self.rows[:k]) @ self.rows.T
+
+
 def linear_scores(Z: np.ndarray, coef: np.ndarray, intercept: np.ndarray | None = None) -> np.ndarray:
     """Z @ coef (+ intercept) in float32, the cost of scoring every test row."""
     scores = Z @ coef.astype(np.float32)

@@ -23,14 +23,15 @@ however large the penalty.
 
 Every iterate lies in the span of the support rows and the prompts, w_j = [X; T]^T b_j (SGD
 and the proximal step commute with rotations), so training runs on their (N + 28)^2 Gram
-matrix instead of N x d features: the same iterates at a fraction of the cost.
+matrix instead of N x d features: the same iterates at a fraction of the cost (past d rows,
+the full-data fit, through the features: adapter_fit.GramProducts).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from cxrprobe.heads.adapter_fit import cosine_rates, linear_scores, sigmoid, two_sided
+from cxrprobe.heads.adapter_fit import GramProducts, cosine_rates, linear_scores, sigmoid, two_sided
 from cxrprobe.heads.base import Head, TextPrompts, check_xy
 from cxrprobe.heads.zeroshot import prompt_pair
 
@@ -47,13 +48,13 @@ def train_prototypes(rows: np.ndarray, n: int, Y: np.ndarray, usable: np.ndarray
     the residual's [14, n] x [n, m], half of recomputing B G. B and D sit side by side in one
     array, so that each update is one operation on both."""
     k, m = len(Y), len(rows)
-    gram = (rows @ rows.T).astype(np.float32)
+    gram = GramProducts(rows)
     targets = np.asarray(Y, dtype=np.float32)  # [14, n]
     # tau / n per finding from the loss; zero for one-sided findings, which keep their prompts
     scale = (tau / n * usable).astype(np.float32)[:, None]
     start = np.zeros((2 * k, 2 * m), dtype=np.float32)  # [B | D] at the prompts
     start[:, :m][np.arange(2 * k), n + np.arange(2 * k)] = 1
-    start[:, m:] = start[:, :m] @ gram
+    start[:, m:] = gram(start[:, :m])
     state, velocity, grad = start.copy(), np.zeros_like(start), np.zeros_like(start)
     B, dots = state[:, :m], state[:, m:]
     pull = 2 * penalty.astype(np.float32)[:, None]
@@ -70,7 +71,7 @@ def train_prototypes(rows: np.ndarray, n: int, Y: np.ndarray, usable: np.ndarray
         # d cos_ij / d w_j = x_i / |w_j| - cos_ij w_j / |w_j|^2, in the coordinates b_j
         shrink = np.einsum("ij,ij->i", grad[:, :n], cosine)[:, None] / norm2
         grad[:, :n] *= inverse
-        support_dots = residual @ gram[:n]  # grad G, up to each row's +-1 / |w_j|
+        support_dots = gram(residual)  # grad G, up to each row's +-1 / |w_j|
         np.multiply(support_dots, inverse[:k], out=grad[:k, m:])
         np.multiply(support_dots, -inverse[k:], out=grad[k:, m:])
         velocity *= momentum

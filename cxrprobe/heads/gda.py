@@ -33,13 +33,22 @@ def apply_shrunk_precision(centred: np.ndarray, V: np.ndarray) -> np.ndarray:
     (C^T C + t I)^-1 V = (V - C^T (t I + C C^T)^-1 C V) / t.
     """
     n, d = centred.shape
+    if n >= d:
+        return apply_scatter_precision(centred.T @ centred, n, V)
     t = float(np.einsum("ij,ij->", centred, centred)) / max(n - 1, 1)
     if t == 0.0:  # every row equals its class mean: pinv of the zero matrix is zero
         return np.zeros_like(V)
-    if n < d:
-        inner = scipy.linalg.solve(t * np.eye(n) + centred @ centred.T, centred @ V, assume_a="pos")
-        return d * (V - centred.T @ inner) / t
-    return d * scipy.linalg.solve(centred.T @ centred + t * np.eye(d), V, assume_a="pos")
+    inner = scipy.linalg.solve(t * np.eye(n) + centred @ centred.T, centred @ V, assume_a="pos")
+    return d * (V - centred.T @ inner) / t
+
+
+def apply_scatter_precision(scatter: np.ndarray, n: int, V: np.ndarray) -> np.ndarray:
+    """``apply_shrunk_precision`` from the scatter C^T C = (N-1) S of N rows."""
+    d = len(scatter)
+    t = float(np.trace(scatter)) / max(n - 1, 1)
+    if t <= 0.0:
+        return np.zeros_like(V)
+    return d * scipy.linalg.solve(scatter + t * np.eye(d), V, assume_a="pos")
 
 
 class GdaHead(ValidationSearch, Head):
@@ -63,13 +72,21 @@ class GdaHead(ValidationSearch, Head):
         d, k = Z.shape[1], Y.shape[1]
         self.coef_ = np.zeros((d, k))
         self.intercept_ = np.zeros(k)
+        # past d rows (the full-data fit) every finding's scatter follows from one Z^T Z:
+        # C^T C = Z^T Z - n+ mu+ mu+^T - n- mu- mu-^T
+        second_moment = Z.T @ Z if len(Z) >= d else None
         for c in range(k):
             positive, negative = Y[:, c] == 1, Y[:, c] == 0
             if not positive.any() or not negative.any():
                 continue
             mu_pos, mu_neg = Z[positive].mean(axis=0), Z[negative].mean(axis=0)
-            centred = np.where(positive[:, None], Z - mu_pos, Z - mu_neg)
-            p_pos, p_neg = apply_shrunk_precision(centred, np.stack([mu_pos, mu_neg], axis=1)).T
+            means = np.stack([mu_pos, mu_neg], axis=1)
+            if second_moment is None:
+                centred = np.where(positive[:, None], Z - mu_pos, Z - mu_neg)
+                p_pos, p_neg = apply_shrunk_precision(centred, means).T
+            else:
+                scatter = second_moment - positive.sum() * np.outer(mu_pos, mu_pos) - negative.sum() * np.outer(mu_neg, mu_neg)
+                p_pos, p_neg = apply_scatter_precision(scatter, len(Z), means).T
             self.coef_[:, c] = p_pos - p_neg
             self.intercept_[c] = -0.5 * (mu_pos @ p_pos - mu_neg @ p_neg)
         self.alpha_ = self._alpha(Z.astype(np.float32), validation)

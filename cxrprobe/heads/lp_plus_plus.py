@@ -18,7 +18,8 @@ With ``search``, the epoch is chosen among every 10th by mean AUC on the few-sho
 set, as the released code picked it on its K-shot val split.
 
 The weights never leave the span of the support rows, w_c = X^T b_c, so the loop runs on
-the N x N Gram matrix instead of N x d features: the same iterates, a fraction of the cost.
+the N x N Gram matrix instead of N x d features: the same iterates, a fraction of the cost
+(past d rows, the full-data fit, through the features: adapter_fit.GramProducts).
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from cxrprobe.heads.adapter_fit import ValidationSearch, bce_residual, linear_scores, two_sided, validation_auc
+from cxrprobe.heads.adapter_fit import (
+    GramProducts,
+    ValidationSearch,
+    bce_residual,
+    linear_scores,
+    two_sided,
+    validation_auc,
+)
 from cxrprobe.heads.base import Head, TextPrompts, check_xy
 from cxrprobe.heads.zeroshot import prompt_pair
 
@@ -61,9 +69,8 @@ class LpPlusPlusHead(ValidationSearch, Head):
         U = positives - negatives  # [14, d]
         N = len(Z)
         text = U @ Z.T  # [14, N]: x_i . u_c; finding-major arrays keep every step's reductions contiguous
-        gram = Z @ Z.T
-        # lambda_max(Z^T Z) = lambda_max(Z Z^T): take the smaller matrix
-        self.lr_w_ = 4.0 * N / largest_eigenvalue(gram if N <= Z.shape[1] else Z.T @ Z)
+        gram = GramProducts(Z)
+        self.lr_w_ = 4.0 * N / largest_eigenvalue(gram.smaller)  # lambda_max(Z^T Z) = lambda_max(Z Z^T)
         self.lr_alpha_ = 4.0 * N / np.maximum((text**2).sum(axis=1), 1e-12)
         usable = two_sided(Y)
         n_pos = Y.sum(axis=0)
@@ -90,20 +97,20 @@ class LpPlusPlusHead(ValidationSearch, Head):
             return float(np.abs(text).mean())
         raise ValueError(f"alpha_rule must be 'own-prompt' or 'abs-margin', got {self.alpha_rule!r}")
 
-    def _train(self, gram: np.ndarray, text: np.ndarray, targets: np.ndarray, usable: np.ndarray, B: np.ndarray,
+    def _train(self, gram: GramProducts, text: np.ndarray, targets: np.ndarray, usable: np.ndarray, B: np.ndarray,
                b: np.ndarray, alpha: np.ndarray, validation: tuple | None) -> tuple[np.ndarray, ...]:
         """Full-batch momentum SGD on (B, b), alpha steps every ``alpha_every`` epochs; the last
         epoch's (B, b, alpha), or with a validation set the best checkpoint's."""
         f32 = np.float32
-        gram, text, targets = gram.astype(f32), text.astype(f32), targets.astype(f32)
+        text, targets = text.astype(f32), targets.astype(f32)
         B, b, alpha = B.astype(f32), b.astype(f32), alpha.astype(f32)
         lr_w, lr_alpha, momentum = f32(self.lr_w_), self.lr_alpha_.astype(f32), f32(self.momentum)
         frozen = ~usable
-        n = gram.shape[0]
+        n = text.shape[1]
         velocity_B, velocity_b = np.zeros_like(B), np.zeros_like(b)
         best, kept, self.epoch_ = -np.inf, None, self.epochs
         for epoch in range(1, self.epochs + 1):
-            logits = B @ gram
+            logits = gram(B)
             logits += b[:, None]
             logits += alpha[:, None] * text
             residual = bce_residual(logits, targets, n)

@@ -23,6 +23,7 @@ from cxrprobe.heads.adapter_fit import ValidationSearch, first_best, validation_
 from cxrprobe.heads.base import Head, TextPrompts, check_xy
 from cxrprobe.heads.zeroshot import ZeroShotHead
 
+AFFINITY_BLOCK = 1 << 26  # float32 entries of the query x key affinities scored at once
 BETA_GRID = tuple(0.1 + i * (7 - 0.1) / 200 for i in range(200))
 ALPHA_GRID = tuple(0.1 + i * (3 - 0.1) / 20 for i in range(20))
 
@@ -107,9 +108,15 @@ class TipAdapterHead(ValidationSearch, Head):
     def decision_from(self, Z: np.ndarray) -> np.ndarray:
         # one product for the zero-shot weights and the keys: reading Z is much of the cost
         weights = np.concatenate([self.zero_shot_.weights_.astype(np.float32), self.keys_.T], axis=1)
-        both = Z @ weights
         k = self.values_.shape[1]
-        scores = kernel_cache(both[:, k:], self.values_, self.beta_)
-        scores *= np.float32(self.alpha_)
-        scores += np.float32(self.zero_shot_scale_) * both[:, :k]
+        scores = np.empty((len(Z), k), dtype=np.float32)
+        # in row blocks of at most AFFINITY_BLOCK affinities: one block for a few-shot cache, and
+        # 256 MB at a time, not 8 GB, for a full-data one (25,596 queries x 78,000 keys)
+        rows = max(1, AFFINITY_BLOCK // max(len(self.keys_), 1))
+        for start in range(0, len(Z), rows):
+            both = Z[start:start + rows] @ weights
+            block = kernel_cache(both[:, k:], self.values_, self.beta_)
+            block *= np.float32(self.alpha_)
+            block += np.float32(self.zero_shot_scale_) * both[:, :k]
+            scores[start:start + rows] = block
         return scores
