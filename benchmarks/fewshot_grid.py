@@ -29,7 +29,7 @@ from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.cache.synthetic import write_synthetic_cache
 from cxrprobe.data.nih import bundled_metadata_dir, load_nih_metadata
 from cxrprobe.eval.experiment import run_fewshot
-from cxrprobe.eval.options import parse_shots
+from cxrprobe.eval.options import parse_shots, read_shots
 from cxrprobe.eval.runner import GridSpec, run_grid
 from cxrprobe.eval.sampler import draw_support
 from cxrprobe.heads import BASE_HEADS, make_head, parse_heads
@@ -95,7 +95,7 @@ def main() -> None:
 
         with open(Path(tmp) / "results" / "summary.csv", newline="") as handle:
             for row in csv.DictReader(handle):
-                grid_means[(row["head"], int(row["shots"]))] = float(row["mean_auc"])
+                grid_means[(row["head"], read_shots(row["shots"]))] = float(row["mean_auc"])
         if args.skip_naive:
             for name in heads:
                 print(f"  {name:12s} {grid_heads[name]:10.1f} s (grid, summed over runs, 1 thread a run)")

@@ -169,7 +169,7 @@ JOBS = "Parallel processes (default: one per usable core); results are the same 
 def fewshot(
     cache: Annotated[Path, typer.Option("--cache", help="Feature cache written by cxrprobe embed.")],
     out: Annotated[Path, typer.Option("--out", help="Results folder to create (must be new or empty).")],
-    shots: Annotated[str, typer.Option(help="Shot levels: labelled images per finding.")] = "1,2,4,8,16",
+    shots: Annotated[str, typer.Option(help="Shot levels: labelled images per finding; all: every training image (the full-data reference point, one draw).")] = "1,2,4,8,16",
     seeds: Annotated[int, typer.Option(help="Support-set draws per shot level.")] = 20,
     heads: Annotated[str, typer.Option(help=f"Comma-separated heads, or all. Heads: {HEAD_NAMES} "
                                             "(cxrprobe heads describes each).")] = "all",

@@ -308,3 +308,35 @@ def test_other_support_designs_run_and_are_recorded(synthetic_cache, tmp_path, c
         assert min(int(count[f"positives_{f}"]) for f in FINDINGS) >= 2
     assert_one_line_error(cli("fewshot", "--cache", synthetic_cache, "--out", tmp_path / "x", "--support", "realistic",
                               "--normals", "0"), "--normals sets the per-finding design's normals")
+
+
+def test_all_shots_fits_every_training_image_once_and_refits_only_random_heads(synthetic_cache, tmp_path, cli,
+                                                                               monkeypatch):
+    from cxrprobe.heads.tip_adapter_f import TipAdapterFHead
+
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(TipAdapterFHead, "max_support", 100)  # more than a 2-shot set, fewer than all
+    with FeatureCache(synthetic_cache) as cache:
+        train = set(cache.table.image_ids[cache.rows("train")])
+    out = tmp_path / "all"
+    result = cli("fewshot", "--cache", synthetic_cache, "--out", out, "--shots", "2,all", "--seeds", "2",
+                 "--heads", "logreg,linear,zeroshot,tip-adapter-f", "--jobs", "1", "-q")
+    assert result.code == 0, result.stderr
+    assert f"all = {len(train):,} training images" in result.stdout and "tip-adapter-f: not fitted" in result.stdout
+    means = {(r["head"], r["shots"], r["seed"]): r["auc"] for r in read(out / "runs.csv") if r["class"] == "mean"}
+    assert means[("logreg", "all", "0")] == means[("logreg", "all", "1")]  # one fit of one draw
+    assert means[("linear", "all", "0")] != means[("linear", "all", "1")]  # its initial weights are the seed's
+    assert ("tip-adapter-f", "2", "1") in means and not any(k[:2] == ("tip-adapter-f", "all") for k in means)
+    listed = [r for r in read(out / "supports.csv") if r["shots"] == "all"]
+    assert {r["seed"] for r in listed} == {"0"} and {r["image_id"] for r in listed} == train
+    assert {r["images"] for r in read(out / "support_counts.csv") if r["shots"] == "all"} == {str(len(train))}
+    summary = {(r["head"], r["shots"]): r for r in read(out / "summary.csv")}
+    assert float(summary[("logreg", "all")]["mean_labelled_images"]) == len(train)
+    assert float(summary[("logreg", "all")]["mean_auc"]) > float(summary[("logreg", "2")]["mean_auc"])
+    assert not any(r["head"] == "tip-adapter-f" and r["shots"] == "all" for r in read(out / "paired.csv"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["shots"] == [2, "all"] and config["full_data"]["images"] == len(train)
+    assert "100 images" in config["not_fitted"]["tip-adapter-f"]
+    shown = cli("report", out)
+    header = next(line for line in shown.stdout.splitlines() if "2-shot" in line)
+    assert shown.code == 0 and header.split()[-2:] == ["all", "┃"]

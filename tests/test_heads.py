@@ -434,3 +434,39 @@ def test_prompt_ensembles_average_normalised_embeddings():
     text = TextPrompts(prompts, np.array([[3.0, 0.0], [0.0, 1.0]]))
     assert np.allclose(text.embedding_of("Hernia", "positive"), [2 ** -0.5, 2 ** -0.5])  # not toward the longer one
     assert np.allclose(text.embedding_of("Hernia", "positive", unit=False), [2 ** 0.5, 2 ** 0.5])  # mean norm 2
+
+
+@pytest.mark.parametrize("name", BASE_HEADS + ADAPTERS)
+def test_only_heads_marked_random_depend_on_the_seed(name, data, validation):
+    """At ``all`` shots a head that is not ``draws_random`` is fitted once for every seed: its
+    fit must not depend on random_state."""
+    X, Y, support, test, text, center = data
+    scores = [fit(make_head(name, text, center, random_state=seed), X, Y, support, validation).decision_function(X[test])
+              for seed in (0, 1)]
+    assert np.array_equal(scores[0], scores[1]) != HEADS[name].draws_random
+
+
+def test_gda_with_more_rows_than_dimensions_uses_each_findings_scatter(data):
+    """Past d rows, gda's per-finding scatter comes from one Z^T Z: the same head as centring."""
+    from cxrprobe.heads import gda
+
+    X, Y, _, test, text, _ = data
+    rows = np.flatnonzero(np.isin(np.arange(len(X)), test, invert=True))[:300]  # 300 rows > 64 dimensions
+    head = gda.GdaHead(text=text).fit(X[rows], Y[rows])
+    Z = head.transform(X[rows]).astype(np.float64)
+    for c in (0, 7):
+        positive = Y[rows, c] == 1
+        mu_pos, mu_neg = Z[positive].mean(axis=0), Z[~positive].mean(axis=0)
+        centred = np.where(positive[:, None], Z - mu_pos, Z - mu_neg)
+        p_pos, p_neg = gda.apply_shrunk_precision(centred, np.stack([mu_pos, mu_neg], axis=1)).T
+        assert np.allclose(head.coef_[:, c], p_pos - p_neg, rtol=1e-6, atol=1e-8)
+
+
+def test_tip_adapter_scores_in_row_blocks_as_in_one(data, monkeypatch):
+    from cxrprobe.heads import tip_adapter
+
+    X, Y, support, test, text, _ = data
+    head = tip_adapter.TipAdapterHead(text=text).fit(X[support], Y[support])
+    whole = head.decision_function(X[test])
+    monkeypatch.setattr(tip_adapter, "AFFINITY_BLOCK", 7 * len(support) + 3)  # blocks of 7 queries
+    assert np.allclose(head.decision_function(X[test]), whole, rtol=1e-5, atol=1e-5)  # blocks round apart

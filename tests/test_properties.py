@@ -45,7 +45,8 @@ def parsed_or_input_error(parse, text):  # noqa: ANN001, ANN201
 # --- --shots ---------------------------------------------------------------------------------------
 
 @QUICK
-@given(st.lists(st.integers(1, 10**6), min_size=1, max_size=8, unique=True), st.sampled_from(["", " "]))
+@given(st.lists(st.integers(1, 10**6) | st.just("all"), min_size=1, max_size=8, unique=True),
+       st.sampled_from(["", " "]))
 def test_shots_round_trip(shots, pad):
     assert parse_shots(",".join(f"{pad}{s}{pad}" for s in shots)) == tuple(shots)
 
@@ -66,7 +67,8 @@ def test_shots_with_a_zero_or_a_repeat_are_refused(shots):
 def test_shots_any_text_parses_or_is_an_input_error(text):
     shots = parsed_or_input_error(parse_shots, text)
     if shots is not None:
-        assert shots and all(isinstance(s, int) and s >= 1 for s in shots) and len(set(shots)) == len(shots)
+        assert shots and all(s == "all" or isinstance(s, int) and s >= 1 for s in shots)
+        assert len(set(shots)) == len(shots)
         assert parse_shots(",".join(map(str, shots))) == shots
 
 

@@ -96,3 +96,12 @@ def test_the_normals_option_sets_the_no_finding_share(table):
     default = draw_support(table.labels, table.split, 4, 0)
     assert default.no_finding == 4 and np.array_equal(default.rows, draw_support(table.labels, table.split, 4, 0,
                                                                                    normals="N").rows)
+
+
+@pytest.mark.parametrize("design", ["per-finding", "pos-neg", "realistic"])
+def test_all_shots_is_every_training_image_whatever_the_seed(table, design):
+    train = np.flatnonzero(table.split == "train")
+    for seed in (0, 5):
+        support = draw_support(table.labels, table.split, "all", seed, design=design)
+        assert np.array_equal(support.rows, train) and support.shots == "all" and support.short == ()
+        assert (support.positives == table.labels[train].sum(axis=0)).all()

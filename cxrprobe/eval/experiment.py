@@ -9,15 +9,15 @@ from typing import Callable, Sequence
 from cxrprobe.cores import usable_cores
 from cxrprobe.errors import InputError
 from cxrprobe.eval.options import (
-    at_least_one, at_least_zero, check_protocol, check_shots, check_support, parse_normals,
+    ALL_SHOTS, Shots, at_least_one, at_least_zero, check_protocol, check_shots, check_support, parse_normals,
 )
-from cxrprobe.eval.runner import TEST_BOOTSTRAP_SEED, GridSpec, run_grid
+from cxrprobe.eval.runner import TEST_BOOTSTRAP_SEED, VALIDATION_SHOTS_MAX, GridSpec, run_grid
 from cxrprobe.heads.registry import check_heads
 from cxrprobe.versions import package_versions
 
 
 def run_fewshot(
-    cache: Path, out: Path, shots: Sequence[int], seeds: int, heads: Sequence[str] | None = None,
+    cache: Path, out: Path, shots: Sequence[Shots], seeds: int, heads: Sequence[str] | None = None,
     jobs: int | None = None, strict_shots: bool = False, progress: Callable[[int, int], None] | None = None,
     search: bool = False, protocol: str = "default", allow_undefined: bool = False, support: str = "per-finding",
     normals: str | int = "N", test_bootstrap: int = 0,
@@ -67,6 +67,14 @@ def run_fewshot(
             "seed": TEST_BOOTSTRAP_SEED,
             "what": "seed_and_test_ci95 in summary.csv: each replicate resamples the seeds and the test patients",
         },
+        "full_data": None if ALL_SHOTS not in spec.shots else {
+            "images": len(next(s for s in result.supports if s.shots == ALL_SHOTS).rows),
+            "what": "shots 'all': every training image, one draw (the supervised reference point); heads whose fit "
+                    "is random are refitted at every seed, the others fitted once, their run standing for every "
+                    "seed; a search's validation set is the first seed's "
+                    f"{VALIDATION_SHOTS_MAX}-shot one",
+        },
+        "not_fitted": result.not_fitted,
         "search_on_validation": search,
         "allow_undefined": allow_undefined,
         "undefined_findings": result.undefined_findings,

@@ -10,30 +10,47 @@ from cxrprobe.errors import InputError
 PROTOCOLS = ("default", "paper")
 
 
-def parse_shots(text: str) -> tuple[int, ...]:
-    """'1,2,4,8,16' -> (1, 2, 4, 8, 16): positive integers, comma-separated, no repeats."""
-    parts = text.split(",")
-    message = f"--shots takes positive whole numbers separated by commas, like 1,2,4,8,16; got {text!r}"
-    if not text.strip() or any(not p.strip().isdigit() for p in parts):
+ALL_SHOTS = "all"  # the full-data reference: every training image, one draw
+Shots = int | str  # a whole number of shots, or ALL_SHOTS
+
+
+def parse_shots(text: str) -> tuple[Shots, ...]:
+    """'1,2,4,8,16,all' -> (1, 2, 4, 8, 16, 'all'): positive integers or ``all``, comma-separated,
+    no repeats."""
+    parts = [p.strip() for p in text.split(",")]
+    message = f"--shots takes positive whole numbers (or all) separated by commas, like 1,2,4,8,16,all; got {text!r}"
+    if not text.strip() or any(p != ALL_SHOTS and not p.isdigit() for p in parts):
         raise InputError(message)
     try:
-        shots = tuple(int(p) for p in parts)
+        shots = tuple(p if p == ALL_SHOTS else int(p) for p in parts)
     except ValueError:  # int() refuses some of what str.isdigit() takes: '²', or 5,000 digits
         raise InputError(message) from None
     return check_shots(shots, text)
 
 
-def check_shots(shots: Sequence[int], shown: object = None) -> tuple[int, ...]:
-    """Shot levels as given, checked: at least one, each a whole number of at least 1, no repeats."""
+def check_shots(shots: Sequence[Shots], shown: object = None) -> tuple[Shots, ...]:
+    """Shot levels as given, checked: at least one, each a whole number of at least 1 or
+    ``all``, no repeats."""
     shown = shown if shown is not None else ",".join(map(str, shots))
     shots = tuple(shots)
-    if not shots or any(isinstance(s, bool) or not isinstance(s, int) for s in shots):
-        raise InputError(f"--shots takes positive whole numbers, like 1,2,4,8,16; got {shown!r}")
-    if min(shots) < 1:
+    counts = [s for s in shots if s != ALL_SHOTS]
+    if not shots or any(isinstance(s, bool) or not isinstance(s, int) for s in counts):
+        raise InputError(f"--shots takes positive whole numbers or all, like 1,2,4,8,16,all; got {shown!r}")
+    if counts and min(counts) < 1:
         raise InputError(f"--shots must be at least 1 each; got {shown!r}")
     if len(set(shots)) != len(shots):
         raise InputError(f"--shots lists a value twice: {shown!r}")
     return shots
+
+
+def shot_order(shots: Shots) -> tuple[int, int]:
+    """Sort key: shot counts in increasing order, ``all`` after every count."""
+    return (1, 0) if shots == ALL_SHOTS else (0, int(shots))
+
+
+def read_shots(text: str) -> Shots:
+    """A shots cell of a results CSV: a whole number or ``all``."""
+    return ALL_SHOTS if text == ALL_SHOTS else int(text)
 
 
 def check_protocol(protocol: str) -> str:

@@ -1,7 +1,9 @@
 """The few-shot grid: shots x seeds x heads on one cache, deterministic whatever ``jobs`` is.
 
 Every (shots, seed) is one task: draw the support set once, fit every head on it, score the
-whole test split, compute per-finding AUC. Tasks run single-threaded (BLAS, torch and FAISS
+whole test split, compute per-finding AUC. At ``all`` shots (every training image) there is
+one draw: a head that draws nothing random is fitted once, at the first seed, and that run
+stands for every seed; only heads whose fit is random are refitted per seed. Tasks run single-threaded (BLAS, torch and FAISS
 alike) so that a task's numbers do not depend on how many run beside it; ``jobs`` processes
 share the embeddings through memory-mapped files written once per grid.
 """
@@ -25,7 +27,7 @@ from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.errors import CacheError
 from cxrprobe.eval.bootstrap import joint_patient_resamples, replicate_mean_aucs
 from cxrprobe.eval.metrics import per_class_auc_ap
-from cxrprobe.eval.options import at_least_one
+from cxrprobe.eval.options import ALL_SHOTS, Shots, at_least_one, shot_order
 from cxrprobe.eval.sampler import SupportSet, draw_support
 from cxrprobe.fsutil import remove_stale_temporaries
 from cxrprobe.heads.base import TextPrompts, transform_embeddings
@@ -35,7 +37,7 @@ from cxrprobe.labels import FINDINGS
 
 @dataclass(frozen=True)
 class GridSpec:
-    shots: tuple[int, ...]
+    shots: tuple[Shots, ...]
     seeds: int
     heads: tuple[str, ...]
     first_seed: int = 0
@@ -47,14 +49,22 @@ class GridSpec:
     normals: str | int = "N"  # "No Finding" images in a per-finding set: N, natural, or a count
     test_bootstrap: int = 0  # resamples of test patients scored by every run (0: none)
 
-    def tasks(self) -> list[tuple[int, int]]:
+    def tasks(self) -> list[tuple[Shots, int]]:
         return [(s, seed) for s in self.shots for seed in range(self.first_seed, self.first_seed + self.seeds)]
+
+    def draw_seed(self, shots: Shots, seed: int) -> int:
+        """The seed a task's support and validation sets are drawn with: at ``all``, one draw."""
+        return self.first_seed if shots == ALL_SHOTS else seed
+
+    def refits(self, head: type, shots: Shots, seed: int) -> bool:
+        """Whether the task (shots, seed) fits ``head``, or takes its run from the first seed's."""
+        return head.draws_random or self.draw_seed(shots, seed) == seed
 
 
 @dataclass(frozen=True)
 class RunResult:
     head: str
-    shots: int
+    shots: Shots
     seed: int
     aucs: np.ndarray  # [14], NaN where the test split has one class only
     aps: np.ndarray  # [14] average precision, NaN where the AUC is
@@ -73,6 +83,7 @@ class GridResult:
     seconds_by_head: dict[str, float] = field(default_factory=dict)  # summed single-threaded seconds
     undefined_findings: list[str] = field(default_factory=list)  # no AUC on this test split (--allow-undefined)
     test_prevalence: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [14] share of test images positive
+    not_fitted: dict[str, str] = field(default_factory=dict)  # head -> why some support sets were too large for it
 
 
 @dataclass(frozen=True)
@@ -161,8 +172,18 @@ def _test_weights(labels: np.ndarray, patients: np.ndarray, n_resamples: int) ->
 VALIDATION_SHOTS_MAX = 4  # CoOp's K_val = min(K, 4)
 
 
-def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[SupportSet, list[RunResult], int]:
-    """One (shots, seed): the support set and every head's per-finding test AUC."""
+def validation_shots(shots: Shots) -> int:
+    return VALIDATION_SHOTS_MAX if shots == ALL_SHOTS else min(shots, VALIDATION_SHOTS_MAX)
+
+
+def too_large(head: type, support: SupportSet) -> bool:
+    """A head whose cost grows with the square of the support set is not fitted past its limit."""
+    return head.max_support is not None and len(support.rows) > head.max_support
+
+
+def run_task(data: GridData, spec: GridSpec, shots: Shots, seed: int) -> tuple[SupportSet, list[RunResult], int]:
+    """One (shots, seed): the support set and the per-finding test AUC of every head the task
+    fits (see ``GridSpec.refits`` and ``too_large``)."""
     from threadpoolctl import threadpool_limits
 
     import faiss
@@ -173,16 +194,18 @@ def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[Sup
     faiss.omp_set_num_threads(1)
     try:
         with threadpool_limits(1):
-            support = draw_support(data.labels, data.split, shots, seed, strict=spec.strict_shots, design=spec.support,
-                                   normals=0 if spec.protocol == "paper" else spec.normals)
+            draw_seed = spec.draw_seed(shots, seed)
+            support = draw_support(data.labels, data.split, shots, draw_seed, strict=spec.strict_shots,
+                                   design=spec.support, normals=0 if spec.protocol == "paper" else spec.normals)
             X = data.embeddings[support.rows]
             Y = data.labels[support.rows]
             Y_test = data.labels[data.test_rows]
             results = []
             validation = None
             for name in spec.heads:
-                if not head_class(name).needs_support:
-                    continue  # scored once for the whole grid by run_grid
+                cls = head_class(name)
+                if not cls.needs_support or not spec.refits(cls, shots, seed) or too_large(cls, support):
+                    continue  # scored once for the whole grid, or taken from another run, by run_grid
                 start = time.perf_counter()
                 head = make_head(name, data.text, data.center, random_state=seed, search=spec.search)
                 if spec.protocol == "paper" and name == "paper-mlp":
@@ -190,7 +213,7 @@ def run_task(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[Sup
                 labelled = len(support.rows)
                 if head.uses_validation:
                     if validation is None:  # other patients than the support set's: the val split
-                        validation = draw_support(data.labels, data.split, min(shots, VALIDATION_SHOTS_MAX), seed,
+                        validation = draw_support(data.labels, data.split, validation_shots(shots), draw_seed,
                                                   pool_split="val", design=spec.support, normals=spec.normals)
                     rows = validation.rows
                     head.fit(X, Y, data.embeddings[rows], data.labels[rows])
@@ -244,7 +267,7 @@ def shared_folder() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_task_in_worker(data: GridData, spec: GridSpec, shots: int, seed: int) -> tuple[SupportSet, list[RunResult], int]:
+def run_task_in_worker(data: GridData, spec: GridSpec, shots: Shots, seed: int) -> tuple[SupportSet, list[RunResult], int]:
     """``run_task`` in a worker process, its long-lived objects frozen out of the collector.
 
     Without psutil, loky runs a full ``gc.collect()`` after nearly every task, and a full
@@ -288,7 +311,7 @@ def run_grid(
         from joblib import Parallel, delayed
 
         # the costliest tasks (most shots) first, so that no worker is left with one at the end
-        order = sorted(range(len(tasks)), key=lambda i: -tasks[i][0])
+        order = sorted(range(len(tasks)), key=lambda i: shot_order(tasks[i][0]), reverse=True)
         with shared_folder() as folder:
             shared = memory_mapped(data, folder)
             done = Parallel(n_jobs=jobs, backend="loky", max_nbytes="1M")(
@@ -299,16 +322,25 @@ def run_grid(
             outputs[i] = output
     fixed = _support_free_runs(data, spec)
     supports = [support for support, _, _ in outputs]
-    runs = []
-    for (shots, seed), (_, task_runs, _) in zip(tasks, outputs):
-        learned = {run.head: run for run in task_runs}
+    fitted = {(run.head, run.shots, run.seed): run for _, task_runs, _ in outputs for run in task_runs}
+    runs, not_fitted = [], {}
+    for (shots, seed), (support, _, _) in zip(tasks, outputs):
         for name in spec.heads:
-            runs.append(learned[name] if name in learned else dataclasses.replace(fixed[name], shots=shots, seed=seed,
-                                                                                  seconds=0.0))
+            cls = head_class(name)
+            if not cls.needs_support:
+                runs.append(dataclasses.replace(fixed[name], shots=shots, seed=seed, seconds=0.0))
+            elif too_large(cls, support):
+                not_fitted[name] = (f"not fitted on support sets of more than {cls.max_support:,} images "
+                                    f"({cls.max_support_reason}); left out at {shots} shots ({len(support.rows):,})")
+            elif spec.refits(cls, shots, seed):
+                runs.append(fitted[(name, shots, seed)])
+            else:  # the same fit on the same draw: the first seed's run
+                runs.append(dataclasses.replace(fitted[(name, shots, spec.draw_seed(shots, seed))], seed=seed,
+                                                seconds=0.0))
     validation_images = max(n for _, _, n in outputs)
     seconds = {name: fixed[name].seconds if name in fixed else 0.0 for name in spec.heads}
     for run in runs:
         seconds[run.head] += run.seconds
     test_labels = data.labels[data.test_rows]
     return GridResult(runs, supports, len(data.test_rows), validation_images, attrs, seconds,
-                      undefined_findings(test_labels), test_labels.mean(axis=0))
+                      undefined_findings(test_labels), test_labels.mean(axis=0), not_fitted)

@@ -14,6 +14,8 @@ three designs, each image with its full multi-hot labels:
   every finding at least once (jusiro/SS-Text's realistic setting: one positive per finding
   first, the rest uniform).
 
+``all`` (the full-data reference point) is every image of the split, whatever the design.
+
 Co-occurring findings make a finding's effective positive count exceed N; it is recorded. A
 (design, shots, seed) always gives the same set, whatever else is drawn, so every head sees
 the same support set.
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cxrprobe.errors import InputError
+from cxrprobe.eval.options import ALL_SHOTS, Shots
 from cxrprobe.labels import FINDINGS
 
 POOL_SPLITS = ("train", "val")
@@ -39,7 +42,7 @@ REALISTIC_BUDGET = 15  # images per shot: SS-Text's K x C with C = 15 classes (1
 class SupportSet:
     """Rows of the cache drawn for one (shots, seed), sorted, with what they hold."""
 
-    shots: int
+    shots: Shots  # a count, or "all"
     seed: int
     split: str
     rows: np.ndarray  # int64, sorted cache rows
@@ -49,7 +52,7 @@ class SupportSet:
 
 
 def draw_support(
-    labels: np.ndarray, split: np.ndarray, shots: int, seed: int, pool_split: str = "train", strict: bool = False,
+    labels: np.ndarray, split: np.ndarray, shots: Shots, seed: int, pool_split: str = "train", strict: bool = False,
     design: str = "per-finding", normals: str | int = SHOTS_NORMALS,
 ) -> SupportSet:
     """Draw the support set of ``shots`` by ``design`` from ``pool_split``.
@@ -63,11 +66,13 @@ def draw_support(
         raise ValueError(f"support sets come from {' or '.join(POOL_SPLITS)}, never from {pool_split!r}")
     if design not in DESIGNS:
         raise ValueError(f"design must be one of {DESIGNS}, got {design!r}")
-    if shots < 1:
+    if shots != ALL_SHOTS and shots < 1:
         raise InputError(f"shots must be at least 1, got {shots}")
     pool = np.flatnonzero(split == pool_split)
     if pool.size == 0:
         raise InputError(f"the cache has no {pool_split} images to draw support sets from")
+    if shots == ALL_SHOTS:
+        return _described(labels, pool.astype(np.int64), shots, seed, pool_split, [])
     rng = np.random.default_rng([seed, shots, POOL_SPLITS.index(pool_split), *_design_key(design)])
     pool_labels = labels[pool]
     short = _short(pool_labels, shots, pool_split, strict)
@@ -77,6 +82,11 @@ def draw_support(
         rows = _pos_neg(rng, pool, pool_labels, shots)
     else:
         rows = _realistic(rng, pool, pool_labels, shots)
+    return _described(labels, rows, shots, seed, pool_split, short)
+
+
+def _described(labels: np.ndarray, rows: np.ndarray, shots: Shots, seed: int, pool_split: str,
+               short: list[str]) -> SupportSet:
     held = labels[rows]
     return SupportSet(
         shots=shots,

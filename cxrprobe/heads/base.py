@@ -61,6 +61,9 @@ class Head(BaseEstimator):
     input_transform = "raw"  # what decision_from expects; see transform_embeddings
     needs_support = True  # False: the scores do not depend on the support set (zero-shot)
     uses_validation = False  # True: fit(X, Y, X_val, Y_val) selects hyperparameters on validation
+    draws_random = False  # True: the fit draws from random_state (two seeds, two fits of the same data)
+    max_support: int | None = None  # the most support images the fit is run on (its cost grows faster)
+    max_support_reason = ""
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         return transform_embeddings(X, self.input_transform, getattr(self, "center", None))

@@ -12,6 +12,7 @@ from cxrprobe.seeding import seeded_cpu
 
 class LinearHead(Head):
     input_transform = "l2"
+    draws_random = True  # its initial weights
 
     def __init__(self, epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-4,
                  random_state: int | None = 0) -> None:

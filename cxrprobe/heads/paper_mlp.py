@@ -17,6 +17,7 @@ from cxrprobe.seeding import seeded_cpu
 
 
 class PaperMlpHead(Head):
+    draws_random = True  # its initial weights and mini-batch order and dropout
     def __init__(self, epochs: int = 30, batch_size: int = 16, lr: float = 1e-4, weight_decay: float = 1e-2,
                  init_state: dict | None = None, random_state: int | None = 0) -> None:
         self.epochs = epochs

@@ -11,6 +11,10 @@ from gaopengcuhk/Tip-Adapter: AdamW lr 1e-3, eps 1e-4, weight decay 0.01 (torch'
 which the official code keeps), a cosine schedule over all steps, a fixed 20 epochs. An epoch
 is one full batch: the official batch of 256 holds a whole support set (16 shots is ~240).
 
+Every epoch scores the N support images against the N keys, so training costs N^2 d per
+epoch: it is not run on more than ``max_support`` images (the grid leaves it out of ``all``
+shots on a large archive, and says so).
+
 With ``search``, the epoch (at the training alpha and beta), then a and beta are chosen by
 mean AUC on the few-shot validation set, as the official code re-searches them after training
 (it picked its epoch on test): beta on the official grid, a on the official alpha grid and on
@@ -51,6 +55,10 @@ def adamw_step(param: np.ndarray, grad: np.ndarray, state: dict, lr: float, eps:
 
 
 class TipAdapterFHead(TipAdapterHead):
+    max_support = 16_000
+    max_support_reason = ("each epoch scores every support image against every key; 16,000 keys is the official "
+                          "code's largest cache, ImageNet at 16 shots")
+
     def __init__(self, text: TextPrompts | None = None, alpha: float = 1.0, beta: float = 1.0, epochs: int = 20,
                  lr: float = 1e-3, eps: float = 1e-4, weight_decay: float = 0.01, negative: str = "pair",
                  search: bool = False, random_state: int | None = None) -> None:

@@ -1,18 +1,22 @@
-"""auc_vs_shots.png: mean AUC over seeds per head against shots, with 95% CI bands."""
+"""auc_vs_shots.png: mean AUC over seeds per head against shots, with 95% CI bands, and the
+full-data reference (``all`` shots) as a star one octave right of the last N."""
 
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
+from cxrprobe.eval.options import ALL_SHOTS, read_shots, shot_order
 
-def read_summary(path: Path) -> dict[str, list[tuple[int, float, float, float, int]]]:
-    curves: dict[str, list[tuple[int, float, float, float, int]]] = {}
+
+def read_summary(path: Path) -> dict[str, list[tuple[int | str, float, float, float, int]]]:
+    curves: dict[str, list[tuple[int | str, float, float, float, int]]] = {}
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             value = lambda key: float(row[key]) if row[key] else float("nan")  # noqa: E731
             curves.setdefault(row["head"], []).append(
-                (int(row["shots"]), value("mean_auc"), value("ci95_low"), value("ci95_high"), int(row["n_seeds"]))
+                (read_shots(row["shots"]), value("mean_auc"), value("ci95_low"), value("ci95_high"), int(row["n_seeds"]))
             )
     return curves
 
@@ -24,10 +28,10 @@ LABELLED_AXIS = "labelled images per run (support set, and validation set where 
 def read_labelled_curves(path: Path) -> dict[str, list[tuple[float, float, float, float, int]]]:
     """summary.csv's curves against the mean labelled images per run instead of N (heads that
     used no labelled image, such as zeroshot, are left out)."""
-    labelled: dict[tuple[str, int], float] = {}
+    labelled: dict[tuple[str, int | str], float] = {}
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
-            labelled[(row["head"], int(row["shots"]))] = float(row["mean_labelled_images"] or "nan")
+            labelled[(row["head"], read_shots(row["shots"]))] = float(row["mean_labelled_images"] or "nan")
     curves = {}
     for head, points in read_summary(path).items():
         moved = [(labelled[(head, p[0])], *p[1:]) for p in points if labelled[(head, p[0])] > 0]
@@ -44,9 +48,16 @@ def plot_auc_vs_labelled(summary_csv: Path, out_png: Path, title: str = "") -> N
     plot_curves(read_labelled_curves(summary_csv), out_png, title, x_label=LABELLED_AXIS, ticks_at_points=False)
 
 
-def plot_curves(curves: dict[str, list[tuple[float, float, float, float, int]]], out_png: Path, title: str = "",
-                x_label: str = SHOTS_AXIS, ticks_at_points: bool = True) -> None:
-    """One line per curve (mean AUC against N, or labelled images, on a log2 axis) with its CI band."""
+def full_data_position(curves: dict[str, list]) -> float:
+    """Where ``all`` is drawn on the N axis: one octave past the largest N."""
+    counts = [p[0] for points in curves.values() for p in points if p[0] != ALL_SHOTS]
+    return 2.0 * max(counts, default=1)
+
+
+def plot_curves(curves: dict[str, list[tuple[float | str, float, float, float, int]]], out_png: Path,
+                title: str = "", x_label: str = SHOTS_AXIS, ticks_at_points: bool = True) -> None:
+    """One line per curve (mean AUC against N, or labelled images, on a log2 axis) with its CI
+    band; an ``all`` point as a star with its CI as an error bar, dotted to the curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,18 +67,30 @@ def plot_curves(curves: dict[str, list[tuple[float, float, float, float, int]]],
     seeds = set()
     # past ten curves the default colours repeat: twenty distinct ones, and two line styles
     colours = plt.get_cmap("tab20").colors if len(curves) > 10 else plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    at_all = full_data_position(curves)
     for i, (head, points) in enumerate(curves.items()):
-        points.sort()
+        points = sorted(points, key=lambda p: shot_order(p[0]))
+        full = [p for p in points if p[0] == ALL_SHOTS]
+        points = [p for p in points if p[0] != ALL_SHOTS]
         shots = [p[0] for p in points]
         colour = colours[i % len(colours)]
+        label = head + (" (text only)" if head.endswith("zeroshot") else "")
         ax.plot(shots, [p[1] for p in points], marker="o", color=colour, linestyle="-" if i % 2 == 0 else "--",
-                label=head + (" (text only)" if head.endswith("zeroshot") else ""))
+                label=label)
         ax.fill_between(shots, [p[2] for p in points], [p[3] for p in points], color=colour, alpha=0.12)
-        seeds.update(p[4] for p in points)
+        for _, mean, low, high, _ in full:
+            ax.errorbar([at_all], [mean], yerr=[[mean - low], [high - mean]] if math.isfinite(low) else None, marker="*",
+                        markersize=9, color=colour, capsize=3, label=None if points else label)
+            if points:
+                ax.plot([shots[-1], at_all], [points[-1][1], mean], color=colour, linestyle=":", linewidth=1)
+        seeds.update(p[4] for p in points + full)
     ax.set_xscale("log", base=2)
     if ticks_at_points:
-        ax.set_xticks(sorted({p[0] for pts in curves.values() for p in pts}))
-    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ticks = sorted({p[0] for pts in curves.values() for p in pts if p[0] != ALL_SHOTS})
+        full_data = any(p[0] == ALL_SHOTS for pts in curves.values() for p in pts)
+        ax.set_xticks(ticks + ([at_all] if full_data else []), [str(t) for t in ticks] + (["all"] if full_data else []))
+    else:
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel(x_label)
     ax.set_ylabel("mean AUC over 14 findings (test)")
     n = ", ".join(str(s) for s in sorted(seeds))

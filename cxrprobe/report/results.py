@@ -19,6 +19,7 @@ from cxrprobe.errors import InputError
 from cxrprobe.fsutil import check_writable_folder, remove_stale_temporaries, reporting_no_room, temporary_sibling
 from cxrprobe.eval.bootstrap import seed_and_test_ci
 from cxrprobe.eval.metrics import mean_auc
+from cxrprobe.eval.options import ALL_SHOTS, Shots
 from cxrprobe.eval.runner import GridResult, GridSpec
 from cxrprobe.eval.stats import holm, mean_ci, paired_difference
 from cxrprobe.labels import FINDINGS
@@ -54,7 +55,7 @@ def runs_table(result: GridResult, protocol: str) -> list[list[object]]:
     return rows
 
 
-def _by_head_and_shots(result: GridResult) -> dict[tuple[str, int], list]:
+def _by_head_and_shots(result: GridResult) -> dict[tuple[str, Shots], list]:
     groups: dict[tuple[str, int], list] = {}
     for run in result.runs:
         groups.setdefault((run.head, run.shots), []).append(run)
@@ -117,6 +118,8 @@ def paired_table(result: GridResult) -> list[list[object]]:
         level = []
         for i, a in enumerate(heads):
             for b in heads[i + 1:]:
+                if (a, shots) not in groups or (b, shots) not in groups:
+                    continue  # a head left out at this level (GridResult.not_fitted)
                 ra = sorted(groups[(a, shots)], key=lambda r: r.seed)
                 rb = sorted(groups[(b, shots)], key=lambda r: r.seed)
                 level.append((a, b, *paired_difference(np.array([mean_auc(r.aucs) for r in ra]),
@@ -129,8 +132,14 @@ def paired_table(result: GridResult) -> list[list[object]]:
 
 
 def supports_table(result: GridResult, image_ids: np.ndarray) -> list[list[object]]:
+    """Every support set's images; ``all`` (every training image, the same at every seed) is
+    listed once, under the first seed."""
     rows: list[list[object]] = [["shots", "seed", "image_id"]]
+    listed = set()
     for support in result.supports:
+        if support.shots == ALL_SHOTS and ALL_SHOTS in listed:
+            continue
+        listed.add(support.shots)
         rows.extend([support.shots, support.seed, image_ids[row]] for row in support.rows)
     return rows
 
