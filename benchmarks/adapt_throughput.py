@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cxrprobe.commands.adapt import AdaptOptions, default_workers, make_optimiser
 from cxrprobe.data.images import Preprocessing, load_grey
 from cxrprobe.data.synthetic import write_nih_folder
 from cxrprobe.models.device import choose_precision, resolve_device, running_on, use_device
 from cxrprobe.models.loading import load_model
 from cxrprobe.models.mlp_head import PaperHead
 from cxrprobe.models.unfreeze import unfreeze_top
-from cxrprobe.train.adapt import AdaptOptions, default_workers, make_optimiser
 from cxrprobe.train.loop import TrainStep, train_epoch
 from cxrprobe.train.pixels import PixelDataset, build_pixel_cache, pixel_loader
 

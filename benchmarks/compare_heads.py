@@ -25,11 +25,11 @@ import numpy as np
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.cache.synthetic import write_synthetic_cache
 from cxrprobe.data.nih import bundled_metadata_dir, load_nih_metadata
-from cxrprobe.eval.metrics import mean_auc
 from cxrprobe.eval.options import parse_shots
 from cxrprobe.eval.runner import GridResult, GridSpec, run_grid
-from cxrprobe.eval.stats import mean_ci, paired_difference
 from cxrprobe.heads import HEADS, parse_heads
+from cxrprobe.metrics.auc import mean_auc
+from cxrprobe.metrics.stats import mean_ci, paired_difference
 from cxrprobe.report.plots import plot_curves
 
 REPO = Path(__file__).resolve().parents[1]

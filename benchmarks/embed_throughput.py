@@ -35,14 +35,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrprobe.cache.extract import EmbedOptions, embed
+from cxrprobe.commands.embed import EmbedOptions, embed
 from cxrprobe.cores import usable_cores
 from cxrprobe.data.images import batch_ranges, make_loader
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.data.synthetic import write_nih_folder
-from cxrprobe.models.encode import encode_images
 from cxrprobe.models.device import choose_precision, resolve_device, running_on, use_device
+from cxrprobe.models.encode import encode_images
 from cxrprobe.models.loading import load_model
 
 REPO = Path(__file__).resolve().parents[1]

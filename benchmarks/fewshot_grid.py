@@ -27,13 +27,12 @@ from sklearn.metrics import roc_auc_score
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.cache.synthetic import write_synthetic_cache
+from cxrprobe.commands.fewshot import run_fewshot
 from cxrprobe.data.nih import bundled_metadata_dir, load_nih_metadata
-from cxrprobe.eval.experiment import run_fewshot
 from cxrprobe.eval.options import parse_shots, read_shots
 from cxrprobe.eval.runner import GridSpec, run_grid
 from cxrprobe.eval.sampler import draw_support
 from cxrprobe.heads import BASE_HEADS, make_head, parse_heads
-
 
 
 def naive_loop(
@@ -84,7 +83,7 @@ def main() -> None:
             cache = Path(tmp) / "synthetic.h5"
             write_synthetic_cache(cache, load_nih_metadata(args.nih_dir))
         start = time.perf_counter()
-        run_fewshot(cache, Path(tmp) / "results", shots, args.seeds, heads, args.jobs)
+        run_fewshot(cache, shots=shots, seeds=args.seeds, heads=heads, jobs=args.jobs, out=Path(tmp) / "results")
         grid_s = time.perf_counter() - start
         print(f"grid: {len(shots)} shot levels x {args.seeds} seeds x {len(heads)} heads, "
               f"--jobs {args.jobs}: {grid_s:.1f} s")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from cxrprobe.cache.synthetic import write_synthetic_cache
 from cxrprobe.data.nih import bundled_metadata_dir, load_nih_metadata
-from cxrprobe.eval.metrics import mean_auc
 from cxrprobe.eval.runner import GridSpec, run_grid
 from cxrprobe.heads import parse_heads
+from cxrprobe.metrics.auc import mean_auc
 
 
 def main() -> None:

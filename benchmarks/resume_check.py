@@ -29,7 +29,6 @@ import h5py
 import numpy as np
 import torch
 
-
 # Caches record when their embed started; pinned, two runs can write the same bytes.
 ENV = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import sys
 import traceback
@@ -18,11 +19,16 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
-from cxrprobe.errors import CxrprobeError, InputError
+from cxrprobe.errors import CxrprobeError, InputError, OptionError
 from cxrprobe.eval.options import (
-    at_least_one, at_least_zero, check_protocol, check_support, parse_normals, parse_shots,
+    at_least_one,
+    at_least_zero,
+    check_protocol,
+    check_support,
+    parse_normals,
+    parse_shots,
 )
-from cxrprobe.heads.registry import NEGATIVES, REGISTRY, head_names, list_heads, split_heads
+from cxrprobe.heads.registry import REGISTRY, head_names, list_heads, split_heads
 
 app = typer.Typer(
     name="cxrprobe",
@@ -56,7 +62,7 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except CxrprobeError as exc:
-            _say(_error_line(str(exc)))
+            _say(_error_line(exc.flag_message if isinstance(exc, OptionError) else str(exc)))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             _say("cxrprobe: interrupted; what was written is kept (rerun with --resume to continue)")
@@ -117,8 +123,8 @@ def embed(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes or progress on stderr.")] = False,
 ) -> None:
     """Embed every image of a dataset once into an HDF5 feature cache."""
-    from cxrprobe.cache.extract import EmbedOptions
-    from cxrprobe.cache.extract import embed as run_embed
+    from cxrprobe.commands.embed import EmbedOptions
+    from cxrprobe.commands.embed import embed as run_embed
 
     if resume and force:
         raise InputError("--resume and --force exclude each other")
@@ -189,18 +195,20 @@ def fewshot(
     check_protocol(protocol)
     normal_count = parse_normals(normals)
     check_support(support, normal_count)
-    at_least_zero(test_bootstrap, "--test-bootstrap")
-    at_least_one(seeds, "--seeds")
+    at_least_zero(test_bootstrap, "test_bootstrap")
+    at_least_one(seeds, "seeds")
     if jobs is not None:
-        at_least_one(jobs, "--jobs")
-    from cxrprobe.eval.experiment import run_fewshot
-    from cxrprobe.report.tables import render_summary
+        at_least_one(jobs, "jobs")
+    from cxrprobe.commands.fewshot import run_fewshot
+    from cxrprobe.report.plots import summary_curves
+    from cxrprobe.report.tables import render_result
 
     with _progress("few-shot runs", quiet) as progress:
-        summary = run_fewshot(cache, out, shot_levels, seeds, head_list, jobs, strict_shots, progress, search=search,
-                              protocol=protocol, allow_undefined=allow_undefined, support=support,
-                              normals=normal_count, test_bootstrap=test_bootstrap)
-    render_summary(summary)
+        result = run_fewshot(cache, shots=shot_levels, seeds=seeds, heads=head_list, jobs=jobs,
+                             strict_shots=strict_shots, progress=progress, search=search, protocol=protocol,
+                             allow_undefined=allow_undefined, support=support, normals=normal_count,
+                             test_bootstrap=test_bootstrap, out=out)
+    render_result(summary_curves(result.summary), result.config)
     typer.echo(f"results in {out} (summary.csv, runs.csv, per_class.csv, paired.csv, supports.csv, auc_vs_shots.png)")
 
 
@@ -238,8 +246,8 @@ def adapt(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes on stderr.")] = False,
 ) -> None:
     """The paper's partial CLIP adaptation (top blocks + MLP head), resumable, selected on validation only."""
-    from cxrprobe.train.adapt import AdaptOptions, parse_hold_out
-    from cxrprobe.train.adapt import adapt as run_adapt
+    from cxrprobe.commands.adapt import AdaptOptions, parse_hold_out
+    from cxrprobe.commands.adapt import adapt as run_adapt
 
     if resume and force:
         raise InputError("--resume and --force exclude each other")
@@ -265,22 +273,12 @@ def zeroshot(
     allow_undefined: Annotated[bool, typer.Option("--allow-undefined", help=ALLOW_UNDEFINED)] = False,
 ) -> None:
     """Zero-shot AUC from text prompts per finding and their mean, with 95% CIs from resampling test patients."""
-    from rich.console import Console
-    from rich.table import Table
+    from cxrprobe.commands.zeroshot import run_zeroshot
+    from cxrprobe.report.tables import render_zeroshot
 
-    if negative not in NEGATIVES:
-        raise InputError(f"--negative must be one of {', '.join(NEGATIVES)}, got {negative!r}")
-    from cxrprobe.eval.zeroshot_eval import run_zeroshot
-
-    rows = run_zeroshot(cache, out, negative, bootstrap, seed, prompts, allow_undefined)
-    table = Table(title=f"zero-shot from text (no labelled image), test AUC, 95% CIs from {bootstrap} "
-                        "bootstrap resamples of test patients")
-    for name in ("finding", "AUC", "95% CI", "positive images", "positive patients"):
-        table.add_column(name, justify="left" if name == "finding" else "right")
-    for name, auc, low, high, n_pos, _, n_patients in rows[1:]:
-        ci = f"{float(low):.3f}-{float(high):.3f}" if low else ""
-        table.add_row(str(name), f"{float(auc):.3f}" if auc else "undefined", ci, str(n_pos), str(n_patients))
-    Console(highlight=False).print(table)
+    result = run_zeroshot(cache, negative=negative, bootstrap=bootstrap, seed=seed, prompts_file=prompts,
+                          allow_undefined=allow_undefined, out=out)
+    render_zeroshot(result.rows, bootstrap)
     typer.echo(f"results in {out} (zeroshot.csv, config.json)")
 
 
@@ -310,12 +308,13 @@ def demo(
 ) -> None:
     """The whole pipeline offline on generated data: dataset, embed, few-shot grid, report."""
     if jobs is not None:
-        at_least_one(jobs, "--jobs")
-    from cxrprobe.demo import run_demo
-    from cxrprobe.report.tables import render_summary
+        at_least_one(jobs, "jobs")
+    from cxrprobe.commands.demo import run_demo
+    from cxrprobe.report.plots import summary_curves
+    from cxrprobe.report.tables import render_result
 
     paths = run_demo(out, jobs, notify=_notes("cxrprobe demo", quiet))
-    render_summary(paths.results / "summary.csv")
+    render_result(summary_curves(paths.fewshot.summary), paths.fewshot.config)
     typer.echo(
         f"Random weights: zeroshot is at chance by design; the learned heads rise with shots.\n"
         f"Look at: {paths.results / 'auc_vs_shots.png'} (plot), {paths.results / 'summary.csv'} (table), "
@@ -329,6 +328,11 @@ def main(argv: list[str] | None = None) -> None:
     # workers (+5% embed throughput when decode-bound on 2 cores; benchmarks/RESULTS.md).
     # Set before torch is imported; a user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Libraries' log records (open_clip's, the hub's warnings) would print through logging's
+    # last-resort handler and break the one-line errors; a program that configured logging
+    # itself keeps its own handlers. Library calls change no logger: this is the CLI's choice.
+    if not logging.getLogger().handlers:
+        logging.getLogger().addHandler(logging.NullHandler())
     try:
         code = app(args=argv, prog_name="cxrprobe", standalone_mode=False)
     except typer.Abort:

@@ -20,6 +20,19 @@ class InputError(CxrprobeError, ValueError):
     exit_code = 2
 
 
+class OptionError(InputError):
+    """A bad value for a named parameter. The message names the parameter (``seeds must be at
+    least 1``); the CLI names its flag instead (``--seeds must be at least 1``)."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter} {problem}")
+        self.parameter, self.problem = parameter, problem
+
+    @property
+    def flag_message(self) -> str:
+        return f"--{self.parameter.replace('_', '-')} {self.problem}"
+
+
 class DataError(InputError):
     """A dataset folder or its metadata is missing, malformed or inconsistent."""
 

@@ -28,8 +28,8 @@ from conftest import CliResult
 
 # What the server imports once, so that its children need not (import errors are ignored).
 PRELOAD = [
-    "processes", "cxrprobe.cli", "cxrprobe.cache.extract", "cxrprobe.train.adapt", "cxrprobe.eval.experiment",
-    "cxrprobe.eval.zeroshot_eval", "cxrprobe.heads.logreg", "cxrprobe.heads.knn", "cxrprobe.heads.zeroshot",
+    "processes", "cxrprobe.cli", "cxrprobe.commands.embed", "cxrprobe.commands.adapt", "cxrprobe.commands.fewshot",
+    "cxrprobe.commands.zeroshot", "cxrprobe.heads.logreg", "cxrprobe.heads.knn", "cxrprobe.heads.zeroshot",
     "cxrprobe.heads.prototype", "open_clip", "torchvision", "matplotlib.pyplot", "faiss", "sklearn.linear_model",
 ]
 MOUNT_FAILED = 97  # the exit status of a child whose full-disk mount failed

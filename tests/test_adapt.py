@@ -8,12 +8,12 @@ import shutil
 import pytest
 import torch
 from PIL import Image, ImageOps
+from test_cli_errors import assert_one_line_error, snapshot
 
 from cxrprobe.data.synthetic import write_nih_folder
 from cxrprobe.models.loading import load_model
 from cxrprobe.models.unfreeze import load_trainable_state, unfreeze_top
 from cxrprobe.train.checkpoint import load_checkpoint
-from test_cli_errors import assert_one_line_error, snapshot
 
 TINY = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu", "--unfreeze", "1", "--batch-size", "16",
         "--workers", "0")

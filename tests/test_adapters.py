@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from cxrprobe.cache.reader import FeatureCache
-from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.eval.sampler import draw_support
 from cxrprobe.heads import HEADS, make_head
 from cxrprobe.heads.adapter_fit import cosine_rates
@@ -21,6 +20,7 @@ from cxrprobe.heads.tip_adapter import ALPHA_GRID, BETA_GRID, TipAdapterHead
 from cxrprobe.heads.tip_adapter_f import TipAdapterFHead, adamw_step
 from cxrprobe.heads.zeroshot import ZeroShotHead, prompt_pair
 from cxrprobe.labels import FINDINGS
+from cxrprobe.metrics.auc import mean_auc, per_class_auc
 
 NEW = ("tip-adapter-f", "lp++", "zs-lp", "clap")
 SEARCHING = ("tip-adapter-f", "lp++")  # of NEW; tip-adapter and gda search too (test_heads.py)

@@ -26,16 +26,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from PIL import Image
-
-from cxrprobe.cache.extract import EmbedOptions, embed
-from cxrprobe.cache.synthetic import SyntheticModel, write_synthetic_cache
-from cxrprobe.data.nih import load_nih_metadata
-from cxrprobe.eval.experiment import run_fewshot
 from helpers import Evil, assert_one_line_error, snapshot, write_bomb_png
+from PIL import Image
 from processes import (
-    MOUNT_FAILED, FileSizeLimit, FullDisk, NoFileAccessOverride, can_mount_tmpfs, file_modes_bind_root, run,
+    MOUNT_FAILED,
+    FileSizeLimit,
+    FullDisk,
+    NoFileAccessOverride,
+    can_mount_tmpfs,
+    file_modes_bind_root,
+    run,
 )
+
+from cxrprobe.cache.synthetic import SyntheticModel, write_synthetic_cache
+from cxrprobe.commands.embed import EmbedOptions, embed
+from cxrprobe.commands.fewshot import run_fewshot
+from cxrprobe.data.nih import load_nih_metadata
 
 COMMANDS = ("embed", "info", "fewshot", "zeroshot", "report", "adapt", "demo", "heads")
 EMBED = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu", "--workers", "0", "-q")
@@ -390,7 +396,7 @@ def _caches(root: Path, nih_metadata) -> None:  # noqa: ANN001
 
 
 def _results_dirs(root: Path) -> None:
-    run_fewshot(root / "nih.h5", root / "results", (1,), 2, ("prototype",), jobs=1)
+    run_fewshot(root / "nih.h5", shots=(1,), seeds=2, heads=("prototype",), jobs=1, out=root / "results")
     for name, summary, config in (
         ("results-garbage", "garbage\n", "{}"),
         ("results-bad-config", (root / "results" / "summary.csv").read_text(), "{oops"),

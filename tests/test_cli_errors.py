@@ -12,10 +12,10 @@ from unittest import mock
 import h5py
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from conftest import TINY
 from helpers import Evil, assert_one_line_error, snapshot
+from safetensors.torch import save_file
+
 from cxrprobe.models.loading import load_model
 
 

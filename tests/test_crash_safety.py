@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import snapshot
+from processes import kill_when, run, start
+from test_resume import EMBED, rows_done
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.data.synthetic import write_nih_folder
 from cxrprobe.errors import CacheError
-from helpers import snapshot
-from processes import kill_when, run, start
-from test_resume import EMBED, rows_done
 
 KILLS = 10
 ADAPT = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu", "--unfreeze", "1",

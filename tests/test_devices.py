@@ -12,10 +12,10 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import TINY
 from cxrprobe.errors import InputError
 from cxrprobe.models import device as devices
 from cxrprobe.models.device import choose_precision, parse_device, resolve_device
@@ -231,7 +231,7 @@ def _out_of_memory(*_args, **_kwargs):
 
 
 def test_out_of_memory_is_one_line_naming_the_batch_size(small_dataset, tmp_path, cli, monkeypatch):
-    monkeypatch.setattr("cxrprobe.cache.extract.launch_encode", _out_of_memory)
+    monkeypatch.setattr("cxrprobe.commands.embed.launch_encode", _out_of_memory)
     result = cli("embed", "--data-dir", small_dataset, "--out", tmp_path / "c.h5", *TINY, "--workers", "0",
                  "--batch-size", "8", "-q")
     assert result.code == 1 and result.stderr.count("\n") == 1, result.stderr
@@ -244,7 +244,7 @@ def test_a_working_file_started_on_another_device_is_not_continued(small_dataset
 
     out, partial = tmp_path / "c.h5", tmp_path / "c.h5.partial"
     with monkeypatch.context() as patch:  # a run that stopped with its working file left
-        patch.setattr("cxrprobe.cache.extract.launch_encode", _out_of_memory)
+        patch.setattr("cxrprobe.commands.embed.launch_encode", _out_of_memory)
         assert cli("embed", "--data-dir", small_dataset, "--out", out, *TINY, "--workers", "0", "-q").code == 1
     with h5py.File(partial, "a") as f:
         assert f.attrs["device"] == "cpu" and json.loads(f.attrs["hardware"])["device"] == "cpu"

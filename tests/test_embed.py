@@ -11,14 +11,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY, metadata_bytes
+from test_images import broken_files
+
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.data.images import load_grey
 from cxrprobe.labels import FINDINGS
 from cxrprobe.models.encode import encode_images
 from cxrprobe.models.loading import load_model
-from test_images import broken_files
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from test_cli_errors import assert_one_line_error, snapshot
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.heads import parse_heads
 from cxrprobe.labels import FINDINGS
-from test_cli_errors import assert_one_line_error, snapshot
 
 GRID = ("--shots", "1,4", "--seeds", "3", "--test-bootstrap", "20", "-q")
 
@@ -202,8 +202,8 @@ def test_zeroshot_command_gives_per_class_auc_with_bootstrap_cis(synthetic_cache
     rows = read(out / "zeroshot.csv")
     assert [r["class"] for r in rows][-1] == "mean" and len(rows) == 15
     with FeatureCache(synthetic_cache) as cache:
-        from cxrprobe.eval.metrics import per_class_auc
         from cxrprobe.heads.zeroshot import ZeroShotHead
+        from cxrprobe.metrics.auc import per_class_auc
 
         test = cache.rows("test")
         expected = per_class_auc(cache.labels[test], ZeroShotHead(text=cache.text_prompts()).decision_function(
@@ -284,7 +284,7 @@ def test_a_killed_grids_memory_maps_are_swept_by_the_next(synthetic_cache, tmp_p
 
 
 def test_an_adapted_encoder_is_labelled_with_its_labels_and_held_out_findings():
-    from cxrprobe.eval.experiment import encoder_record
+    from cxrprobe.commands.fewshot import encoder_record
 
     plain = encoder_record({"model": "ViT-B-32"})
     assert plain["adapted"] is False and plain["labelled_images"] == 0

@@ -10,7 +10,6 @@ from sklearn.base import clone
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.errors import InputError
-from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.eval.sampler import draw_support
 from cxrprobe.heads import ADAPTERS, BASE_HEADS, HEADS, make_head, parse_heads
 from cxrprobe.heads.base import l2_normalise
@@ -18,6 +17,7 @@ from cxrprobe.heads.knn import KnnHead
 from cxrprobe.heads.prototype import PrototypeHead
 from cxrprobe.heads.zeroshot import ZeroShotHead
 from cxrprobe.labels import FINDINGS
+from cxrprobe.metrics.auc import mean_auc, per_class_auc
 
 
 @pytest.fixture(scope="module")
@@ -381,8 +381,9 @@ def test_gda_search_picks_the_validation_best_alpha_and_the_default_is_scale_fre
 
 
 def test_the_logit_scale_comes_from_the_cache(synthetic_cache, tmp_path, small_dataset, cli):
-    import h5py
     import shutil
+
+    import h5py
 
     from cxrprobe.models.loading import load_model
 

@@ -9,7 +9,13 @@ import torch
 from PIL import Image
 
 from cxrprobe.data.images import (
-    ImageDecodeError, ImageFiles, Preprocessing, batch_ranges, collate_decoded, load_grey, to_model_input,
+    ImageDecodeError,
+    ImageFiles,
+    Preprocessing,
+    batch_ranges,
+    collate_decoded,
+    load_grey,
+    to_model_input,
 )
 
 PREP = Preprocessing()

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cxrprobe.eval.metrics import auc_score, mean_auc, per_class_auc, per_class_auc_ap
-from cxrprobe.eval.stats import holm, mean_ci, paired_difference
+from cxrprobe.metrics.auc import auc_score, mean_auc, per_class_auc, per_class_auc_ap
+from cxrprobe.metrics.stats import holm, mean_ci, paired_difference
 
 
 def sklearn_or_nan(y, scores):
@@ -76,7 +76,7 @@ def test_nan_scores_are_refused():
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(-3, 3)), min_size=2, max_size=50))
 def test_weighted_auc_with_unit_weights_is_the_plain_auc(pairs):
-    from cxrprobe.eval.bootstrap import SortedScores, weighted_auc_batch
+    from cxrprobe.metrics.bootstrap import SortedScores, weighted_auc_batch
 
     y = np.array([p[0] for p in pairs])
     scores = np.array([p[1] for p in pairs], dtype=float)
@@ -87,7 +87,7 @@ def test_weighted_auc_with_unit_weights_is_the_plain_auc(pairs):
 
 
 def test_weighted_auc_equals_the_auc_of_the_repeated_sample():
-    from cxrprobe.eval.bootstrap import SortedScores, weighted_auc_batch
+    from cxrprobe.metrics.bootstrap import SortedScores, weighted_auc_batch
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 40).astype(bool)
@@ -100,7 +100,7 @@ def test_weighted_auc_equals_the_auc_of_the_repeated_sample():
 
 
 def test_bootstrap_ci_brackets_the_auc_narrows_with_more_data_and_widens_with_shared_patients():
-    from cxrprobe.eval.bootstrap import patient_bootstrap_cis
+    from cxrprobe.metrics.bootstrap import patient_bootstrap_cis
 
     rng = np.random.default_rng(1)
     widths = []
@@ -153,7 +153,7 @@ def test_holm_by_hand_and_paired_differences_with_their_ci():
 def test_patient_bootstrap_equals_a_direct_loop_over_resampled_patients():
     """Draw patients with replacement (the same random numbers), take all their images, call
     sklearn, take percentiles: the weighted, sort-once implementation gives the same CIs."""
-    from cxrprobe.eval.bootstrap import patient_bootstrap_cis
+    from cxrprobe.metrics.bootstrap import patient_bootstrap_cis
 
     rng = np.random.default_rng(5)
     patients = np.repeat(np.arange(40), rng.integers(1, 4, 40))
@@ -193,7 +193,7 @@ def test_patient_bootstrap_equals_a_direct_loop_over_resampled_patients():
 
 
 def test_grid_test_resamples_and_the_combined_ci_equal_direct_loops():
-    from cxrprobe.eval.bootstrap import replicate_mean_aucs, seed_and_test_ci
+    from cxrprobe.metrics.bootstrap import replicate_mean_aucs, seed_and_test_ci
 
     rng = np.random.default_rng(3)
     labels = (rng.random((50, 3)) < 0.3).astype(int)

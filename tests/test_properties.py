@@ -21,6 +21,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cxrprobe.commands.adapt import parse_hold_out
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.errors import DataError, InputError
 from cxrprobe.eval.options import parse_shots
@@ -28,7 +29,6 @@ from cxrprobe.heads import HEADS, parse_heads
 from cxrprobe.labels import FINDINGS, NO_FINDING
 from cxrprobe.models.device import resolve_device
 from cxrprobe.models.prompt_file import read_prompt_file
-from cxrprobe.train.adapt import parse_hold_out
 
 QUICK = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # text with the characters that matter to these parsers over-represented

@@ -8,10 +8,10 @@ import signal
 import h5py
 import numpy as np
 import pytest
+from processes import kill_when, run, start
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.data.synthetic import write_nih_folder
-from processes import kill_when, run, start
 
 N_IMAGES = 120
 EMBED = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu", "--batch-size", "2",

@@ -19,16 +19,16 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import Evil, write_bomb_png
 
+from cxrprobe.commands.adapt import _open_pixels
 from cxrprobe.data.images import ImageDecodeError, Preprocessing, load_grey
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.errors import DataError, InputError
 from cxrprobe.models.weights import read_state_dict
-from cxrprobe.train.adapt import _open_pixels
 from cxrprobe.train.adapted import load_adapted
 from cxrprobe.train.checkpoint import load_checkpoint
-from helpers import Evil, write_bomb_png
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cxrprobe"
 CODE = "__import__('os').system('touch {marker}')"

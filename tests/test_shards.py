@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-
 import h5py
 import numpy as np
 import pytest
-
 from conftest import TINY
-from cxrprobe.cache.extract import fill_shard
+
 from cxrprobe.cache.final import write_cache
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.cache.schema import EmbedSpec, manifest_sha256, preprocessing_json
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
+from cxrprobe.commands.embed import fill_shard
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.errors import CacheError

@@ -9,8 +9,8 @@ import pytest
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.cache.synthetic import SyntheticModel, synthetic_embeddings, write_synthetic_cache
-from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.labels import FINDINGS
+from cxrprobe.metrics.auc import mean_auc, per_class_auc
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,16 @@ import h5py
 import numpy as np
 
 from cxrprobe.cache.layout import (
-    STR, new_h5_file, read_attrs, read_head_state, read_table, read_text, write_head_state, write_root_attrs,
-    write_table, write_text,
+    STR,
+    new_h5_file,
+    read_attrs,
+    read_head_state,
+    read_table,
+    read_text,
+    write_head_state,
+    write_root_attrs,
+    write_table,
+    write_text,
 )
 from cxrprobe.cache.schema import ROW_CHUNK, STATUS_FAILED, STATUS_PENDING, STATUS_WRITTEN, EmbedSpec
 from cxrprobe.data.table import ImageTable

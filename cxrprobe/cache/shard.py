@@ -20,10 +20,20 @@ import h5py
 import numpy as np
 
 from cxrprobe.cache.layout import (
-    new_h5_file, read_attrs, write_head_state, write_root_attrs, write_table, write_text,
+    new_h5_file,
+    read_attrs,
+    write_head_state,
+    write_root_attrs,
+    write_table,
+    write_text,
 )
 from cxrprobe.cache.schema import (
-    FORMAT, REASON_BYTES, STATUS_FAILED, STATUS_PENDING, STATUS_WRITTEN, EmbedSpec,
+    FORMAT,
+    REASON_BYTES,
+    STATUS_FAILED,
+    STATUS_PENDING,
+    STATUS_WRITTEN,
+    EmbedSpec,
 )
 from cxrprobe.data.images import batch_ranges
 from cxrprobe.data.table import ImageTable

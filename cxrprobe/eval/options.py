@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from cxrprobe.errors import InputError
+from cxrprobe.errors import OptionError
 
 PROTOCOLS = ("default", "paper")
 
@@ -18,13 +18,13 @@ def parse_shots(text: str) -> tuple[Shots, ...]:
     """'1,2,4,8,16,all' -> (1, 2, 4, 8, 16, 'all'): positive integers or ``all``, comma-separated,
     no repeats."""
     parts = [p.strip() for p in text.split(",")]
-    message = f"--shots takes positive whole numbers (or all) separated by commas, like 1,2,4,8,16,all; got {text!r}"
+    message = f"takes positive whole numbers (or all) separated by commas, like 1,2,4,8,16,all; got {text!r}"
     if not text.strip() or any(p != ALL_SHOTS and not p.isdigit() for p in parts):
-        raise InputError(message)
+        raise OptionError("shots", message)
     try:
         shots = tuple(p if p == ALL_SHOTS else int(p) for p in parts)
     except ValueError:  # int() refuses some of what str.isdigit() takes: '²', or 5,000 digits
-        raise InputError(message) from None
+        raise OptionError("shots", message) from None
     return check_shots(shots, text)
 
 
@@ -35,11 +35,11 @@ def check_shots(shots: Sequence[Shots], shown: object = None) -> tuple[Shots, ..
     shots = tuple(shots)
     counts = [s for s in shots if s != ALL_SHOTS]
     if not shots or any(isinstance(s, bool) or not isinstance(s, int) for s in counts):
-        raise InputError(f"--shots takes positive whole numbers or all, like 1,2,4,8,16,all; got {shown!r}")
+        raise OptionError("shots", f"takes positive whole numbers or all, like 1,2,4,8,16,all; got {shown!r}")
     if counts and min(counts) < 1:
-        raise InputError(f"--shots must be at least 1 each; got {shown!r}")
+        raise OptionError("shots", f"must be at least 1 each; got {shown!r}")
     if len(set(shots)) != len(shots):
-        raise InputError(f"--shots lists a value twice: {shown!r}")
+        raise OptionError("shots", f"lists a value twice: {shown!r}")
     return shots
 
 
@@ -55,19 +55,19 @@ def read_shots(text: str) -> Shots:
 
 def check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS:
-        raise InputError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+        raise OptionError("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     return protocol
 
 
 def at_least_one(value: int, name: str) -> int:
     if value < 1:
-        raise InputError(f"{name} must be at least 1, got {value}")
+        raise OptionError(name, f"must be at least 1, got {value}")
     return value
 
 
 def at_least_zero(value: int, name: str) -> int:
     if value < 0:
-        raise InputError(f"{name} must be 0 or more, got {value}")
+        raise OptionError(name, f"must be 0 or more, got {value}")
     return value
 
 
@@ -76,9 +76,9 @@ SUPPORT_DESIGNS = ("per-finding", "pos-neg", "realistic")  # eval/sampler.py des
 
 def check_support(design: str, normals: str | int = "N") -> str:
     if design not in SUPPORT_DESIGNS:
-        raise InputError(f"--support must be one of {', '.join(SUPPORT_DESIGNS)}, got {design!r}")
+        raise OptionError("support", f"must be one of {', '.join(SUPPORT_DESIGNS)}, got {design!r}")
     if design != "per-finding" and normals != "N":
-        raise InputError(f"--normals sets the per-finding design's normals; the {design} design draws its own")
+        raise OptionError("normals", f"sets the per-finding design's normals; the {design} design draws its own")
     return design
 
 
@@ -89,4 +89,4 @@ def parse_normals(text: str) -> str | int:
         return text
     if text.isascii() and text.isdigit():
         return int(text)
-    raise InputError(f"--normals takes N, natural or a whole number (0 for none), got {text!r}")
+    raise OptionError("normals", f"takes N, natural or a whole number (0 for none), got {text!r}")

@@ -25,14 +25,14 @@ import numpy as np
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.errors import CacheError
-from cxrprobe.eval.bootstrap import joint_patient_resamples, replicate_mean_aucs
-from cxrprobe.eval.metrics import per_class_auc_ap
 from cxrprobe.eval.options import ALL_SHOTS, Shots, at_least_one, shot_order
 from cxrprobe.eval.sampler import SupportSet, draw_support
 from cxrprobe.fsutil import remove_stale_temporaries
 from cxrprobe.heads.base import TextPrompts, transform_embeddings
 from cxrprobe.heads.registry import head_class, make_head
 from cxrprobe.labels import FINDINGS
+from cxrprobe.metrics.auc import per_class_auc_ap
+from cxrprobe.metrics.bootstrap import joint_patient_resamples, replicate_mean_aucs
 
 
 @dataclass(frozen=True)
@@ -40,21 +40,20 @@ class GridSpec:
     shots: tuple[Shots, ...]
     seeds: int
     heads: tuple[str, ...]
-    first_seed: int = 0
     strict_shots: bool = False
     search: bool = False  # heads that can, select hyperparameters on a few-shot validation set
     allow_undefined: bool = False  # findings with no test positives (or negatives): empty AUC, not an error
-    protocol: str = "default"  # "paper": the paper's code as it ran (see PAPER_EPOCHS)
     support: str = "per-finding"  # the support-set design (eval/sampler.py)
     normals: str | int = "N"  # "No Finding" images in a per-finding set: N, natural, or a count
     test_bootstrap: int = 0  # resamples of test patients scored by every run (0: none)
+    head_params: dict[str, dict] = field(default_factory=dict, hash=False)  # head -> parameters set on it
 
     def tasks(self) -> list[tuple[Shots, int]]:
-        return [(s, seed) for s in self.shots for seed in range(self.first_seed, self.first_seed + self.seeds)]
+        return [(s, seed) for s in self.shots for seed in range(self.seeds)]
 
     def draw_seed(self, shots: Shots, seed: int) -> int:
-        """The seed a task's support and validation sets are drawn with: at ``all``, one draw."""
-        return self.first_seed if shots == ALL_SHOTS else seed
+        """The seed a task's support and validation sets are drawn with: at ``all``, one draw (seed 0's)."""
+        return 0 if shots == ALL_SHOTS else seed
 
     def refits(self, head: type, shots: Shots, seed: int) -> bool:
         """Whether the task (shots, seed) fits ``head``, or takes its run from the first seed's."""
@@ -97,13 +96,7 @@ class GridData:
     center: np.ndarray  # mean of the unlabelled training pool
     text: TextPrompts | None
     test_inputs: dict[str, np.ndarray]  # the test rows under each transform the heads use, made once
-    head_state: dict | None = None  # the adapted head's weights, for the paper protocol
     test_weights: np.ndarray | None = None  # [B, test rows] image weights of B patient resamples
-
-
-# The paper's few-shot code: continue training the adapted head on each support set for 5
-# epochs (AdamW 1e-4, batch 16), support sets without explicit normals, one draw per N.
-PAPER_EPOCHS = 5
 
 
 def undefined_findings(test_labels: np.ndarray) -> list[str]:
@@ -112,15 +105,15 @@ def undefined_findings(test_labels: np.ndarray) -> list[str]:
     return [name for name, n in zip(FINDINGS, positives) if n == 0 or n == len(test_labels)]
 
 
-def check_defined(test_labels: np.ndarray, cache_path: Path, allow_undefined: bool) -> None:
+def check_defined(test_labels: np.ndarray, source: object, allow_undefined: bool) -> None:
     """A finding without an AUC is refused unless allowed: a mean over findings would otherwise
     quietly be over fewer of them, and not comparable with another cache's."""
     undefined = undefined_findings(test_labels)
     if len(undefined) == len(FINDINGS):
-        raise CacheError(f"{cache_path}: no finding has both positive and negative test images, so no AUC "
+        raise CacheError(f"{source}: no finding has both positive and negative test images, so no AUC "
                          "is defined; embed more of the test split")
     if undefined and not allow_undefined:
-        raise CacheError(f"{cache_path}: no AUC is defined for {', '.join(undefined)} (its test images are all "
+        raise CacheError(f"{source}: no AUC is defined for {', '.join(undefined)} (its test images are all "
                          "negative or all positive); embed the whole test split, or pass --allow-undefined to "
                          "leave it empty and average over the other findings")
 
@@ -128,37 +121,71 @@ def check_defined(test_labels: np.ndarray, cache_path: Path, allow_undefined: bo
 TEST_BOOTSTRAP_SEED = 0  # one set of test resamples for every run, so runs stay paired
 
 
-def load_grid_data(cache_path: Path, heads: tuple[str, ...], protocol: str = "default",
-                   allow_undefined: bool = False, test_bootstrap: int = 0) -> tuple[GridData, dict]:
+def load_grid_data(cache_path: Path, heads: tuple[str, ...], allow_undefined: bool = False,
+                   test_bootstrap: int = 0) -> tuple[GridData, dict]:
+    """The grid's arrays from a cache, and the cache's attributes."""
     with FeatureCache(cache_path) as cache:
-        embeddings = cache.embeddings()
-        if not np.isfinite(embeddings).all():
-            raise CacheError(f"{cache_path} holds NaN or Inf embeddings; re-embed it")
-        text = None
-        if any(head_class(h).uses_text for h in heads):
-            if "text" not in cache.file:
-                raise CacheError(f"{cache_path} holds no text embeddings, which the zeroshot head needs")
-            text = cache.text_prompts()
-        train = cache.rows("train")
-        test = cache.rows("test")
-        if len(test) == 0:
-            raise CacheError(f"{cache_path} has no test images")
-        check_defined(cache.labels[test], cache_path, allow_undefined)
-        if len(train) == 0:
-            raise CacheError(f"{cache_path} has no training images to draw support sets from")
-        center = embeddings[train].astype(np.float64).mean(axis=0)
-        kinds = sorted({head_class(h).input_transform for h in heads})
-        data = GridData(
-            embeddings=embeddings, labels=cache.labels, split=cache.table.split, test_rows=test,
-            center=center, text=text,
-            head_state=cache.head_state() if "paper-mlp" in heads and protocol == "paper" else None,
-            test_inputs={
-                kind: cache.head_logits(test) if kind == "head_logits" else transform_embeddings(embeddings[test], kind, center)
-                for kind in kinds
-            },
-            test_weights=_test_weights(cache.labels[test], cache.table.patient_ids[test], test_bootstrap),
+        needs_text = any(head_class(h).uses_text for h in heads)
+        if needs_text and "text" not in cache.file:
+            raise CacheError(f"{cache_path} holds no text embeddings, which the zeroshot head needs")
+        needs_logits = any(head_class(h).input_transform == "head_logits" for h in heads)
+        data = grid_data(
+            cache.embeddings(), cache.labels, cache.table.split, cache.table.patient_ids,
+            text=cache.text_prompts() if needs_text else None,
+            head_logits=cache.head_logits() if needs_logits else None,
+            heads=heads, allow_undefined=allow_undefined, test_bootstrap=test_bootstrap, source=str(cache_path),
         )
         return data, dict(cache.attrs)
+
+
+def grid_data(
+    embeddings: np.ndarray, labels: np.ndarray, split: np.ndarray, patients: np.ndarray, *,
+    text: TextPrompts | None = None, head_logits: np.ndarray | None = None, heads: tuple[str, ...] = (),
+    allow_undefined: bool = False, test_bootstrap: int = 0, source: str = "the embeddings",
+) -> GridData:
+    """The grid's arrays from embeddings [n, d], labels [n, 14], each row's split ("train",
+    "val" or "test") and patient; ``text`` for heads that use it, ``head_logits`` [n, 14] for
+    heads that score an adapted head's logits."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    labels, split, patients = np.asarray(labels), np.asarray(split), np.asarray(patients)
+    if not np.isfinite(embeddings).all():
+        raise CacheError(f"{source} holds NaN or Inf embeddings; re-embed it")
+    train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    if len(test) == 0:
+        raise CacheError(f"{source} has no test images")
+    check_defined(labels[test], source, allow_undefined)
+    if len(train) == 0:
+        raise CacheError(f"{source} has no training images to draw support sets from")
+    check_patient_disjoint(split, patients, source)
+    if any(head_class(h).uses_text for h in heads) and text is None:
+        raise CacheError(f"{source} comes with no text embeddings, which the zeroshot head needs")
+    center = embeddings[train].astype(np.float64).mean(axis=0)
+    inputs = {}
+    for kind in sorted({head_class(h).input_transform for h in heads}):
+        if kind == "head_logits":
+            if head_logits is None:
+                raise CacheError(f"{source} holds no adapted head's logits (embed with --checkpoint RUN_DIR)")
+            inputs[kind] = np.asarray(head_logits, dtype=np.float32)[test]
+        else:
+            inputs[kind] = transform_embeddings(embeddings[test], kind, center)
+    return GridData(
+        embeddings=embeddings, labels=labels, split=split, test_rows=test, center=center, text=text,
+        test_inputs=inputs, test_weights=_test_weights(labels[test], patients[test], test_bootstrap),
+    )
+
+
+def check_patient_disjoint(split: np.ndarray, patients: np.ndarray, source: object) -> None:
+    """No patient in two splits: support sets, validation sets and test must not share one."""
+    if len(patients) != len(split):
+        raise CacheError(f"{source}: {len(patients)} patients for {len(split)} images")
+    names = ("train", "val", "test")
+    members = {name: np.unique(patients[split == name]) for name in names}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = np.intersect1d(members[a], members[b])
+            if len(shared):
+                raise CacheError(f"{source}: {len(shared)} patient(s) have images in both {a} and {b} "
+                                 f"(e.g. {shared[0]}); splits must be patient-disjoint")
 
 
 def _test_weights(labels: np.ndarray, patients: np.ndarray, n_resamples: int) -> np.ndarray | None:
@@ -184,19 +211,18 @@ def too_large(head: type, support: SupportSet) -> bool:
 def run_task(data: GridData, spec: GridSpec, shots: Shots, seed: int) -> tuple[SupportSet, list[RunResult], int]:
     """One (shots, seed): the support set and the per-finding test AUC of every head the task
     fits (see ``GridSpec.refits`` and ``too_large``)."""
-    from threadpoolctl import threadpool_limits
-
     import faiss
     import torch
+    from threadpoolctl import threadpool_limits
 
-    threads = torch.get_num_threads()
+    threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
     torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     try:
         with threadpool_limits(1):
             draw_seed = spec.draw_seed(shots, seed)
             support = draw_support(data.labels, data.split, shots, draw_seed, strict=spec.strict_shots,
-                                   design=spec.support, normals=0 if spec.protocol == "paper" else spec.normals)
+                                   design=spec.support, normals=spec.normals)
             X = data.embeddings[support.rows]
             Y = data.labels[support.rows]
             Y_test = data.labels[data.test_rows]
@@ -207,16 +233,15 @@ def run_task(data: GridData, spec: GridSpec, shots: Shots, seed: int) -> tuple[S
                 if not cls.needs_support or not spec.refits(cls, shots, seed) or too_large(cls, support):
                     continue  # scored once for the whole grid, or taken from another run, by run_grid
                 start = time.perf_counter()
-                head = make_head(name, data.text, data.center, random_state=seed, search=spec.search)
-                if spec.protocol == "paper" and name == "paper-mlp":
-                    head.set_params(init_state=data.head_state, epochs=PAPER_EPOCHS)
+                head = make_head(name, data.text, data.center, random_state=seed, search=spec.search,
+                                 **spec.head_params.get(name, {}))
                 labelled = len(support.rows)
                 if head.uses_validation:
                     if validation is None:  # other patients than the support set's: the val split
                         validation = draw_support(data.labels, data.split, validation_shots(shots), draw_seed,
                                                   pool_split="val", design=spec.support, normals=spec.normals)
                     rows = validation.rows
-                    head.fit(X, Y, data.embeddings[rows], data.labels[rows])
+                    head.fit(X, Y, X_val=data.embeddings[rows], Y_val=data.labels[rows])
                     labelled += len(rows)
                 else:
                     head.fit(X, Y)
@@ -227,6 +252,7 @@ def run_task(data: GridData, spec: GridSpec, shots: Shots, seed: int) -> tuple[S
                                          time.perf_counter() - start))
     finally:
         torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(faiss_threads)
     return support, results, 0 if validation is None else len(validation.rows)
 
 
@@ -286,7 +312,7 @@ def _support_free_runs(data: GridData, spec: GridSpec) -> dict[str, RunResult]:
     for name in spec.heads:
         if not head_class(name).needs_support:
             start = time.perf_counter()
-            head = make_head(name, data.text, data.center, random_state=0)
+            head = make_head(name, data.text, data.center, random_state=0, **spec.head_params.get(name, {}))
             scores = head.decision_from(data.test_inputs[head.input_transform])
             aucs, aps = per_class_auc_ap(Y_test, scores)
             replicates = replicate_mean_aucs(Y_test, scores, data.test_weights) if data.test_weights is not None else None
@@ -295,10 +321,14 @@ def _support_free_runs(data: GridData, spec: GridSpec) -> dict[str, RunResult]:
 
 
 def run_grid(
-    cache_path: Path, spec: GridSpec, jobs: int = 1, progress: Callable[[int, int], None] | None = None,
+    source: Path | GridData, spec: GridSpec, jobs: int = 1, progress: Callable[[int, int], None] | None = None,
 ) -> GridResult:
-    at_least_one(jobs, "--jobs")
-    data, attrs = load_grid_data(cache_path, spec.heads, spec.protocol, spec.allow_undefined, spec.test_bootstrap)
+    """The grid on a cache (its path) or on arrays already in a ``GridData`` (``grid_data``)."""
+    at_least_one(jobs, "jobs")
+    if isinstance(source, GridData):
+        data, attrs = source, {}
+    else:
+        data, attrs = load_grid_data(Path(source), spec.heads, spec.allow_undefined, spec.test_bootstrap)
     tasks = spec.tasks()
     jobs = min(jobs, len(tasks))  # a worker without a task would only cost its start-up
     if jobs == 1:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.heads.base import check_xy
+from cxrprobe.metrics.auc import mean_auc, per_class_auc
+
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """(1 + tanh(z / 2)) / 2: exact, and several times faster than scipy's expit on the

@@ -13,9 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-from cxrprobe.eval.metrics import mean_auc, per_class_auc
 from cxrprobe.heads.base import Head, check_xy
 from cxrprobe.heads.logistic import fit_logistic, row_space
+from cxrprobe.metrics.auc import mean_auc, per_class_auc
 
 C_GRID = tuple(float(c) for c in np.logspace(-2, 3, 11))
 

@@ -208,12 +208,14 @@ def head_class(name: str) -> type:
     return REGISTRY[name].load()
 
 
-def make_head(name: str, text: Any, center: Any, random_state: int, search: bool = False) -> Any:
+def make_head(name: str, text: Any = None, center: Any = None, random_state: Any = 0, search: bool = False,
+              **params: Any) -> Any:
     """A fresh head with the cache's text and training-pool mean where it uses them; with
-    ``search``, heads that can select hyperparameters on a validation set are told to."""
+    ``search``, heads that can select hyperparameters on a validation set are told to;
+    ``params`` are set on it as given."""
     info = REGISTRY[name]
     cls = info.load()
-    params: dict[str, Any] = {"random_state": random_state}
+    params = {"random_state": random_state, **params}
     if search and info.search_param:
         params[info.search_param] = True
     if cls.uses_text:

@@ -10,7 +10,6 @@ they are there, and are downloaded only when they are not.
 from __future__ import annotations
 
 import difflib
-import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -99,7 +98,7 @@ def load_model(name: str, pretrained: str, device: str | torch.device = "cpu", v
 
 def _build(name: str, pretrained: str) -> torch.nn.Module:
     with seeded_cpu(RANDOM_INIT_SEED):
-        model = _quiet_create(_open_clip_name(name), pretrained=None)
+        model = _open_clip().create_model(_open_clip_name(name), pretrained=None)
     if pretrained == NO_WEIGHTS:
         return model
     tags = [] if name in bundled_models() else _open_clip().list_pretrained_tags_by_model(name)
@@ -143,7 +142,7 @@ def _cached_tag_file(name: str, tag: str) -> Path | None:
 
 def _download_tag(name: str, tag: str) -> torch.nn.Module:
     try:
-        return _quiet_create(name, pretrained=tag)
+        return _open_clip().create_model(name, pretrained=tag)
     except Exception as exc:  # open_clip wraps every download failure in RuntimeError
         reason = str(exc).splitlines()[0][:160]
         raise ModelError(
@@ -151,19 +150,6 @@ def _download_tag(name: str, tag: str) -> torch.nn.Module:
             f"download failed ({reason}); pass a local weights file with --pretrained FILE, "
             "or --pretrained none for random weights"
         ) from None
-
-
-def _quiet_create(name: str, pretrained: str | None) -> torch.nn.Module:
-    """open_clip.create_model with its log records kept off the user's terminal."""
-    loggers = [logging.getLogger(), logging.getLogger("huggingface_hub")]
-    saved = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.CRITICAL + 1)
-        return _open_clip().create_model(name, pretrained=pretrained)
-    finally:
-        for lg, level in zip(loggers, saved):
-            lg.setLevel(level)
 
 
 def _preprocessing(model: torch.nn.Module) -> Preprocessing:

@@ -46,14 +46,14 @@ def read_prompt_file(path: Path) -> PromptSet:
     return PromptSet(tuple(prompts), tuple(classes), tuple(polarity))
 
 
-def encode_for_cache(prompts: PromptSet, attrs: dict) -> np.ndarray:
-    """Embed ``prompts`` with the very weights the cache records (checked by hash), on the CPU."""
-    name, pretrained = str(attrs.get("model")), str(attrs.get("pretrained"))
+def encode_with_weights(prompts: PromptSet, name: str, pretrained: str, expected_sha256: str | None) -> np.ndarray:
+    """Embed ``prompts`` with model ``name``/``pretrained``, on the CPU, refused unless its
+    weights hash to ``expected_sha256`` (the weights that embedded the images they will meet)."""
     try:
         loaded = load_model(name, pretrained, "cpu")
     except InputError as exc:
         raise CacheError(f"cannot rebuild the cache's model {name}/{pretrained} to encode new prompts: {exc}") from None
-    if loaded.weights_sha256 != attrs.get("weights_sha256"):
+    if loaded.weights_sha256 != expected_sha256:
         raise CacheError(
             f"the weights now found for {name}/{pretrained} are not the ones the cache was embedded with "
             "(their sha256 differs), so new prompts would not match its image embeddings"

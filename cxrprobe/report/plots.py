@@ -6,8 +6,17 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cxrprobe.eval.options import ALL_SHOTS, read_shots, shot_order
+
+
+def summary_curves(records: list[dict]) -> dict[str, list[tuple[int | str, float, float, float, int]]]:
+    """summary rows in memory (FewshotResult.summary) as read_summary's curves."""
+    curves: dict[str, list[tuple[int | str, float, float, float, int]]] = {}
+    for r in records:
+        curves.setdefault(r["head"], []).append((r["shots"], r["mean_auc"], r["ci95_low"], r["ci95_high"], r["n_seeds"]))
+    return curves
 
 
 def read_summary(path: Path) -> dict[str, list[tuple[int | str, float, float, float, int]]]:
@@ -48,6 +57,21 @@ def plot_auc_vs_labelled(summary_csv: Path, out_png: Path, title: str = "") -> N
     plot_curves(read_labelled_curves(summary_csv), out_png, title, x_label=LABELLED_AXIS, ticks_at_points=False)
 
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def new_figure(width: float, height: float, dpi: int) -> Figure:
+    """A figure drawn by Agg without pyplot: no backend switched, no global figure registry, and
+    pyplot's import (about a second) skipped."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def full_data_position(curves: dict[str, list]) -> float:
     """Where ``all`` is drawn on the N axis: one octave past the largest N."""
     counts = [p[0] for points in curves.values() for p in points if p[0] != ALL_SHOTS]
@@ -60,13 +84,12 @@ def plot_curves(curves: dict[str, list[tuple[float | str, float, float, float, i
     band; an ``all`` point as a star with its CI as an error bar, dotted to the curve."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig = new_figure(7, 4.5, 120)
+    ax = fig.subplots()
     seeds = set()
     # past ten curves the default colours repeat: twenty distinct ones, and two line styles
-    colours = plt.get_cmap("tab20").colors if len(curves) > 10 else plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = (matplotlib.colormaps["tab20"].colors if len(curves) > 10
+               else matplotlib.rcParams["axes.prop_cycle"].by_key()["color"])
     at_all = full_data_position(curves)
     for i, (head, points) in enumerate(curves.items()):
         points = sorted(points, key=lambda p: shot_order(p[0]))
@@ -99,4 +122,3 @@ def plot_curves(curves: dict[str, list[tuple[float | str, float, float, float, i
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, metadata={"Software": None})
-    plt.close(fig)

@@ -16,13 +16,13 @@ from typing import Callable
 import numpy as np
 
 from cxrprobe.errors import InputError
-from cxrprobe.fsutil import check_writable_folder, remove_stale_temporaries, reporting_no_room, temporary_sibling
-from cxrprobe.eval.bootstrap import seed_and_test_ci
-from cxrprobe.eval.metrics import mean_auc
 from cxrprobe.eval.options import ALL_SHOTS, Shots
-from cxrprobe.eval.runner import GridResult, GridSpec
-from cxrprobe.eval.stats import holm, mean_ci, paired_difference
+from cxrprobe.eval.runner import GridResult
+from cxrprobe.fsutil import check_writable_folder, remove_stale_temporaries, reporting_no_room, temporary_sibling
 from cxrprobe.labels import FINDINGS
+from cxrprobe.metrics.auc import mean_auc
+from cxrprobe.metrics.bootstrap import seed_and_test_ci
+from cxrprobe.metrics.stats import holm, mean_ci, paired_difference
 
 MEAN = "mean"
 
@@ -45,14 +45,29 @@ def _csv(rows: list[list[object]]) -> str:
     return buffer.getvalue()
 
 
-def runs_table(result: GridResult, protocol: str) -> list[list[object]]:
-    rows: list[list[object]] = [["head", "protocol", "shots", "seed", "class", "auc", "ap"]]
+RUN_COLUMNS = ["head", "protocol", "shots", "seed", "class", "auc", "ap"]
+SUMMARY_COLUMNS = ["head", "shots", "mean_auc", "std", "ci95_low", "ci95_high", "n_seeds", "mean_ap", "ap_ci95_low",
+                   "ap_ci95_high", "mean_labelled_images", "seed_and_test_ci95_low", "seed_and_test_ci95_high"]
+
+
+def table_rows(records: list[dict], columns: list[str]) -> list[list[object]]:
+    """Records as CSV rows under ``columns``: floats at full precision (NaN as ''), the rest as is."""
+    return [columns] + [[number(r[c]) if isinstance(r[c], float) else r[c] for c in columns] for r in records]
+
+
+def run_records(result: GridResult, protocol: str) -> list[dict]:
+    """runs.csv as plain rows: every run's AUC and AP per finding, then their means ("mean")."""
+    records = []
     for run in result.runs:
+        where = {"head": run.head, "protocol": protocol, "shots": run.shots, "seed": run.seed}
         for name, auc, ap in zip(FINDINGS, run.aucs, run.aps):
-            rows.append([run.head, protocol, run.shots, run.seed, name, number(auc), number(ap)])
-        rows.append([run.head, protocol, run.shots, run.seed, MEAN, number(mean_auc(run.aucs)),
-                     number(mean_auc(run.aps))])
-    return rows
+            records.append({**where, "class": name, "auc": float(auc), "ap": float(ap)})
+        records.append({**where, "class": MEAN, "auc": float(mean_auc(run.aucs)), "ap": float(mean_auc(run.aps))})
+    return records
+
+
+def runs_table(result: GridResult, protocol: str) -> list[list[object]]:
+    return table_rows(run_records(result, protocol), RUN_COLUMNS)
 
 
 def _by_head_and_shots(result: GridResult) -> dict[tuple[str, Shots], list]:
@@ -62,21 +77,28 @@ def _by_head_and_shots(result: GridResult) -> dict[tuple[str, Shots], list]:
     return groups
 
 
-def summary_table(result: GridResult) -> list[list[object]]:
-    """Per head and shot level: mean AUC with its seed CI (the first columns, as results dirs
-    have always had them), then the same for the mean AP (average precision)."""
-    rows: list[list[object]] = [["head", "shots", "mean_auc", "std", "ci95_low", "ci95_high", "n_seeds",
-                                 "mean_ap", "ap_ci95_low", "ap_ci95_high", "mean_labelled_images",
-                                 "seed_and_test_ci95_low", "seed_and_test_ci95_high"]]
+def summary_records(result: GridResult) -> list[dict]:
+    """Per head and shot level: mean AUC with its seed CI, the same for the mean AP (average
+    precision), the mean labelled images a run used, and the seed-and-test CI where the runs
+    scored test resamples (NaN where not)."""
+    records = []
     for (head, shots), runs in _by_head_and_shots(result).items():
         mean, sd, low, high, n = mean_ci(np.array([mean_auc(r.aucs) for r in runs]))
         ap, _, ap_low, ap_high, _ = mean_ci(np.array([mean_auc(r.aps) for r in runs]))
-        labelled = float(np.mean([r.labelled for r in runs]))
         both = (seed_and_test_ci(np.array([r.test_replicates for r in runs]))
                 if runs[0].test_replicates is not None else (np.nan, np.nan))
-        rows.append([head, shots, number(mean), number(sd), number(low), number(high), n,
-                     number(ap), number(ap_low), number(ap_high), number(labelled), number(both[0]), number(both[1])])
-    return rows
+        records.append({
+            "head": head, "shots": shots, "mean_auc": mean, "std": sd, "ci95_low": low, "ci95_high": high,
+            "n_seeds": n, "mean_ap": ap, "ap_ci95_low": ap_low, "ap_ci95_high": ap_high,
+            "mean_labelled_images": float(np.mean([r.labelled for r in runs])),
+            "seed_and_test_ci95_low": float(both[0]), "seed_and_test_ci95_high": float(both[1]),
+        })
+    return records
+
+
+def summary_table(result: GridResult) -> list[list[object]]:
+    """summary.csv: the first columns as results dirs have always had them, then AP and the rest."""
+    return table_rows(summary_records(result), SUMMARY_COLUMNS)
 
 
 def support_counts_table(result: GridResult) -> list[list[object]]:
@@ -169,9 +191,7 @@ def write_json(path: Path, value: dict) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def write_results(
-    out: Path, result: GridResult, spec: GridSpec, protocol: str, image_ids: np.ndarray, config: dict,
-) -> None:
+def write_results(out: Path, result: GridResult, protocol: str, image_ids: np.ndarray, config: dict) -> None:
     """Every results file of a grid, published as one folder."""
 
     def fill(folder: Path) -> None:

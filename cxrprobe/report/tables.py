@@ -15,11 +15,17 @@ from cxrprobe.report.plots import read_summary
 
 
 def render_summary(summary_csv: Path, console: Console | None = None) -> None:
-    """Mean AUC ± 95% CI per head and shot level; the seed count in the title."""
+    """A results dir's summary.csv (and its config.json) as ``render_result`` shows it."""
     path = Path(summary_csv).with_name("config.json")
     config = json.loads(path.read_text()) if path.is_file() else {}
+    render_result(read_summary(summary_csv), config, console)
+
+
+def render_result(curves: dict[str, list], config: dict, console: Console | None = None) -> None:
+    """Mean AUC ± 95% CI per head and shot level, the seed count in the title; then what
+    ``all`` was, heads left out, and what an adapted encoder learned."""
     console = console or Console(highlight=False)
-    render_curves(read_summary(summary_csv), console, config.get("undefined_findings", []))
+    render_curves(curves, console, config.get("undefined_findings", []))
     full_data = config.get("full_data") or {}
     if full_data:
         console.print(f"all = {full_data['images']:,} training images: {full_data['what']}", soft_wrap=True)
@@ -58,3 +64,16 @@ def _cell(mean: float, low: float, high: float) -> str:
     if high == low:
         return f"{mean:.3f} (every seed)"  # a head that ignores the support set: no seed variance
     return f"{mean:.3f} ±{(high - low) / 2:.3f}"
+
+
+def render_zeroshot(rows: list[dict], resamples: int, console: Console | None = None) -> None:
+    """Zero-shot AUC per finding with its patient-bootstrap CI, positive images and patients."""
+    table = Table(title=f"zero-shot from text (no labelled image), test AUC, 95% CIs from {resamples} "
+                        "bootstrap resamples of test patients")
+    for name in ("finding", "AUC", "95% CI", "positive images", "positive patients"):
+        table.add_column(name, justify="left" if name == "finding" else "right")
+    for row in rows:
+        ci = f"{row['ci95_low']:.3f}-{row['ci95_high']:.3f}" if math.isfinite(row["ci95_low"]) else ""
+        auc = f"{row['auc']:.3f}" if math.isfinite(row["auc"]) else "undefined"
+        table.add_row(row["class"], auc, ci, str(row["n_positive"]), str(row["n_positive_patients"]))
+    (console or Console(highlight=False)).print(table)

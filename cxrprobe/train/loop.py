@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cxrprobe.data.images import to_model_input
-from cxrprobe.eval.metrics import per_class_auc
+from cxrprobe.metrics.auc import per_class_auc
 from cxrprobe.models.device import PRECISIONS
 from cxrprobe.models.encode import encode_with_head
 from cxrprobe.models.loading import LoadedModel

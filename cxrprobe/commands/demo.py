@@ -10,17 +10,18 @@ the learned heads rise with shots because the discs are there to be seen.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cxrprobe.cache.extract import EmbedOptions, embed
+from cxrprobe.commands.embed import EmbedOptions, embed
+from cxrprobe.commands.fewshot import FewshotResult, run_fewshot
+from cxrprobe.cores import usable_cores
 from cxrprobe.data.nih import bundled_metadata_dir, load_nih_metadata
 from cxrprobe.data.synthetic import stratified_rows, write_nih_folder_for
-from cxrprobe.cores import usable_cores
 from cxrprobe.errors import InputError
-from cxrprobe.eval.experiment import run_fewshot
 from cxrprobe.eval.options import at_least_one
 from cxrprobe.fsutil import check_writable_folder, reporting_no_room
 
@@ -36,12 +37,13 @@ class DemoPaths:
     data: Path
     cache: Path
     results: Path
+    fewshot: FewshotResult | None = None  # the grid, in memory, once it has run
 
 
 def run_demo(out: Path, jobs: int | None = None, notify: Callable[[str], None] = lambda _: None) -> DemoPaths:
     """The demo into the new or empty folder ``out``; ``jobs`` None is one process per usable core."""
     out = Path(out)
-    jobs = at_least_one(usable_cores() if jobs is None else jobs, "--jobs")  # now, not after a minute of work
+    jobs = at_least_one(usable_cores() if jobs is None else jobs, "jobs")  # now, not after a minute of work
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; give the demo a new folder with --out")
     if out.exists() and any(out.iterdir()):
@@ -68,5 +70,5 @@ def _run(out: Path, jobs: int, notify: Callable[[str], None]) -> DemoPaths:
     embed(EmbedOptions(data_dir=paths.data, out=paths.cache, model="cxrprobe-tiny", pretrained="none", device="cpu"))
     notify(f"3/3 few-shot grid: shots {','.join(map(str, DEMO_SHOTS))} x {DEMO_SEEDS} seeds x every head, "
            f"{jobs} processes")
-    run_fewshot(paths.cache, paths.results, DEMO_SHOTS, DEMO_SEEDS, jobs=jobs)
-    return paths
+    result = run_fewshot(paths.cache, shots=DEMO_SHOTS, seeds=DEMO_SEEDS, jobs=jobs, out=paths.results)
+    return dataclasses.replace(paths, fewshot=result)

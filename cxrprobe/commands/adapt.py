@@ -33,16 +33,26 @@ from cxrprobe.data.images import Preprocessing
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.errors import DataError, InputError
-from cxrprobe.eval.metrics import mean_auc
 from cxrprobe.fsutil import check_writable_folder, remove_stale_temporaries, reporting_no_room, write_new_file
 from cxrprobe.labels import FINDINGS
+from cxrprobe.metrics.auc import mean_auc
 from cxrprobe.models.device import (
-    choose_precision, full_fp32, hardware, reporting_out_of_memory, resolve_device, running_on, use_device,
+    choose_precision,
+    full_fp32,
+    hardware,
+    reporting_out_of_memory,
+    resolve_device,
+    running_on,
+    use_device,
 )
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.mlp_head import PaperHead
 from cxrprobe.models.unfreeze import (
-    load_trainable_state, total_count, trainable_count, trainable_state, unfreeze_top,
+    load_trainable_state,
+    total_count,
+    trainable_count,
+    trainable_state,
+    unfreeze_top,
 )
 from cxrprobe.seeding import seeded_cpu
 from cxrprobe.train.adapted import BEST, DONE
@@ -338,13 +348,11 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
 
 
 def _plot_curve(path: Path, history: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from cxrprobe.report.plots import new_figure
 
     epochs = [h["epoch"] for h in history]
-    fig, left = plt.subplots(figsize=(6, 3.5), dpi=110)
+    fig = new_figure(6, 3.5, 110)
+    left = fig.subplots()
     left.plot(epochs, [h["train_loss"] for h in history], marker="o", color="tab:blue")
     left.set_xlabel("epoch")
     left.set_ylabel("train focal loss", color="tab:blue")
@@ -354,5 +362,4 @@ def _plot_curve(path: Path, history: list[dict]) -> None:
     fig.tight_layout()
     image = io.BytesIO()
     fig.savefig(image, format="png", metadata={"Software": None})
-    plt.close(fig)
     write_new_file(path, image.getvalue())

@@ -28,7 +28,13 @@ from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError, DataError, InputError
 from cxrprobe.fsutil import check_output_path, exclusive_lock, remove_stale_temporaries, reporting_no_room
 from cxrprobe.models.device import (
-    Hardware, choose_precision, hardware, reporting_out_of_memory, resolve_device, running_on, use_device,
+    Hardware,
+    choose_precision,
+    hardware,
+    reporting_out_of_memory,
+    resolve_device,
+    running_on,
+    use_device,
 )
 from cxrprobe.models.encode import Encoded, launch_encode
 from cxrprobe.models.loading import LoadedModel, load_model
