@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import shutil
 from pathlib import Path
@@ -86,17 +87,49 @@ def reporting_no_room(target: Path) -> Iterator[None]:
         ) from None
 
 
-def write_new_file(path: Path, data: bytes, tag: str = "new") -> None:
-    """Write ``data`` to ``path`` through a temporary sibling, fsynced, then renamed into place."""
+@contextlib.contextmanager
+def replacing(path: Path, tag: str = "new") -> Iterator[Path]:
+    """The one way cxrprobe writes a file: yields a temporary sibling of ``path`` (named as
+    ``remove_stale_temporaries`` recognises) to write; once the block succeeds it is fsynced and
+    renamed onto ``path``, so ``path`` is either its old self or whole. On failure it is removed."""
     tmp = temporary_sibling(path, tag)
     try:
-        with open(tmp, "xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fsync_files(folder: Path) -> None:
+    """Flush every file under ``folder`` to disk: a folder renamed into place whole is then whole
+    after a crash too."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_new_file(path: Path, data: bytes, tag: str = "new") -> None:
+    """``data`` into ``path``, atomically (``replacing``)."""
+    with replacing(path, tag) as tmp:
+        tmp.write_bytes(data)
+
+
+def json_text(value: object) -> str:
+    """The one JSON form of cxrprobe's files: sorted keys, indented, a final newline (stable bytes)."""
+    return json.dumps(value, indent=2, sort_keys=True) + "\n"
+
+
+def write_json(path: Path, value: object) -> None:
+    write_new_file(path, json_text(value).encode())
 
 
 def reserve_blocks(path: Path) -> None:
@@ -110,14 +143,6 @@ def reserve_blocks(path: Path) -> None:
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -33,13 +33,3 @@ PROMPT_NAMES: dict[str, str] = {
 
 # How a finding reads in a table header.
 DISPLAY_NAMES: dict[str, str] = {name: name.replace("_", " ") for name in FINDINGS}
-
-
-def finding_index(name: str) -> int:
-    """The column of ``name`` in every label matrix; raises ValueError naming the valid ones."""
-    try:
-        return FINDINGS.index(name)
-    except ValueError:
-        raise ValueError(
-            f"unknown finding {name!r}; expected one of: {', '.join(FINDINGS)}"
-        ) from None

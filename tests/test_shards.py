@@ -9,7 +9,7 @@ from conftest import TINY
 
 from cxrprobe.cache.final import write_cache
 from cxrprobe.cache.reader import FeatureCache
-from cxrprobe.cache.schema import EmbedSpec, manifest_sha256, preprocessing_json
+from cxrprobe.cache.schema import EmbedSpec, attr_json, manifest_sha256
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.commands.embed import fill_shard
 from cxrprobe.data.locate import find_images
@@ -26,7 +26,7 @@ def setup(small_dataset):
     loaded = load_model("cxrprobe-tiny", "none", "cpu")
     spec = EmbedSpec(
         model="cxrprobe-tiny", pretrained="none", weights_sha256=loaded.weights_sha256,
-        preprocessing=preprocessing_json(loaded.preprocessing.as_dict()), embed_dim=loaded.embed_dim,
+        preprocessing=attr_json(loaded.preprocessing.as_dict()), embed_dim=loaded.embed_dim,
         dtype="float16", precision="fp32", device="cpu", l2_normalised=False, dataset="test",
         dataset_fingerprint=meta.table.fingerprint(), label_source=meta.label_source,
         val_fraction=meta.val_fraction, val_seed=meta.val_seed,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -38,13 +39,13 @@ def write_cache(out: Path, shards: list[Path]) -> CacheSummary:
     """Merge ``shards`` (in row order, all finished) into ``out``; replace ``out`` only at the end."""
     parts = [_read_shard(path) for path in shards]
     _check_parts(parts, shards)
-    first_attrs = parts[0][0]
+    first_attrs = parts[0].attrs
     spec = EmbedSpec.from_attrs(first_attrs)
-    table = ImageTable(*[np.concatenate([getattr(p[1], f) for p in parts]) for f in ImageTable.__dataclass_fields__])
-    status = np.concatenate([p[2] for p in parts])
-    embeddings = np.concatenate([p[3] for p in parts])
-    reasons = np.concatenate([p[4] for p in parts])
-    prompts, text_embeddings = parts[0][5]
+    table = ImageTable(*[np.concatenate([getattr(p.table, f) for p in parts]) for f in ImageTable.__dataclass_fields__])
+    status = np.concatenate([p.status for p in parts])
+    embeddings = np.concatenate([p.embeddings for p in parts])
+    reasons = np.concatenate([p.reasons for p in parts])
+    prompts, text_embeddings = parts[0].text
     keep = status == STATUS_WRITTEN
     failed = status == STATUS_FAILED
     excluded = set(spec.to_attrs()) | set(NOT_COPIED)
@@ -60,33 +61,46 @@ def write_cache(out: Path, shards: list[Path]) -> CacheSummary:
         group.create_dataset("image_id", data=np.array(table.image_ids[failed].tolist(), dtype=STR))
         group.create_dataset("reason", data=np.array([r.decode("utf-8", "replace") for r in reasons[failed]], dtype=STR))
         write_text(f, prompts, text_embeddings)
-        if parts[0][6] is not None:
-            f.create_group("head").create_dataset("logits", data=np.concatenate([p[6] for p in parts])[keep])
-        if parts[0][7] is not None:
-            write_head_state(f, parts[0][7])
+        if parts[0].head_logits is not None:
+            f.create_group("head").create_dataset("logits", data=np.concatenate([p.head_logits for p in parts])[keep])
+        if parts[0].head_state is not None:
+            write_head_state(f, parts[0].head_state)
         f.attrs["complete"] = True
     return CacheSummary(rows=int(keep.sum()), failures=int(failed.sum()))
 
 
-def _read_shard(path: Path) -> tuple:
+class ShardContents(NamedTuple):
+    """Everything a finished shard holds, read into memory."""
+
+    attrs: dict
+    table: ImageTable
+    status: np.ndarray
+    embeddings: np.ndarray
+    reasons: np.ndarray
+    text: tuple  # (PromptSet, embeddings)
+    head_logits: np.ndarray | None
+    head_state: dict | None
+
+
+def _read_shard(path: Path) -> ShardContents:
     with h5py.File(path, "r") as f:
-        return (
-            read_attrs(f),
-            read_table(f),
-            f["status"][()],
-            f["embeddings"][()],
-            f["reason"][()],
-            read_text(f),
-            f["head_logits"][()] if "head_logits" in f else None,
-            read_head_state(f),
+        return ShardContents(
+            attrs=read_attrs(f),
+            table=read_table(f),
+            status=f["status"][()],
+            embeddings=f["embeddings"][()],
+            reasons=f["reason"][()],
+            text=read_text(f),
+            head_logits=f["head_logits"][()] if "head_logits" in f else None,
+            head_state=read_head_state(f),
         )
 
 
-def _check_parts(parts: list[tuple], paths: list[Path]) -> None:
+def _check_parts(parts: list[ShardContents], paths: list[Path]) -> None:
     """The shards tile rows 0..n in order, share one spec, and are all finished."""
     expected_start = 0
-    first = EmbedSpec.from_attrs(parts[0][0])
-    for (attrs, *_), path in zip(parts, paths):
+    first = EmbedSpec.from_attrs(parts[0].attrs)
+    for attrs, path in zip((p.attrs for p in parts), paths):
         if int(attrs["row_start"]) != expected_start:
             raise CacheError(f"{path} starts at row {attrs['row_start']}, expected {expected_start}")
         expected_start = int(attrs["row_stop"])

@@ -4,7 +4,6 @@ table and the text group."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from datetime import datetime, timezone
@@ -120,10 +119,6 @@ def read_text(f: h5py.File) -> tuple[PromptSet, np.ndarray]:
         polarity=tuple(group["polarity"].asstr()[()]),
     )
     return prompts, np.asarray(group["embeddings"][()], dtype=np.float32)
-
-
-def json_attr(value: object) -> str:
-    return json.dumps(value, sort_keys=True)
 
 
 def write_head_state(f: h5py.File, state: dict[str, np.ndarray]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from cxrprobe.errors import CacheError
 
@@ -90,5 +91,11 @@ def manifest_sha256(image_ids) -> str:  # noqa: ANN001 - any sequence of str
     return hashlib.sha256("\n".join(list(image_ids)).encode()).hexdigest()
 
 
-def preprocessing_json(prep: dict[str, object]) -> str:
-    return json.dumps(prep, sort_keys=True)
+def attr_json(value: object) -> str:
+    """The one compact JSON form of a cache attribute (sorted keys: the same value, the same bytes)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def partial_path(out: Path) -> Path:
+    """The working shard of the cache ``out``: ``CACHE.partial`` beside it."""
+    return out.with_name(out.name + ".partial")

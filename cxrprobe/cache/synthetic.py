@@ -18,7 +18,7 @@ import numpy as np
 
 from cxrprobe.cache.final import write_cache
 from cxrprobe.cache.layout import created_timestamp
-from cxrprobe.cache.schema import EmbedSpec, manifest_sha256, preprocessing_json
+from cxrprobe.cache.schema import EmbedSpec, attr_json, manifest_sha256, partial_path
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.data.images import Preprocessing
 from cxrprobe.data.nih import NihMetadata
@@ -79,12 +79,12 @@ def write_synthetic_cache(
     identity = f"synthetic|{model}".encode()
     spec = EmbedSpec(
         model="synthetic", pretrained="none", weights_sha256=hashlib.sha256(identity).hexdigest(),
-        preprocessing=preprocessing_json(Preprocessing().as_dict()), embed_dim=model.dim, dtype="float16",
+        preprocessing=attr_json(Preprocessing().as_dict()), embed_dim=model.dim, dtype="float16",
         precision="fp32", device="cpu", l2_normalised=False, dataset="nih-chestxray14 (synthetic embeddings)",
         dataset_fingerprint=table.fingerprint(), label_source=metadata.label_source,
         val_fraction=metadata.val_fraction, val_seed=metadata.val_seed, manifest_sha256=manifest_sha256(table.image_ids),
     )
-    shard = out.with_name(out.name + ".partial")
+    shard = partial_path(out)
     extra = {"created": created_timestamp(), "n_metadata_rows": len(table), "n_missing_images": 0, "limit": -1,
              "metadata_origin": metadata.origin, "logit_scale": OPENAI_LOGIT_SCALE, "logit_bias": 0.0}
     create_shard(shard, spec, ShardPlan(0, len(table), len(table), COMMIT_ROWS), table, default_prompts(), text, extra)

@@ -17,10 +17,7 @@ is unfinished, and nothing downstream takes it for done. Every file is replaced 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,10 +27,15 @@ import torch
 
 from cxrprobe.cores import usable_cores
 from cxrprobe.data.images import Preprocessing
-from cxrprobe.data.locate import find_images
-from cxrprobe.data.nih import load_nih_metadata
+from cxrprobe.data.nih import LocatedDataset, locate_dataset
 from cxrprobe.errors import DataError, InputError
-from cxrprobe.fsutil import check_writable_folder, remove_stale_temporaries, reporting_no_room, write_new_file
+from cxrprobe.fsutil import (
+    check_writable_folder,
+    remove_stale_temporaries,
+    reporting_no_room,
+    write_json,
+    write_new_file,
+)
 from cxrprobe.labels import FINDINGS
 from cxrprobe.metrics.auc import mean_auc
 from cxrprobe.models.device import (
@@ -54,6 +56,7 @@ from cxrprobe.models.unfreeze import (
     trainable_state,
     unfreeze_top,
 )
+from cxrprobe.report.training import write_training_history
 from cxrprobe.seeding import seeded_cpu
 from cxrprobe.train.adapted import BEST, DONE
 from cxrprobe.train.checkpoint import load_checkpoint, read_run_config, save_checkpoint
@@ -150,35 +153,78 @@ def adapt(options: AdaptOptions, notify: Notify = lambda _: None) -> dict:
         raise
 
 
+@dataclass
+class Training:
+    """What the training stages share: the model and head, the loaders, the optimiser, its
+    schedule and loss scaling, and the run's progress (what a checkpoint restores)."""
+
+    loaded: LoadedModel
+    head: torch.nn.Module
+    loaders: dict
+    step: TrainStep
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    state: RunState
+
+
 def _run(options: AdaptOptions, out: Path, device: torch.device, precision: str, notify: Notify) -> dict:
+    """The stages in order; every input is checked before the run dir is touched."""
     config = _config(options, device, precision)
     previous = _previous_config(out, options)
     if previous is not None and _compared(previous, BASE) != _compared(config, BASE):  # cheap checks first
         raise _different_run(out)
     saved = load_checkpoint(out / CHECKPOINT) if options.resume and (out / CHECKPOINT).is_file() else None
-    meta = load_nih_metadata(Path(options.data_dir), options.val_fraction, options.val_seed)
-    paths, rows = _training_rows(options, meta.table.image_ids, meta.table.split)
-    loaded = load_model(options.model, options.pretrained, device, visual_only=True)  # the text tower stays idle
+    dataset = locate_dataset(Path(options.data_dir), options.val_fraction, options.val_seed)
+    rows = _training_rows(options, dataset.paths, dataset.metadata.table.split)
+    loaded, head = _model_and_head(options, device, notify)
     config[BASE] = loaded.weights_sha256
     if previous is not None and _compared(previous) != _compared(config):
         raise _different_run(out)
+    out.mkdir(exist_ok=True)
+    remove_stale_temporaries(out)  # half-written files of killed runs (the run dir is ours)
+    loaders = _loaders(options, out, dataset, rows, loaded, device, notify)
+    training = _training(options, loaded, head, loaders, precision, device, saved, notify)
+    write_json(out / "config.json", config)
+    if training.state.epoch < options.epochs and training.state.stale < options.patience:
+        (out / DONE).unlink(missing_ok=True)  # a finished run given more epochs is unfinished until they end
+        notify(f"training on {len(rows['train']):,} images, validating on {len(rows['val']):,}, "
+               f"{running_on(device, precision)}")
+    _train(training, options, precision, device, out, notify)
+    if training.state.history and training.state.epoch == (saved or {}).get("epoch"):
+        # no epoch ran: a run killed between its last checkpoint and these files resumed at its end
+        write_training_history(out, training.state.history)
+    return _finish(training.state, options, rows, out)
+
+
+def _model_and_head(options: AdaptOptions, device: torch.device, notify: Notify) -> tuple[LoadedModel, torch.nn.Module]:
+    """The base model with its top blocks unfrozen (the text tower stays idle on the CPU) and a
+    fresh paper head, seeded."""
+    loaded = load_model(options.model, options.pretrained, device, visual_only=True)
     unfreeze_top(loaded.model.visual, options.unfreeze)
     with seeded_cpu(options.seed):
         head = PaperHead(loaded.embed_dim).to(device)
-    notify(f"trainable parameters: {trainable_count(loaded.model.visual, head):,} "
-           f"({100 * trainable_count(loaded.model.visual, head) / total_count(loaded.model.visual, head):.2f}% "
-           "of visual encoder + head)")
-    out.mkdir(exist_ok=True)  # only once every input has been checked
-    remove_stale_temporaries(out)  # half-written files of killed runs (the run dir is ours)
-    workers = default_workers(options.workers, device)
+    trainable, total = trainable_count(loaded.model.visual, head), total_count(loaded.model.visual, head)
+    notify(f"trainable parameters: {trainable:,} ({100 * trainable / total:.2f}% of visual encoder + head)")
+    return loaded, head
+
+
+def _loaders(options: AdaptOptions, out: Path, dataset: LocatedDataset, rows: dict, loaded: LoadedModel,
+             device: torch.device, notify: Notify) -> dict:
+    """Training (augmented, shuffled) and validation loaders over the run dir's pixel caches."""
+    table, workers = dataset.metadata.table, default_workers(options.workers, device)
     loaders = {}
     for split in ("train", "val"):
-        pixels = _pixels_for(out, split, paths[rows[split]].tolist(), meta.table.image_ids[rows[split]].tolist(),
+        pixels = _pixels_for(out, split, dataset.paths[rows[split]].tolist(), table.image_ids[rows[split]].tolist(),
                              loaded.preprocessing, workers, notify)
-        dataset = PixelDataset(pixels, meta.table.labels[rows[split]], augment=split == "train", seed=options.seed)
+        pixel_set = PixelDataset(pixels, table.labels[rows[split]], augment=split == "train", seed=options.seed)
         batch_size = options.batch_size if split == "train" else options.batch_size * 2
-        loaders[split] = pixel_loader(dataset, batch_size, split == "train", workers, device.type == "cuda",
+        loaders[split] = pixel_loader(pixel_set, batch_size, split == "train", workers, device.type == "cuda",
                                       options.seed)
+    return loaders
+
+
+def _training(options: AdaptOptions, loaded: LoadedModel, head: torch.nn.Module, loaders: dict, precision: str,
+              device: torch.device, saved: dict | None, notify: Notify) -> Training:
+    """The optimiser, schedule and loss scaling, restored from ``saved`` (a checkpoint) when resuming."""
     optimiser = make_optimiser(loaded.model.visual, head, options.lr_encoder, options.lr_head, options.weight_decay,
                                device)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=2)
@@ -192,24 +238,26 @@ def _run(options: AdaptOptions, out: Path, device: torch.device, precision: str,
         step.load_state_dict(saved.get("scaler", {}))
         state = RunState(**{f.name: saved[f.name] for f in dataclasses.fields(RunState)})
         notify(f"resuming after epoch {state.epoch}")
-    write_new_file(out / "config.json", (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
-    if state.epoch < options.epochs and state.stale < options.patience:
-        (out / DONE).unlink(missing_ok=True)  # a finished run given more epochs is unfinished until they end
-        notify(f"training on {len(rows['train']):,} images, validating on {len(rows['val']):,}, "
-               f"{running_on(device, precision)}")
+    return Training(loaded, head, loaders, step, scheduler, state)
+
+
+def _train(training: Training, options: AdaptOptions, precision: str, device: torch.device, out: Path,
+           notify: Notify) -> None:
+    """Epochs until the budget or the patience runs out; held-out findings' labels masked."""
     keep = torch.tensor([f not in options.hold_out for f in FINDINGS], dtype=torch.float32, device=device)
-    while state.epoch < options.epochs and state.stale < options.patience:
-        _one_epoch(state, loaded, head, loaders, step, scheduler, keep, options, precision, out, notify)
-    if state.history and state.epoch == (saved or {}).get("epoch"):
-        # no epoch ran: a run killed between its last checkpoint and these files resumed at its end
-        _write_history(out, state.history)
+    while training.state.epoch < options.epochs and training.state.stale < options.patience:
+        _one_epoch(training, keep, options, precision, out, notify)
+
+
+def _finish(state: RunState, options: AdaptOptions, rows: dict, out: Path) -> dict:
+    """summary.json, written last: a run dir without it is unfinished."""
     summary = {"epochs_run": state.epoch, "best_epoch": state.best_epoch, "best_val_auc": state.best_auc,
                "stopped_by": "patience" if state.stale >= options.patience else "epochs",
                # the labelled images adaptation saw (training, and validation for selection), and
                # the findings whose labels it never saw
                "train_images": int(len(rows["train"])), "val_images": int(len(rows["val"])),
                "held_out": list(options.hold_out)}
-    write_new_file(out / DONE, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    write_json(out / DONE, summary)
     return summary
 
 
@@ -240,9 +288,8 @@ def _different_run(out: Path) -> InputError:
     return InputError(f"{out} holds a different run (its config.json differs); use another --out or --force")
 
 
-def _training_rows(options: AdaptOptions, image_ids: np.ndarray, split: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Each image's file (or "") and the train and val rows that have one."""
-    paths = find_images(Path(options.data_dir), image_ids)
+def _training_rows(options: AdaptOptions, paths: np.ndarray, split: np.ndarray) -> dict:
+    """The train and val rows that have an image file."""
     rows = {s: np.flatnonzero((split == s) & (paths != "")) for s in ("train", "val")}
     if options.limit:
         rows = {s: r[: options.limit] for s, r in rows.items()}
@@ -250,7 +297,7 @@ def _training_rows(options: AdaptOptions, image_ids: np.ndarray, split: np.ndarr
         raise DataError(f"no training images under {options.data_dir}: adaptation needs the train split's images")
     if len(rows["val"]) == 0:
         raise DataError(f"no validation images under {options.data_dir}: early stopping needs them")
-    return paths, rows
+    return rows
 
 
 def default_workers(requested: int | None, device: torch.device) -> int:
@@ -272,10 +319,11 @@ def make_optimiser(visual: torch.nn.Module, head: torch.nn.Module, lr_encoder: f
     )
 
 
-def _one_epoch(state: RunState, loaded: LoadedModel, head: torch.nn.Module, loaders: dict, step: TrainStep,
-               scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau, keep: torch.Tensor, options: AdaptOptions,
-               precision: str, out: Path, notify: Notify) -> None:
+def _one_epoch(training: Training, keep: torch.Tensor, options: AdaptOptions, precision: str, out: Path,
+               notify: Notify) -> None:
     """Train, validate, step the schedule, checkpoint, write the history."""
+    state, loaded, head, loaders = training.state, training.loaded, training.head, training.loaders
+    step, scheduler = training.step, training.scheduler
     epoch = state.epoch + 1
     loss = train_epoch(loaded, head, loaders["train"], step, keep, epoch, options.seed * 1000 + epoch)
     aucs = validate(loaded, head, loaders["val"], precision)
@@ -298,7 +346,7 @@ def _one_epoch(state: RunState, loaded: LoadedModel, head: torch.nn.Module, load
         **asdict(state), "visual": visual, "head": head.state_dict(), "optimiser": step.optimiser.state_dict(),
         "scheduler": scheduler.state_dict(), "scaler": step.state_dict(),
     })
-    _write_history(out, state.history)
+    write_training_history(out, state.history)
     notify(f"epoch {epoch}: train loss {loss:.4f}, validation mean AUC {val_auc:.4f}")
 
 
@@ -331,35 +379,3 @@ def _pixels_for(out: Path, split: str, paths: list[str], image_ids: list[str], p
     pixels = build_pixel_cache(paths, cache, prep, workers)
     write_new_file(record, source.encode())
     return pixels
-
-
-def _write_history(out: Path, history: list[dict]) -> None:
-    """What follows the checkpoint each epoch, derived from its history alone."""
-    _write_metrics(out / "metrics.csv", history)
-    _plot_curve(out / "training_curve.png", history)
-
-
-def _write_metrics(path: Path, history: list[dict]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(history[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    write_new_file(path, text.getvalue().encode())
-
-
-def _plot_curve(path: Path, history: list[dict]) -> None:
-    from cxrprobe.report.plots import new_figure
-
-    epochs = [h["epoch"] for h in history]
-    fig = new_figure(6, 3.5, 110)
-    left = fig.subplots()
-    left.plot(epochs, [h["train_loss"] for h in history], marker="o", color="tab:blue")
-    left.set_xlabel("epoch")
-    left.set_ylabel("train focal loss", color="tab:blue")
-    right = left.twinx()
-    right.plot(epochs, [h["val_mean_auc"] for h in history], marker="s", color="tab:red")
-    right.set_ylabel("validation mean AUC (not test)", color="tab:red")
-    fig.tight_layout()
-    image = io.BytesIO()
-    fig.savefig(image, format="png", metadata={"Software": None})
-    write_new_file(path, image.getvalue())

@@ -15,14 +15,13 @@ from typing import Callable
 import numpy as np
 
 from cxrprobe.cache.final import write_cache
-from cxrprobe.cache.layout import created_timestamp, json_attr
+from cxrprobe.cache.layout import created_timestamp
 from cxrprobe.cache.reader import FeatureCache, peek_cache
-from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, manifest_sha256, preprocessing_json
+from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, attr_json, manifest_sha256, partial_path
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.cores import usable_cores
 from cxrprobe.data.images import DecodedBatch, DecodedBefore, make_loader
-from cxrprobe.data.locate import find_images
-from cxrprobe.data.nih import DATASET_NAME, NihMetadata, load_nih_metadata
+from cxrprobe.data.nih import DATASET_NAME, NihMetadata, locate_dataset
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
 from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError, DataError, InputError
@@ -79,10 +78,6 @@ class EmbedResult:
     already_complete: bool = False
 
 
-def partial_path(out: Path) -> Path:
-    return out.with_name(out.name + ".partial")
-
-
 def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Progress | None = None) -> EmbedResult:
     started = time.perf_counter()
     _check_options(options)
@@ -98,9 +93,9 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
         remove_stale_temporaries(out.parent, out.name)  # left by killed runs; we hold the lock
         partial = partial_path(out)
         existing = _check_existing(out, partial, options)
-        metadata = load_nih_metadata(Path(options.data_dir), options.val_fraction, options.val_seed)
+        dataset = locate_dataset(Path(options.data_dir), options.val_fraction, options.val_seed)
+        metadata, paths = dataset.metadata, dataset.paths
         table = metadata.table
-        paths = find_images(Path(options.data_dir), table.image_ids)
         present = np.flatnonzero(paths != "")
         missing = len(table) - len(present)
         if missing and options.require_all:
@@ -122,7 +117,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             model=loaded.name,
             pretrained=loaded.pretrained,
             weights_sha256=loaded.weights_sha256,
-            preprocessing=preprocessing_json(loaded.preprocessing.as_dict()),
+            preprocessing=attr_json(loaded.preprocessing.as_dict()),
             embed_dim=loaded.embed_dim,
             dtype=options.dtype,
             precision=precision,
@@ -210,14 +205,14 @@ def _open_or_create_shard(
         "n_missing_images": missing,
         "metadata_origin": metadata.origin,
         "limit": options.limit if options.limit is not None else -1,
-        "versions": json_attr(package_versions()),
-        "hardware": json_attr(machine.as_dict()),
+        "versions": attr_json(package_versions()),
+        "hardware": attr_json(machine.as_dict()),
         "logit_scale": loaded.logit_scale,
         "logit_bias": loaded.logit_bias,
     }
     if checkpoint_file is not None:
         extra.update(checkpoint=str(checkpoint_file.parent), checkpoint_sha256=file_sha256(checkpoint_file),
-                     adaptation=json_attr(adaptation_record(checkpoint_file.parent)))
+                     adaptation=attr_json(adaptation_record(checkpoint_file.parent)))
     plan = ShardPlan(0, len(manifest), len(manifest), options.batch_size)
     head_state = (
         {k: v.detach().cpu().numpy() for k, v in loaded.head.state_dict().items()} if loaded.head is not None else None

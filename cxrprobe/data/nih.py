@@ -26,6 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
+from cxrprobe.data.locate import find_images
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, carve_validation
 from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import DataError
@@ -95,6 +96,21 @@ def load_nih_metadata(
     origin = "bundled" if metadata_path.resolve().parent == bundled_metadata_dir() else "data dir"
     return NihMetadata(table=table, label_source=label_source, val_fraction=val_fraction, val_seed=val_seed,
                        origin=origin)
+
+
+@dataclass(frozen=True)
+class LocatedDataset:
+    """A dataset folder's metadata and each row's image file (``""`` where none is found)."""
+
+    metadata: NihMetadata
+    paths: np.ndarray
+
+
+def locate_dataset(data_dir: Path, val_fraction: float = DEFAULT_VAL_FRACTION,
+                   val_seed: int = DEFAULT_VAL_SEED) -> LocatedDataset:
+    """What embed and adapt both start from: the metadata, and its images found under ``data_dir``."""
+    metadata = load_nih_metadata(data_dir, val_fraction, val_seed)
+    return LocatedDataset(metadata, find_images(Path(data_dir), metadata.table.image_ids))
 
 
 def _find(data_dir: Path, name: str) -> Path | None:

@@ -4,7 +4,6 @@ GELU Dropout(0.2) Linear(256,14), Kaiming-normal linear weights, zero biases."""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from cxrprobe.labels import FINDINGS
@@ -21,11 +20,3 @@ class PaperHead(nn.Sequential):
             if isinstance(module, nn.Linear):
                 nn.init.kaiming_normal_(module.weight)
                 nn.init.zeros_(module.bias)
-
-
-def parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))

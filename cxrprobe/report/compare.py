@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from cxrprobe.errors import InputError
-from cxrprobe.fsutil import check_writable_folder, reporting_no_room
+from cxrprobe.fsutil import check_writable_folder, replacing, reporting_no_room
 from cxrprobe.report.plots import plot_curves, read_summary
 
 
@@ -48,10 +48,5 @@ def write_plot(loaded: dict[str, dict], out_png: Path) -> None:
     if out_png.is_dir():
         raise InputError(f"--plot {out_png} is a folder; give a .png file name")
     check_writable_folder(out_png.parent)
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    try:
-        with reporting_no_room(out_png):
-            plot_curves(combined_curves(loaded), tmp, " vs ".join(loaded))
-            tmp.replace(out_png)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with reporting_no_room(out_png), replacing(out_png) as tmp:
+        plot_curves(combined_curves(loaded), tmp, " vs ".join(loaded))

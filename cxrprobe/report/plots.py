@@ -6,26 +6,42 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from cxrprobe.eval.options import ALL_SHOTS, read_shots, shot_order
 
 
-def summary_curves(records: list[dict]) -> dict[str, list[tuple[int | str, float, float, float, int]]]:
+class CurvePoint(NamedTuple):
+    """One point of a head's curve: at ``x`` (shots, "all", or labelled images), the mean AUC
+    over ``n_seeds`` seeds and its 95% CI."""
+
+    x: int | float | str
+    mean: float
+    low: float
+    high: float
+    n_seeds: int
+
+
+Curves = dict[str, list[CurvePoint]]
+
+
+def summary_curves(records: list[dict]) -> Curves:
     """summary rows in memory (FewshotResult.summary) as read_summary's curves."""
-    curves: dict[str, list[tuple[int | str, float, float, float, int]]] = {}
+    curves: Curves = {}
     for r in records:
-        curves.setdefault(r["head"], []).append((r["shots"], r["mean_auc"], r["ci95_low"], r["ci95_high"], r["n_seeds"]))
+        curves.setdefault(r["head"], []).append(
+            CurvePoint(r["shots"], r["mean_auc"], r["ci95_low"], r["ci95_high"], r["n_seeds"]))
     return curves
 
 
-def read_summary(path: Path) -> dict[str, list[tuple[int | str, float, float, float, int]]]:
-    curves: dict[str, list[tuple[int | str, float, float, float, int]]] = {}
+def read_summary(path: Path) -> Curves:
+    curves: Curves = {}
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             value = lambda key: float(row[key]) if row[key] else float("nan")  # noqa: E731
             curves.setdefault(row["head"], []).append(
-                (read_shots(row["shots"]), value("mean_auc"), value("ci95_low"), value("ci95_high"), int(row["n_seeds"]))
+                CurvePoint(read_shots(row["shots"]), value("mean_auc"), value("ci95_low"), value("ci95_high"),
+                           int(row["n_seeds"]))
             )
     return curves
 
@@ -34,7 +50,7 @@ SHOTS_AXIS = "N (positives drawn per finding)"
 LABELLED_AXIS = "labelled images per run (support set, and validation set where a head searched)"
 
 
-def read_labelled_curves(path: Path) -> dict[str, list[tuple[float, float, float, float, int]]]:
+def read_labelled_curves(path: Path) -> Curves:
     """summary.csv's curves against the mean labelled images per run instead of N (heads that
     used no labelled image, such as zeroshot, are left out)."""
     labelled: dict[tuple[str, int | str], float] = {}
@@ -43,7 +59,7 @@ def read_labelled_curves(path: Path) -> dict[str, list[tuple[float, float, float
             labelled[(row["head"], read_shots(row["shots"]))] = float(row["mean_labelled_images"] or "nan")
     curves = {}
     for head, points in read_summary(path).items():
-        moved = [(labelled[(head, p[0])], *p[1:]) for p in points if labelled[(head, p[0])] > 0]
+        moved = [p._replace(x=labelled[(head, p.x)]) for p in points if labelled[(head, p.x)] > 0]
         if moved:
             curves[head] = moved
     return curves
@@ -74,11 +90,11 @@ def new_figure(width: float, height: float, dpi: int) -> Figure:
 
 def full_data_position(curves: dict[str, list]) -> float:
     """Where ``all`` is drawn on the N axis: one octave past the largest N."""
-    counts = [p[0] for points in curves.values() for p in points if p[0] != ALL_SHOTS]
+    counts = [p.x for points in curves.values() for p in points if p.x != ALL_SHOTS]
     return 2.0 * max(counts, default=1)
 
 
-def plot_curves(curves: dict[str, list[tuple[float | str, float, float, float, int]]], out_png: Path,
+def plot_curves(curves: Curves, out_png: Path,
                 title: str = "", x_label: str = SHOTS_AXIS, ticks_at_points: bool = True) -> None:
     """One line per curve (mean AUC against N, or labelled images, on a log2 axis) with its CI
     band; an ``all`` point as a star with its CI as an error bar, dotted to the curve."""
@@ -92,25 +108,25 @@ def plot_curves(curves: dict[str, list[tuple[float | str, float, float, float, i
                else matplotlib.rcParams["axes.prop_cycle"].by_key()["color"])
     at_all = full_data_position(curves)
     for i, (head, points) in enumerate(curves.items()):
-        points = sorted(points, key=lambda p: shot_order(p[0]))
-        full = [p for p in points if p[0] == ALL_SHOTS]
-        points = [p for p in points if p[0] != ALL_SHOTS]
-        shots = [p[0] for p in points]
+        points = sorted(points, key=lambda p: shot_order(p.x))
+        full = [p for p in points if p.x == ALL_SHOTS]
+        points = [p for p in points if p.x != ALL_SHOTS]
+        shots = [p.x for p in points]
         colour = colours[i % len(colours)]
         label = head + (" (text only)" if head.endswith("zeroshot") else "")
-        ax.plot(shots, [p[1] for p in points], marker="o", color=colour, linestyle="-" if i % 2 == 0 else "--",
+        ax.plot(shots, [p.mean for p in points], marker="o", color=colour, linestyle="-" if i % 2 == 0 else "--",
                 label=label)
-        ax.fill_between(shots, [p[2] for p in points], [p[3] for p in points], color=colour, alpha=0.12)
+        ax.fill_between(shots, [p.low for p in points], [p.high for p in points], color=colour, alpha=0.12)
         for _, mean, low, high, _ in full:
             ax.errorbar([at_all], [mean], yerr=[[mean - low], [high - mean]] if math.isfinite(low) else None, marker="*",
                         markersize=9, color=colour, capsize=3, label=None if points else label)
             if points:
-                ax.plot([shots[-1], at_all], [points[-1][1], mean], color=colour, linestyle=":", linewidth=1)
-        seeds.update(p[4] for p in points + full)
+                ax.plot([shots[-1], at_all], [points[-1].mean, mean], color=colour, linestyle=":", linewidth=1)
+        seeds.update(p.n_seeds for p in points + full)
     ax.set_xscale("log", base=2)
     if ticks_at_points:
-        ticks = sorted({p[0] for pts in curves.values() for p in pts if p[0] != ALL_SHOTS})
-        full_data = any(p[0] == ALL_SHOTS for pts in curves.values() for p in pts)
+        ticks = sorted({p.x for pts in curves.values() for p in pts if p.x != ALL_SHOTS})
+        full_data = any(p.x == ALL_SHOTS for pts in curves.values() for p in pts)
         ax.set_xticks(ticks + ([at_all] if full_data else []), [str(t) for t in ticks] + (["all"] if full_data else []))
     else:
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
@@ -121,4 +137,4 @@ def plot_curves(curves: dict[str, list[tuple[float | str, float, float, float, i
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_png, metadata={"Software": None})
+    fig.savefig(out_png, format="png", metadata={"Software": None})  # out_png may be a temporary name

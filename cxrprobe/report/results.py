@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import shutil
 from pathlib import Path
@@ -18,7 +17,14 @@ import numpy as np
 from cxrprobe.errors import InputError
 from cxrprobe.eval.options import ALL_SHOTS, Shots
 from cxrprobe.eval.runner import GridResult
-from cxrprobe.fsutil import check_writable_folder, remove_stale_temporaries, reporting_no_room, temporary_sibling
+from cxrprobe.fsutil import (
+    check_writable_folder,
+    fsync_files,
+    json_text,
+    remove_stale_temporaries,
+    reporting_no_room,
+    temporary_sibling,
+)
 from cxrprobe.labels import FINDINGS
 from cxrprobe.metrics.auc import mean_auc
 from cxrprobe.metrics.bootstrap import seed_and_test_ci
@@ -176,6 +182,7 @@ def publish_folder(out: Path, fill: Callable[[Path], None]) -> None:
         with reporting_no_room(out):
             tmp.mkdir()
             fill(tmp)
+            fsync_files(tmp)
             if out.exists():
                 out.rmdir()  # checked empty above
             os.replace(tmp, out)
@@ -188,7 +195,7 @@ def write_csv(path: Path, rows: list[list[object]]) -> None:
 
 
 def write_json(path: Path, value: dict) -> None:
-    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    path.write_text(json_text(value))  # inside a folder that is published whole
 
 
 def write_results(out: Path, result: GridResult, protocol: str, image_ids: np.ndarray, config: dict) -> None:

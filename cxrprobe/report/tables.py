@@ -38,8 +38,8 @@ def render_result(curves: dict[str, list], config: dict, console: Console | None
 
 def render_curves(curves: dict[str, list], console: Console | None = None, undefined: list[str] = ()) -> None:
     console = console or Console(highlight=False)
-    shots = sorted({p[0] for points in curves.values() for p in points}, key=shot_order)
-    seeds = sorted({p[4] for points in curves.values() for p in points})
+    shots = sorted({p.x for points in curves.values() for p in points}, key=shot_order)
+    seeds = sorted({p.n_seeds for points in curves.values() for p in points})
     over = (f"the {len(FINDINGS) - len(undefined)} findings with a defined AUC (none for {', '.join(undefined)})"
             if undefined else f"the {len(FINDINGS)} findings")
     console.print(
@@ -51,7 +51,7 @@ def render_curves(curves: dict[str, list], console: Console | None = None, undef
     for s in shots:
         table.add_column("all" if s == ALL_SHOTS else f"{s}-shot", justify="right")
     for head, points in curves.items():
-        cells = {p[0]: _cell(p[1], p[2], p[3]) for p in points}
+        cells = {p.x: _cell(p.mean, p.low, p.high) for p in points}
         table.add_row(head + (" (text only)" if head.endswith("zeroshot") else ""), *[cells.get(s, "") for s in shots])
     console.print(table)
 

@@ -4,7 +4,6 @@ strings, lists and dicts only, written under a temporary name and renamed."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import torch
 
 from cxrprobe.errors import InputError
-from cxrprobe.fsutil import temporary_sibling
+from cxrprobe.fsutil import replacing
 from cxrprobe.models.weights import load_tensors_only
 
 
@@ -30,12 +29,8 @@ def canonical(value: object) -> object:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    tmp = temporary_sibling(path, "new")
-    try:
+    with replacing(path) as tmp:
         torch.save(canonical(state), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, remedy: str = "start over with --force") -> dict:

@@ -20,7 +20,7 @@ import torch
 
 from cxrprobe.data.images import DecodedBefore, Preprocessing, batch_ranges, make_loader
 from cxrprobe.errors import DataError
-from cxrprobe.fsutil import reserve_blocks, temporary_sibling
+from cxrprobe.fsutil import replacing, reserve_blocks
 from cxrprobe.seeding import seeded_cpu
 
 if TYPE_CHECKING:
@@ -35,8 +35,7 @@ def build_pixel_cache(paths: list[str], out: Path, prep: Preprocessing, workers:
     """
     out = Path(out)
     size = prep.image_size
-    tmp = temporary_sibling(out, "new")
-    try:
+    with replacing(out) as tmp:
         pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size))
         # The memory map starts sparse: on a full disk, writing its pages would kill the process
         # with SIGBUS. Reserving the blocks first turns that into an ordinary OSError (ENOSPC).
@@ -48,9 +47,6 @@ def build_pixel_cache(paths: list[str], out: Path, prep: Preprocessing, workers:
             pixels[batch.rows] = batch.pixels.numpy()
         pixels.flush()
         del pixels
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return np.load(out, mmap_mode="r")
 
 
