@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_cache import add_cache_options, cache_or_synthetic
 
 from cxrprobe.cache.reader import FeatureCache
-from cxrprobe.cache.synthetic import write_synthetic_cache
-from cxrprobe.data.nih import bundled_metadata_dir, load_nih_metadata
 from cxrprobe.eval.options import parse_shots
 from cxrprobe.eval.runner import GridResult, GridSpec, run_grid
 from cxrprobe.heads import HEADS, parse_heads
@@ -144,22 +143,17 @@ def curves(result: GridResult) -> dict[str, list[tuple[int, float, float, float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path)
+    add_cache_options(parser)
     parser.add_argument("--shots", default="1,2,4,8,16")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--heads", default="all")
-    parser.add_argument("--nih-dir", type=Path, default=bundled_metadata_dir(),
-                        help="an NIH metadata folder [default: the copy bundled with cxrprobe]")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md and the plot alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cache = args.cache
-        label = f"Cache {cache}"
-        if cache is None:
-            cache = Path(tmp) / "synthetic.h5"
-            write_synthetic_cache(cache, load_nih_metadata(args.nih_dir))
-            label = "Full-size synthetic cache (the real 112,120 NIH rows, splits and patients; 512-d generated embeddings)"
+        cache = cache_or_synthetic(args, Path(tmp))
+        label = (f"Cache {cache}" if args.cache is not None else
+                 "Full-size synthetic cache (the real 112,120 NIH rows, splits and patients; 512-d generated embeddings)")
         with FeatureCache(cache) as opened:
             has_head = "head" in opened.file
         spec = GridSpec(shots=parse_shots(args.shots), seeds=args.seeds, heads=parse_heads(args.heads, has_head))

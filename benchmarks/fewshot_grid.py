@@ -23,12 +23,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from bench_cache import add_cache_options, cache_or_synthetic
 from sklearn.metrics import roc_auc_score
 
 from cxrprobe.cache.reader import FeatureCache
-from cxrprobe.cache.synthetic import write_synthetic_cache
 from cxrprobe.commands.fewshot import run_fewshot
-from cxrprobe.data.nih import bundled_metadata_dir, load_nih_metadata
 from cxrprobe.eval.options import parse_shots, read_shots
 from cxrprobe.eval.runner import GridSpec, run_grid
 from cxrprobe.eval.sampler import draw_support
@@ -66,22 +65,17 @@ def naive_loop(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path)
+    add_cache_options(parser)
     parser.add_argument("--shots", default="1,2,4,8,16")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--heads", default=",".join(BASE_HEADS), help="default: the six base heads of the target")
-    parser.add_argument("--nih-dir", type=Path, default=bundled_metadata_dir(),
-                        help="an NIH metadata folder [default: the copy bundled with cxrprobe]")
     parser.add_argument("--skip-naive", action="store_true", help="time the grid only")
     args = parser.parse_args()
     shots = parse_shots(args.shots)
     heads = parse_heads(args.heads)
     with tempfile.TemporaryDirectory() as tmp:
-        cache = args.cache
-        if cache is None:
-            cache = Path(tmp) / "synthetic.h5"
-            write_synthetic_cache(cache, load_nih_metadata(args.nih_dir))
+        cache = cache_or_synthetic(args, Path(tmp))
         start = time.perf_counter()
         run_fewshot(cache, shots=shots, seeds=args.seeds, heads=heads, jobs=args.jobs, out=Path(tmp) / "results")
         grid_s = time.perf_counter() - start

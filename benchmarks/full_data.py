@@ -17,8 +17,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from cxrprobe.cache.synthetic import write_synthetic_cache
-from cxrprobe.data.nih import bundled_metadata_dir, load_nih_metadata
+from bench_cache import add_cache_options, cache_or_synthetic
+
 from cxrprobe.eval.runner import GridSpec, run_grid
 from cxrprobe.heads import parse_heads
 from cxrprobe.metrics.auc import mean_auc
@@ -26,18 +26,13 @@ from cxrprobe.metrics.auc import mean_auc
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path)
+    add_cache_options(parser)
     parser.add_argument("--heads", default="all")
     parser.add_argument("--search", action="store_true", help="heads that can search do, on a 4-shot validation set")
-    parser.add_argument("--nih-dir", type=Path, default=bundled_metadata_dir(),
-                        help="an NIH metadata folder [default: the copy bundled with cxrprobe]")
     args = parser.parse_args()
     heads = parse_heads(args.heads)
     with tempfile.TemporaryDirectory() as tmp:
-        cache = args.cache
-        if cache is None:
-            cache = Path(tmp) / "synthetic.h5"
-            write_synthetic_cache(cache, load_nih_metadata(args.nih_dir))
+        cache = cache_or_synthetic(args, Path(tmp))
         total, fitted = 0.0, 0
         print(f"{'head':14s} {'seconds':>8s} {'mean AUC':>9s}  (fit on every training image, 1 thread)")
         for name in heads:
