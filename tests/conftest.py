@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The modules whose tests take longest start first, so that no worker is left alone with one
 # at the end (pytest-xdist hands out tests in collection order).
 SLOW_FIRST = ("test_crash_safety.py", "test_demo.py", "test_adapt.py", "test_resume.py", "test_bad_inputs.py",
-              "test_cli_errors.py", "test_security.py")
+              "test_cli_errors.py", "test_security.py", "test_sklearn_contract.py")
 TEST_IMAGES = REPO / "tests" / "data" / "nih" / "images"
 NIH_METADATA = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "train_val_list.txt", "test_list.txt")
 

@@ -42,7 +42,7 @@ def fitted(name, data, **params):
     head = make_head(name, text, None, random_state=0)
     head.set_params(**params)
     if head.uses_validation:
-        return head.fit(X[support], Y[support], X[validation], Y[validation])
+        return head.fit(X[support], Y[support], X_val=X[validation], Y_val=Y[validation])
     return head.fit(X[support], Y[support])
 
 
@@ -117,7 +117,7 @@ def test_lp_plus_plus_starts_at_the_mean_difference_and_takes_gradient_steps(dat
 
 def test_lp_plus_plus_search_picks_the_best_checkpoint_on_validation(data):
     X, Y, support, validation, _, text = data
-    head = LpPlusPlusHead(text=text, epochs=60, search=True).fit(X[support], Y[support], X[validation], Y[validation])
+    head = LpPlusPlusHead(text=text, epochs=60, search=True).fit(X[support], Y[support], X_val=X[validation], Y_val=Y[validation])
     checkpoints = range(10, 61, 10)
     assert head.epoch_ in checkpoints
 
@@ -250,7 +250,7 @@ def test_tip_adapter_f_trains_the_keys_like_torch_autograd(data):
 def test_tip_adapter_f_search_picks_alpha_beta_on_validation(data):
     X, Y, support, validation, _, text = data
     head = TipAdapterFHead(text=text, epochs=6, lr=1e-2, search=True).fit(
-        X[support], Y[support], X[validation], Y[validation])
+        X[support], Y[support], X_val=X[validation], Y_val=Y[validation])
     alphas = ALPHA_GRID + tuple(text.logit_scale * a for a in ALPHA_GRID)  # the official grid, and in tau units
     assert 1 <= head.epoch_ <= 6 and head.alpha_ in alphas and head.beta_ in BETA_GRID
 

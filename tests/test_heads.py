@@ -39,7 +39,7 @@ def validation(synthetic_cache):
 def fit(head, X, Y, rows, validation):
     """Fit as the runner does: heads that select on validation get the few-shot validation set."""
     if head.uses_validation:
-        return head.fit(X[rows], Y[rows], X[validation], Y[validation])
+        return head.fit(X[rows], Y[rows], X_val=X[validation], Y_val=Y[validation])
     return head.fit(X[rows], Y[rows])
 
 
@@ -114,14 +114,14 @@ def test_logreg_c_search_uses_the_validation_set_and_picks_from_the_grid(data):
 
     X, Y, support, test, text, center = data
     val = np.setdiff1d(np.arange(len(X)), np.concatenate([support, test]))[:300]
-    head = LogRegHead(search_C=True).fit(X[support], Y[support], X[val], Y[val])
+    head = LogRegHead(search=True).fit(X[support], Y[support], X_val=X[val], Y_val=Y[val])
     assert head.C_ in C_GRID
     # the choice is the grid point with the best validation mean AUC, the most regularised on ties
     assert list(head.validation_auc_) == list(C_GRID)
     assert head.C_ == C_GRID[int(np.argmax([head.validation_auc_[C] for C in C_GRID]))]
     assert mean_auc(per_class_auc(Y[val], head.decision_function(X[val]))) == head.validation_auc_[head.C_]
     with pytest.raises(ValueError, match="needs a validation set"):
-        LogRegHead(search_C=True).fit(X[support], Y[support])
+        LogRegHead(search=True).fit(X[support], Y[support])
     assert LogRegHead().fit(X[support], Y[support]).C_ == 0.316
 
 
@@ -168,7 +168,7 @@ def test_logreg_cv_bisection_never_ends_below_its_coarse_grid(data, validation):
     from cxrprobe.heads.logreg import LogRegCvHead, LogRegHead
 
     X, Y, support, test, text, center = data
-    head = LogRegCvHead(bisection_steps=3).fit(X[support], Y[support], X[validation], Y[validation])
+    head = LogRegCvHead(bisection_steps=3).fit(X[support], Y[support], X_val=X[validation], Y_val=Y[validation])
     assert 1e-8 <= head.C_ <= 1e8
 
     def val_auc(C):
@@ -345,7 +345,7 @@ def test_tip_adapter_search_takes_the_validation_best_of_the_official_grid(data,
     from cxrprobe.heads.tip_adapter import ALPHA_GRID, BETA_GRID, TipAdapterHead
 
     X, Y, support, test, text, _ = data
-    head = TipAdapterHead(text=text, search=True).fit(X[support], Y[support], X[validation], Y[validation])
+    head = TipAdapterHead(text=text, search=True).fit(X[support], Y[support], X_val=X[validation], Y_val=Y[validation])
     assert head.alpha_ in ALPHA_GRID and head.beta_ in BETA_GRID and head.zero_shot_scale_ == text.logit_scale
     assert len(ALPHA_GRID) == 20 and len(BETA_GRID) == 200 and BETA_GRID[0] == ALPHA_GRID[0] == 0.1
 
@@ -364,7 +364,7 @@ def test_gda_search_picks_the_validation_best_alpha_and_the_default_is_scale_fre
     from cxrprobe.heads.gda import ALPHA_GRID, GdaHead
 
     X, Y, support, test, text, _ = data
-    searched = GdaHead(text=text, search=True).fit(X[support], Y[support], X[validation], Y[validation])
+    searched = GdaHead(text=text, search=True).fit(X[support], Y[support], X_val=X[validation], Y_val=Y[validation])
     aucs = [mean_auc(per_class_auc(Y[validation], GdaHead(text=text, alpha=a).fit(X[support], Y[support])
                                    .decision_function(X[validation]))) for a in ALPHA_GRID]
     assert set(searched.alpha_) == {ALPHA_GRID[int(np.argmax(aucs))]}
@@ -434,7 +434,7 @@ def test_gda_with_more_rows_than_dimensions_uses_each_findings_scatter(data):
     X, Y, _, test, text, _ = data
     rows = np.flatnonzero(np.isin(np.arange(len(X)), test, invert=True))[:300]  # 300 rows > 64 dimensions
     head = gda.GdaHead(text=text).fit(X[rows], Y[rows])
-    Z = head.transform(X[rows]).astype(np.float64)
+    Z = head.head_input(X[rows]).astype(np.float64)
     for c in (0, 7):
         positive = Y[rows, c] == 1
         mu_pos, mu_neg = Z[positive].mean(axis=0), Z[~positive].mean(axis=0)

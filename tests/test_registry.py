@@ -12,7 +12,7 @@ import pytest
 from cxrprobe.heads.registry import CXRPROBE, OFFICIAL, PAPER, REGISTRY, head_class, make_head
 
 # Constructor parameters that carry data or switches rather than a hyperparameter with a default.
-NOT_DEFAULTS = {"text", "center", "init_state", "random_state", "search", "search_C"}
+NOT_DEFAULTS = {"text", "center", "init_state", "random_state", "search"}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -25,9 +25,12 @@ def test_each_entry_agrees_with_its_class(name):
     assert all(d.source in (PAPER, OFFICIAL, CXRPROBE) for d in info.defaults.values())
     assert all(d.note for d in info.defaults.values() if d.source == OFFICIAL), "name the repository"
     assert info.uses_text == cls.uses_text
-    if info.search_param:
-        assert info.search_param in signature.parameters and info.searches
-        assert make_head(name, None, None, random_state=0, search=True).get_params()[info.search_param] is True
+    # one name for "search on validation": a ``search`` parameter, or a head that always searches
+    assert ("search" in signature.parameters) == (info.search_when == "--search")
+    if info.search_when == "--search":
+        assert make_head(name, None, None, random_state=0, search=True).get_params()["search"] is True
+    if info.search_when == "always":
+        assert cls().uses_validation
     assert info.description.endswith(".") and len(info.description) <= 110
 
 

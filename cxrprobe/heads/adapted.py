@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrprobe.heads.base import Head, check_xy
+from cxrprobe.heads.base import Head
 
 
 class AdaptedHead(Head):
@@ -17,7 +17,10 @@ class AdaptedHead(Head):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> AdaptedHead:
-        check_xy(X, Y)
+        X, Y = self._check_fit_data(X, Y)
+        if X.shape[1] != Y.shape[1]:
+            raise ValueError(f"the adapted head's X is its logits, one column per finding: got {X.shape[1]} "
+                             f"columns for {Y.shape[1]} findings")
         return self
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:

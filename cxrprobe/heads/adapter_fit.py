@@ -4,8 +4,8 @@
   set. The findings' parameters are disjoint, so every finding trains exactly as a binary
   problem would alone, and LP++'s Lipschitz step 4N / lambda_max(X^T X) holds per finding.
 - Full-batch training, so nothing is random: ``random_state`` is kept for the contract only.
-- The optional search on a few-shot validation set, the way ``LogRegHead(search_C=True)``
-  does it: ``fit(X, Y, X_val, Y_val)``, the runner passing the validation set when
+- The optional search on a few-shot validation set, the way ``LogRegHead(search=True)``
+  does it: ``fit(X, Y, X_val=X_val, Y_val=Y_val)``, the runner passing the validation set when
   ``uses_validation`` is true, mean AUC as the criterion, the first best candidate on ties.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrprobe.heads.base import check_xy
 from cxrprobe.metrics.auc import mean_auc, per_class_auc
 
 
@@ -67,10 +66,8 @@ class ValidationSearch:
         return bool(self.search)
 
     def _validation_inputs(self, X_val: np.ndarray | None, Y_val: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if X_val is None or Y_val is None:
-            raise ValueError("search needs a validation set (X_val, Y_val)")
-        X_val, Y_val = check_xy(X_val, Y_val)
-        return self.transform(X_val), Y_val
+        X_val, Y_val = self._check_validation_data(X_val, Y_val)
+        return self.head_input(X_val), Y_val
 
 
 class GramProducts:

@@ -1,20 +1,24 @@
 """What every head shares: the estimator contract and embedding transforms.
 
 A head is a scikit-learn style estimator over cached embeddings: ``__init__`` stores its
-parameters unchanged, ``fit(X, Y)`` (X [n, d] embeddings, Y [n, 14] multi-hot) returns self,
-``decision_function(X)`` gives [n, 14] scores (higher = more likely positive; AUC needs only
-the ranking), ``random_state`` seeds whatever is random. Heads that use text take the
+parameters unchanged, ``fit(X, Y)`` (X [n, d] embeddings, Y [n, k] multi-hot, one column per
+finding) returns self, ``decision_function(X)`` gives [n, k] scores (higher = more likely
+positive; AUC needs only the ranking), ``random_state`` seeds whatever is random, as in
+scikit-learn. Heads that use text take the
 cache's prompts as the ``text`` parameter; the runner supplies it, and the training-pool
 mean as ``center`` for heads that centre.
 """
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from scipy.special import expit
 from sklearn.base import BaseEstimator
+from sklearn.utils import Tags, check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from cxrprobe.labels import FINDINGS
 from cxrprobe.models.text import TextPrompts  # noqa: F401 - the heads' text, re-exported
 
 
@@ -31,50 +35,100 @@ def transform_embeddings(X: np.ndarray, kind: str, center: np.ndarray | None = N
 
     Test embeddings go through this once per grid, not once per run: the runner caches it.
     """
-    if kind == "raw":
+    if kind in ("raw", "head_logits"):  # head_logits: X is already the adapted head's logits
         return np.asarray(X, dtype=np.float32)
     if kind == "l2":
         return l2_normalise(X).astype(np.float32)
     if kind == "cl2n":
         X = np.asarray(X, dtype=np.float64)
         return l2_normalise(X - center if center is not None else X).astype(np.float32)
-    if kind == "head_logits":
-        raise ValueError("head logits come from the cache, not from the embeddings")
     raise ValueError(f"unknown transform {kind!r}; expected one of {TRANSFORMS}")
 
 
 def check_xy(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """X [n, d] finite embeddings and Y [n, k] multi-hot, as float64."""
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y)
-    if X.ndim != 2 or Y.ndim != 2 or Y.shape[1] != len(FINDINGS) or len(X) != len(Y):
-        raise ValueError(f"need X [n, d] and Y [n, {len(FINDINGS)}], got {X.shape} and {Y.shape}")
+    if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y):
+        raise ValueError(f"need X [n, d] and Y [n, k] (one column per finding), got {X.shape} and {Y.shape}")
     if not np.isfinite(X).all():
         raise ValueError("embeddings contain NaN or Inf")
+    if not np.isin(Y, (0, 1)).all():
+        raise ValueError("Y must be multi-hot: 0 or 1 for each image and finding")
     return X, Y.astype(np.float64)
 
 
+def torch_seed(random_state: int | np.random.RandomState | np.random.Generator | None) -> int:
+    """A seed for torch from ``random_state``, as scikit-learn reads it: an int is the seed
+    itself (the same int, the same fit), None draws one from numpy's global generator, a
+    RandomState or Generator draws one from itself."""
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**31))
+    if isinstance(random_state, numbers.Integral):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(2**31))
+
+
 class Head(BaseEstimator):
-    """Base class: sklearn's get_params / set_params / clone, and the scores-only contract."""
+    """Base class: sklearn's get_params / set_params / clone, the fitted-state checks, and the
+    scores-only contract (no ``predict``: heads are compared by AUC, which needs no threshold)."""
 
     uses_text = False
     uses_center = False
     input_transform = "raw"  # what decision_from expects; see transform_embeddings
     needs_support = True  # False: the scores do not depend on the support set (zero-shot)
-    uses_validation = False  # True: fit(X, Y, X_val, Y_val) selects hyperparameters on validation
+    uses_validation = False  # True: fit(X, Y, X_val=, Y_val=) selects hyperparameters on validation
     draws_random = False  # True: the fit draws from random_state (two seeds, two fits of the same data)
     max_support: int | None = None  # the most support images the fit is run on (its cost grows faster)
     max_support_reason = ""
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
+    def _check_fit_data(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Validated X and Y as float64; records n_features_in_, n_outputs_ and classes_ (the
+        column indices of Y: a multi-label target, one binary problem per column)."""
+        X, Y = validate_data(self, X, Y, dtype=np.float64, multi_output=True, y_numeric=True)
+        X, Y = check_xy(X, Y)
+        self.n_outputs_ = Y.shape[1]
+        self.classes_ = np.arange(self.n_outputs_)
+        text = getattr(self, "text", None) if self.uses_text else None
+        if text is not None:
+            findings, width = len(text.findings), text.embeddings.shape[1]
+            if self.n_outputs_ != findings or X.shape[1] != width:
+                raise ValueError(f"the text has prompts for {findings} findings in {width} dimensions; "
+                                 f"X and Y have {X.shape[1]} dimensions and {self.n_outputs_} findings")
+        return X, Y
+
+    def _check_validation_data(self, X_val: np.ndarray | None, Y_val: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The validation set of a search, checked against what fit was given."""
+        if X_val is None or Y_val is None:
+            raise ValueError("search needs a validation set (X_val, Y_val)")
+        X_val, Y_val = check_xy(validate_data(self, X_val, reset=False, dtype=np.float64), Y_val)
+        if Y_val.shape[1] != self.n_outputs_:
+            raise ValueError(f"Y_val has {Y_val.shape[1]} findings, Y has {self.n_outputs_}")
+        return X_val, Y_val
+
+    def head_input(self, X: np.ndarray) -> np.ndarray:
+        """The input the head scores (``input_transform`` of X), what ``decision_from`` takes."""
         return transform_embeddings(X, self.input_transform, getattr(self, "center", None))
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        return self.decision_from(self.transform(X))
+        """Scores [n, k], higher = more likely positive."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        return self.decision_from(self.head_input(X))
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        """Scores [n, 14] of inputs already transformed by ``transform``."""
+        """Scores [n, k] of inputs already through ``head_input`` (the runner prepares the test
+        set's once per grid)."""
         raise NotImplementedError
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Per-finding probabilities: the logistic of the decision function."""
         return expit(self.decision_function(X))  # no overflow warning for large float32 scores
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.target_tags.single_output = False  # Y is [n, k], one column per finding
+        tags.target_tags.multi_output = True
+        tags.requires_fit = self.needs_support  # zero-shot scores need no labelled image
+        return tags

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from cxrprobe.heads.adapter_fit import GramProducts, cosine_rates, linear_scores, sigmoid, two_sided
-from cxrprobe.heads.base import Head, TextPrompts, check_xy
+from cxrprobe.heads.base import Head, TextPrompts
 from cxrprobe.heads.zeroshot import prompt_pair
 
 
@@ -99,8 +99,8 @@ class ZsLpHead(Head):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> ZsLpHead:
-        X, Y = check_xy(X, Y)
-        Z = self.transform(X).astype(np.float64)
+        X, Y = self._check_fit_data(X, Y)
+        Z = self.head_input(X).astype(np.float64)
         # [28, d], positives then negatives: the raw prompt embeddings, as in CLAP; their norm
         # sets the prototypes' starting norm, so the step size on their direction
         T = np.concatenate(prompt_pair(self.text, self.negative, unit=False))

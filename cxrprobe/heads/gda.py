@@ -18,7 +18,7 @@ import numpy as np
 import scipy.linalg
 
 from cxrprobe.heads.adapter_fit import ValidationSearch, first_best, validation_auc
-from cxrprobe.heads.base import Head, TextPrompts, check_xy
+from cxrprobe.heads.base import Head, TextPrompts
 from cxrprobe.heads.zeroshot import ZeroShotHead
 
 ALPHA_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -63,11 +63,11 @@ class GdaHead(ValidationSearch, Head):
         self.search = search
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None = None,
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, X_val: np.ndarray | None = None,
             Y_val: np.ndarray | None = None) -> GdaHead:
-        X, Y = check_xy(X, Y)
+        X, Y = self._check_fit_data(X, Y)
         validation = self._validation_inputs(X_val, Y_val) if self.search else None
-        Z = self.transform(X).astype(np.float64)
+        Z = self.head_input(X).astype(np.float64)
         self.zero_shot_ = ZeroShotHead(text=self.text, negative=self.negative).fit(X, Y) if self.text else None
         d, k = Z.shape[1], Y.shape[1]
         self.coef_ = np.zeros((d, k))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from cxrprobe.heads.base import Head, check_xy
+from cxrprobe.heads.base import Head
 
 
 class KnnHead(Head):
@@ -19,10 +19,10 @@ class KnnHead(Head):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> KnnHead:
-        X, Y = check_xy(X, Y)
+        X, Y = self._check_fit_data(X, Y)
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
-        support = np.ascontiguousarray(self.transform(X))
+        support = np.ascontiguousarray(self.head_input(X))
         self.index_ = faiss.IndexFlatIP(support.shape[1])
         self.index_.add(support)
         self.labels_ = Y

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from cxrprobe.heads.base import Head, check_xy
+from cxrprobe.heads.base import Head, torch_seed
 from cxrprobe.heads.torch_fit import fit_linear_bce, scores
 from cxrprobe.seeding import seeded_cpu
 
@@ -15,18 +15,18 @@ class LinearHead(Head):
     draws_random = True  # its initial weights
 
     def __init__(self, epochs: int = 200, lr: float = 1e-2, weight_decay: float = 1e-4,
-                 random_state: int | None = 0) -> None:
+                 random_state: int | None = None) -> None:
         self.epochs = epochs
         self.lr = lr
         self.weight_decay = weight_decay
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> LinearHead:
-        X, Y = check_xy(X, Y)
-        seed = 0 if self.random_state is None else int(self.random_state)
+        X, Y = self._check_fit_data(X, Y)
+        seed = torch_seed(self.random_state)
         with seeded_cpu(seed):
             layer = nn.Linear(X.shape[1], Y.shape[1])
-        self.module_ = fit_linear_bce(layer, self.transform(X), Y, self.epochs, self.lr, self.weight_decay)
+        self.module_ = fit_linear_bce(layer, self.head_input(X), Y, self.epochs, self.lr, self.weight_decay)
         return self
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@ CoOp linear probe, made multi-label). Validation-free default C = 0.316 with bal
 weights (each finding sees ~N positives against ~14N negatives in a support set). The 14
 problems are solved together (heads/logistic.py: scikit-learn's objective and tolerance).
 
-With ``search_C``, one C shared by the 14 findings is chosen from a log grid by mean AUC on
+With ``search``, one C shared by the 14 findings is chosen from a log grid by mean AUC on
 a few-shot validation set drawn from validation patients (never from test); ``fit`` then
 needs ``X_val`` and ``Y_val``."""
 
@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from cxrprobe.heads.base import Head, check_xy
+from cxrprobe.heads.base import Head
 from cxrprobe.heads.logistic import fit_logistic, row_space
 from cxrprobe.metrics.auc import mean_auc, per_class_auc
 
@@ -22,22 +22,23 @@ C_GRID = tuple(float(c) for c in np.logspace(-2, 3, 11))
 
 class LogRegHead(Head):
     input_transform = "l2"
+
     def __init__(self, C: float = 0.316, class_weight: str | None = "balanced", max_iter: int = 1000,
-                 search_C: bool = False, random_state: int | None = None) -> None:
+                 search: bool = False, random_state: int | None = None) -> None:
         self.C = C
-        self.search_C = search_C
+        self.search = search
         self.class_weight = class_weight
         self.max_iter = max_iter
         self.random_state = random_state
 
     @property
     def uses_validation(self) -> bool:
-        return bool(self.search_C)
+        return bool(self.search)
 
-    def fit(self, X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None = None,
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, X_val: np.ndarray | None = None,
             Y_val: np.ndarray | None = None) -> LogRegHead:
-        X, Y = check_xy(X, Y)
-        Z = self.transform(X).astype(np.float64)
+        X, Y = self._check_fit_data(X, Y)
+        Z = self.head_input(X).astype(np.float64)
         if self.class_weight not in ("balanced", None):
             raise ValueError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
         basis, reduced = row_space(Z)  # the same optimum in at most n coordinates
@@ -54,10 +55,9 @@ class LogRegHead(Head):
             weights = solutions[key]
             return weights if basis is None else np.vstack([basis @ weights[:-1], weights[-1:]])
 
-        if self.search_C:
-            if X_val is None or Y_val is None:
-                raise ValueError("search_C needs a validation set (X_val, Y_val)")
-            Z_val = self.transform(check_xy(X_val, Y_val)[0])
+        if self.uses_validation:
+            X_val, Y_val = self._check_validation_data(X_val, Y_val)
+            Z_val = self.head_input(X_val)
             self.validation_auc_ = {}  # what the search saw: C -> validation mean AUC
 
             def score(C: float) -> float:
@@ -92,10 +92,14 @@ class LogRegCvHead(LogRegHead):
 
     COARSE = tuple(10.0**e for e in range(-6, 7, 2))
 
+    uses_validation = True
+
     def __init__(self, class_weight: str | None = "balanced", max_iter: int = 1000, bisection_steps: int = 8,
                  random_state: int | None = None) -> None:
-        super().__init__(class_weight=class_weight, max_iter=max_iter, search_C=True, random_state=random_state)
+        self.class_weight = class_weight
+        self.max_iter = max_iter
         self.bisection_steps = bisection_steps
+        self.random_state = random_state
 
     def _choose_C(self, score: Callable[[float], float]) -> float:
         logs = [float(np.log10(C)) for C in self.COARSE]

@@ -35,7 +35,7 @@ from cxrprobe.heads.adapter_fit import (
     two_sided,
     validation_auc,
 )
-from cxrprobe.heads.base import Head, TextPrompts, check_xy
+from cxrprobe.heads.base import Head, TextPrompts
 from cxrprobe.heads.zeroshot import prompt_pair
 
 
@@ -60,11 +60,11 @@ class LpPlusPlusHead(ValidationSearch, Head):
         self.search = search
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None = None,
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, X_val: np.ndarray | None = None,
             Y_val: np.ndarray | None = None) -> LpPlusPlusHead:
-        X, Y = check_xy(X, Y)
+        X, Y = self._check_fit_data(X, Y)
         validation = self._validation_inputs(X_val, Y_val) if self.search else None
-        Z = self.transform(X).astype(np.float64)
+        Z = self.head_input(X).astype(np.float64)
         positives, negatives = prompt_pair(self.text, self.negative)
         U = positives - negatives  # [14, d]
         N = len(Z)

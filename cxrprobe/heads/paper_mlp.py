@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cxrprobe.heads.base import Head, check_xy
+from cxrprobe.heads.base import Head, torch_seed
 from cxrprobe.heads.torch_fit import fit_paper_head, paper_head_scores
 from cxrprobe.models.mlp_head import PaperHead
 from cxrprobe.seeding import seeded_cpu
@@ -19,7 +19,7 @@ from cxrprobe.seeding import seeded_cpu
 class PaperMlpHead(Head):
     draws_random = True  # its initial weights and mini-batch order and dropout
     def __init__(self, epochs: int = 30, batch_size: int = 16, lr: float = 1e-4, weight_decay: float = 1e-2,
-                 init_state: dict | None = None, random_state: int | None = 0) -> None:
+                 init_state: dict | None = None, random_state: int | None = None) -> None:
         self.epochs = epochs
         self.init_state = init_state
         self.batch_size = batch_size
@@ -28,8 +28,8 @@ class PaperMlpHead(Head):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> PaperMlpHead:
-        X, Y = check_xy(X, Y)
-        seed = 0 if self.random_state is None else int(self.random_state)
+        X, Y = self._check_fit_data(X, Y)
+        seed = torch_seed(self.random_state)
         with seeded_cpu(seed):
             head = PaperHead(in_dim=X.shape[1], n_classes=Y.shape[1])
             if self.init_state is not None:

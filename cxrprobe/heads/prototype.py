@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrprobe.heads.base import Head, check_xy
+from cxrprobe.heads.base import Head
 
 
 class PrototypeHead(Head):
@@ -18,8 +18,8 @@ class PrototypeHead(Head):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> PrototypeHead:
-        X, Y = check_xy(X, Y)
-        Z = self.transform(X).astype(np.float64)
+        X, Y = self._check_fit_data(X, Y)
+        Z = self.head_input(X).astype(np.float64)
         n_pos = Y.sum(axis=0)
         n_neg = len(Y) - n_pos
         positive = (Y.T @ Z) / np.maximum(n_pos, 1)[:, None]

@@ -33,8 +33,8 @@ class HeadInfo:
     class_name: str
     description: str
     uses_text: bool = False
-    search_param: str | None = None  # the parameter that switches on its --search
-    searches: str = ""  # what --search selects, on the few-shot validation set
+    searches: str = ""  # what its search selects, on the few-shot validation set
+    search_always: bool = False  # False: the search is its ``search`` parameter (--search), off by default
     defaults: dict[str, Default] = field(default_factory=dict)
     needs: str = ""  # what the cache must hold beyond embeddings
 
@@ -44,7 +44,7 @@ class HeadInfo:
     @property
     def search_when(self) -> str | None:
         """"--search", "always" (it cannot run without validation), or None."""
-        return None if not self.searches else "--search" if self.search_param else "always"
+        return None if not self.searches else "always" if self.search_always else "--search"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,7 +84,7 @@ REGISTRY: dict[str, HeadInfo] = {info.name: info for info in (
           }),
     _info("logreg", "logreg", "LogRegHead",
           "One L2 logistic regression per finding on L2-normalised embeddings (the CLIP / CoOp linear probe).",
-          search_param="search_C", searches="C, one for all findings, from a log grid 1e-2 ... 1e3",
+          searches="C, one for all findings, from a log grid 1e-2 ... 1e3",
           defaults={
               "C": Default(0.316, OFFICIAL, "the CLIP README's example and FereshteShakeri/few-shot-MedVLMs"),
               "class_weight": Default("balanced", OFFICIAL, "FereshteShakeri/few-shot-MedVLMs LinearProbe_ju"),
@@ -107,11 +107,11 @@ REGISTRY: dict[str, HeadInfo] = {info.name: info for info in (
           uses_text=True, defaults={"negative": PAIR}),
     _info("tip-adapter", "tip_adapter", "TipAdapterHead",
           "Tip-Adapter, training-free: a kernel cache of the support set added to zero-shot.",
-          uses_text=True, search_param="search", searches=TIP_SEARCH,
+          uses_text=True, searches=TIP_SEARCH,
           defaults={**TIP_KERNEL, "negative": PAIR}),
     _info("gda", "gda", "GdaHead",
           "Gaussian discriminant analysis per finding, one shared shrunk precision, blended with zero-shot.",
-          uses_text=True, search_param="search", searches="alpha from mrflogs/ICLR24's grid 1e-4 ... 100",
+          uses_text=True, searches="alpha from mrflogs/ICLR24's grid 1e-4 ... 100",
           defaults={
               "alpha": Default("auto", CXRPROBE, "per finding std(zero-shot term) / std(LDA term) on the support "
                                                  "set: scale-free, where any fixed alpha depends on the backbone"),
@@ -119,7 +119,7 @@ REGISTRY: dict[str, HeadInfo] = {info.name: info for info in (
           }),
     _info("logreg-cv", "logreg", "LogRegCvHead",
           "logreg with CoOp's search for C: a coarse grid, then bisection, on validation mean AUC.",
-          searches="C, always (a coarse grid 1e-6 ... 1e6, then bisection)",
+          searches="C, always (a coarse grid 1e-6 ... 1e6, then bisection)", search_always=True,
           defaults={
               "class_weight": Default("balanced", OFFICIAL, "FereshteShakeri/few-shot-MedVLMs LinearProbe_ju"),
               "max_iter": Default(1000, OFFICIAL, "the CLIP README's example"),
@@ -130,7 +130,7 @@ REGISTRY: dict[str, HeadInfo] = {info.name: info for info in (
           needs="the logits of an adapted head (embed --checkpoint RUN_DIR)"),
     _info("tip-adapter-f", "tip_adapter_f", "TipAdapterFHead",
           "Tip-Adapter-F: tip-adapter with its cache keys trained on the support set.",
-          uses_text=True, search_param="search", searches="the epoch, then " + TIP_SEARCH,
+          uses_text=True, searches="the epoch, then " + TIP_SEARCH,
           defaults={
               **TIP_KERNEL,
               "epochs": Default(20, OFFICIAL, "gaopengcuhk/Tip-Adapter"),
@@ -141,7 +141,7 @@ REGISTRY: dict[str, HeadInfo] = {info.name: info for info in (
           }),
     _info("lp++", "lp_plus_plus", "LpPlusPlusHead",
           "LP++: a linear probe blended with the text direction, step sizes from the data.",
-          uses_text=True, search_param="search", searches="the epoch, among every 10th",
+          uses_text=True, searches="the epoch, among every 10th",
           defaults={
               "epochs": Default(300, OFFICIAL, "FereshteShakeri/FewShot-CLIP-Strong-Baseline; the last kept, "
                                                "as jusiro/SS-Text runs it without validation"),
@@ -216,8 +216,8 @@ def make_head(name: str, text: Any = None, center: Any = None, random_state: Any
     info = REGISTRY[name]
     cls = info.load()
     params = {"random_state": random_state, **params}
-    if search and info.search_param:
-        params[info.search_param] = True
+    if search and info.searches and not info.search_always:
+        params["search"] = True
     if cls.uses_text:
         params["text"] = text
     if cls.uses_center:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from cxrprobe.heads.adapter_fit import ValidationSearch, first_best, validation_auc
-from cxrprobe.heads.base import Head, TextPrompts, check_xy
+from cxrprobe.heads.base import Head, TextPrompts
 from cxrprobe.heads.zeroshot import ZeroShotHead
 
 AFFINITY_BLOCK = 1 << 26  # float32 entries of the query x key affinities scored at once
@@ -78,9 +78,9 @@ class TipAdapterHead(ValidationSearch, Head):
         self.search = search
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None = None,
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, X_val: np.ndarray | None = None,
             Y_val: np.ndarray | None = None) -> TipAdapterHead:
-        X, Y = check_xy(X, Y)
+        X, Y = self._check_fit_data(X, Y)
         validation = self._validation_inputs(X_val, Y_val) if self.search else None
         self._build_cache(X, Y)
         if validation is not None:
@@ -93,7 +93,7 @@ class TipAdapterHead(ValidationSearch, Head):
 
     def _build_cache(self, X: np.ndarray, Y: np.ndarray) -> None:
         self.zero_shot_ = ZeroShotHead(text=self.text, negative=self.negative).fit(X, Y)
-        self.keys_ = self.transform(X)
+        self.keys_ = self.head_input(X)
         self.values_ = signed_values(Y)
         self.zero_shot_scale_ = self._zero_shot_scale()
         self.alpha_, self.beta_ = self.alpha, self.beta

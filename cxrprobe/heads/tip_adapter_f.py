@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from cxrprobe.heads.adapter_fit import bce_residual, cosine_rates, first_best, validation_auc
-from cxrprobe.heads.base import TextPrompts, check_xy
+from cxrprobe.heads.base import TextPrompts
 from cxrprobe.heads.tip_adapter import ALPHA_GRID, TipAdapterHead, cache_scores, kernel_cache
 
 ADAM_BETAS = (0.9, 0.999)
@@ -76,9 +76,9 @@ class TipAdapterFHead(TipAdapterHead):
         super()._build_cache(X, Y)
         self.alpha_ = self.text.logit_scale * self.alpha  # a: the cache's multiplier against tau zeroshot
 
-    def fit(self, X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None = None,
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, X_val: np.ndarray | None = None,
             Y_val: np.ndarray | None = None) -> TipAdapterFHead:
-        X, Y = check_xy(X, Y)
+        X, Y = self._check_fit_data(X, Y)
         validation = self._validation_inputs(X_val, Y_val) if self.search else None
         self._build_cache(X, Y)  # the training-free cache: keys_, values_, zero_shot_
         Y = np.asarray(Y, dtype=np.float32)

@@ -6,26 +6,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrprobe.heads.base import Head, TextPrompts, check_xy
+from cxrprobe.heads.base import Head, TextPrompts
 from cxrprobe.heads.registry import NEGATIVES
-from cxrprobe.labels import FINDINGS
 from cxrprobe.models.text import GENERIC_NEGATIVE_CLASS, PAPER_NEGATIVE
 
 
 def prompt_pair(text: TextPrompts | None, negative: str = "pair", unit: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Each finding's positive and negative prompt embeddings, two [14, d] arrays, L2-normalised
+    """Each finding's positive and negative prompt embeddings, two [k, d] arrays (the text's
+    findings in order), L2-normalised
     unless ``unit`` is False (the raw text-encoder outputs, as CLAP starts from). Heads that
     learn from text (lp++, zs-lp, clap) start from these."""
     if text is None:
         raise ValueError("this head needs the cache's text embeddings")
     if negative not in NEGATIVES:
         raise ValueError(f"negative must be one of {NEGATIVES}")
-    positives = np.stack([text.embedding_of(f, "positive", unit=unit) for f in FINDINGS])
+    findings = text.findings
+    positives = np.stack([text.embedding_of(f, "positive", unit=unit) for f in findings])
     if negative == "pair":
-        negatives = np.stack([text.embedding_of(f, "negative", unit=unit) for f in FINDINGS])
+        negatives = np.stack([text.embedding_of(f, "negative", unit=unit) for f in findings])
     else:
         generic = text.embedding_of(GENERIC_NEGATIVE_CLASS, "negative", PAPER_NEGATIVE, unit=unit)
-        negatives = np.repeat(generic[None], len(FINDINGS), axis=0)
+        negatives = np.repeat(generic[None], len(findings), axis=0)
     return positives, negatives
 
 
@@ -43,13 +44,13 @@ class ZeroShotHead(Head):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> ZeroShotHead:
-        check_xy(X, Y)
+        self._check_fit_data(X, Y)
         self.weights_ = self._prompt_difference()
         return self
 
     def _prompt_difference(self) -> np.ndarray:
         positives, negatives = prompt_pair(self.text, self.negative)
-        return (positives - negatives).T  # [d, 14]
+        return (positives - negatives).T  # [d, k]
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:
         weights = getattr(self, "weights_", None)

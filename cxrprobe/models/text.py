@@ -53,13 +53,15 @@ OPENAI_LOGIT_SCALE = 100.0
 
 @dataclass(frozen=True)
 class TextPrompts:
-    """A cache's prompts with their embeddings [p, d], and its model's logit scale (and bias,
-    which SigLIP models have): the temperature their image-text cosines were trained at."""
+    """A cache's prompts with their embeddings [p, d], its model's logit scale (and bias, which
+    SigLIP models have: the temperature its image-text cosines were trained at), and the
+    findings of the label columns in their order (prompts may be stored in any order)."""
 
     prompts: PromptSet
     embeddings: np.ndarray
     logit_scale: float = OPENAI_LOGIT_SCALE
     logit_bias: float = 0.0
+    findings: tuple[str, ...] = FINDINGS  # the label columns, in order: what a text head scores
 
     def embedding_of(self, cls: str, polarity: str, text: str | None = None, unit: bool = True) -> np.ndarray:
         """The ensemble embedding of the prompts of ``cls`` with ``polarity`` (or the one
