@@ -117,7 +117,8 @@ def test_lp_plus_plus_starts_at_the_mean_difference_and_takes_gradient_steps(dat
 
 def test_lp_plus_plus_search_picks_the_best_checkpoint_on_validation(data):
     X, Y, support, validation, _, text = data
-    head = LpPlusPlusHead(text=text, epochs=60, search=True).fit(X[support], Y[support], X_val=X[validation], Y_val=Y[validation])
+    head = LpPlusPlusHead(text=text, epochs=60, search=True).fit(X[support], Y[support], X_val=X[validation],
+                                                                Y_val=Y[validation])
     checkpoints = range(10, 61, 10)
     assert head.epoch_ in checkpoints
 

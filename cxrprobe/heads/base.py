@@ -97,7 +97,8 @@ class Head(BaseEstimator):
                                  f"X and Y have {X.shape[1]} dimensions and {self.n_outputs_} findings")
         return X, Y
 
-    def _check_validation_data(self, X_val: np.ndarray | None, Y_val: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _check_validation_data(self, X_val: np.ndarray | None,
+                               Y_val: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The validation set of a search, checked against what fit was given."""
         if X_val is None or Y_val is None:
             raise ValueError("search needs a validation set (X_val, Y_val)")
