@@ -325,7 +325,7 @@ def demo(
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every usage error becomes one line and exit status 2."""
     # Idle OpenMP threads sleep instead of spinning, leaving the cores to the decoding
-    # workers (+5% embed throughput when decode-bound on 2 cores; benchmarks/RESULTS.md).
+    # workers (benchmarks/RESULTS.md, embed throughput).
     # Set before torch is imported; a user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # Libraries' log records (open_clip's, the hub's warnings) would print through logging's

@@ -33,8 +33,8 @@ class Preprocessing:
 
     ``resize_mode`` "shortest" scales the shorter side to ``image_size`` and centre-crops
     (open_clip's default); "squash" resizes both sides to ``image_size``.
-    ``reducing_gap`` is Pillow's two-step resize: it is ~3x faster on 1024 px images and
-    differs from an exact bicubic resize by 0.2 grey levels on average.
+    ``reducing_gap`` is Pillow's two-step resize: faster on 1024 px images than an exact
+    bicubic resize (benchmarks/choices.py), and within a fraction of a grey level of it.
     """
 
     image_size: int = 224
@@ -117,7 +117,7 @@ def to_model_input(grey: torch.Tensor, prep: Preprocessing, dtype: torch.dtype) 
     """uint8 [b, s, s] grey batch -> normalised float [b, 3, s, s] in ``dtype``.
 
     (x / 255 - mean) / std is one multiply-add per channel, written straight into the
-    output: 5x faster on a CPU than broadcasting over a [b, 1, s, s] view.
+    output: on a CPU, faster than broadcasting over a [b, 1, s, s] view (benchmarks/choices.py).
     """
     x = grey.to(torch.float32)
     out = torch.empty((grey.shape[0], 3, *grey.shape[1:]), dtype=torch.float32, device=grey.device)

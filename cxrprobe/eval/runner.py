@@ -297,8 +297,8 @@ def run_task_in_worker(data: GridData, spec: GridSpec, shots: Shots, seed: int) 
     """``run_task`` in a worker process, its long-lived objects frozen out of the collector.
 
     Without psutil, loky runs a full ``gc.collect()`` after nearly every task, and a full
-    collection walks every object torch, scipy and sklearn created on import: 0.18 s a task
-    here, 6 s of a 13-head grid on each worker. Frozen objects are skipped; collecting first
+    collection walks every object torch, scipy and sklearn created on import, after every
+    task (benchmarks/choices.py). Frozen objects are skipped; collecting first
     frees the previous task's cycles, so nothing is kept that should not be."""
     gc.collect()
     gc.freeze()

@@ -45,7 +45,7 @@ class LogRegHead(Head):
         solutions: dict[float, np.ndarray] = {}  # log10 C -> solution in the reduced coordinates
 
         def solve(C: float) -> np.ndarray:
-            # warm-started from the nearest C solved so far (3x faster on a search); the search
+            # warm-started from the nearest C solved so far (benchmarks/choices.py); the search
             # order is fixed, so the result is deterministic
             key = float(np.log10(C))
             if key not in solutions:
