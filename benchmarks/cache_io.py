@@ -5,7 +5,7 @@
 Builds a cache of all 112,120 NIH rows (the real metadata table; synthetic float16 embeddings,
 since only their size matters here) through the same shard-and-merge path ``embed`` uses,
 then times, in a fresh process each (cold Python, warm OS page cache), opening it and
-loading the 25,596 test rows' embeddings and labels. Targets (DESIGN.md): opening plus the
+loading the 25,596 test rows' embeddings and labels. Targets: opening plus the
 test rows well under a second; file size within 5% of the raw float16 array.
 """
 

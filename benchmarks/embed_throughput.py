@@ -17,7 +17,7 @@ minute:
 - pipeline: ``cxrprobe embed`` itself (decode, model, crash-safe HDF5 commits), from its
   loader's start to its last batch; model loading and the final merge are reported apart.
 
-The target (DESIGN.md) is pipeline >= 0.9 x the slower of decode and model. The last line is
+The target is pipeline >= 0.9 x the slower of decode and model. The last line is
 ``decode_ips=<n> model_ips=<n> pipeline_ips=<n> ratio=<pipeline / slower stage>``.
 """
 

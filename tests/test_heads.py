@@ -328,7 +328,7 @@ def test_logistic_in_the_row_space_reaches_the_full_space_optimum():
     assert row_space(Z.T[:, :20] @ np.eye(20))[0] is None  # as many rows as dimensions: nothing to gain
 
 
-# --- the corrected adapters (heads.md, Corrections) --------------------------------------------
+# --- the corrected adapters (docs/heads.md) ---------------------------------------------------------
 
 def test_tip_adapter_values_are_the_signed_sum_of_one_hot_values():
     from cxrprobe.heads.tip_adapter import signed_values

@@ -14,7 +14,7 @@ from cxrprobe.data.splits import carve_validation
 from cxrprobe.errors import DataError
 from cxrprobe.labels import FINDINGS
 
-# SOURCES.md, label frequency table: (v2020 train_val, v2020 test)
+# Images per finding in the v2020 labels, counted from Data_Entry_2017_v2020.csv: (train_val, test)
 V2020_COUNTS = {
     "Infiltration": (13782, 6112), "Effusion": (8659, 4658), "Atelectasis": (8280, 3279),
     "Nodule": (4708, 1623), "Mass": (4034, 1748), "Pneumothorax": (2637, 2665),

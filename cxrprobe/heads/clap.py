@@ -1,4 +1,4 @@
-"""ZS-LP and CLAP (Silva-Rodriguez et al., CVPR'24), made multi-label (reference/heads.md §5).
+"""ZS-LP and CLAP (Silva-Rodriguez et al., CVPR'24), made multi-label (docs/heads.md).
 
 ZS-LP: per finding a positive and a negative prototype, initialised to the finding's prompt
 embeddings t+ ("{finding}") and t- ("no {finding}") as the text encoder gave them, not

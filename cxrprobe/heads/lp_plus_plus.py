@@ -1,7 +1,7 @@
 """LP++ (Huang et al., CVPR'24), made multi-label: a linear probe blended with text,
 z_c = x . w_c + b_c + alpha_c x . u_c with u_c = t_c+ - t_c- (the zero-shot direction), BCE.
 
-Step sizes come from the data, so there is no learning rate to tune (reference/heads.md §4):
+Step sizes come from the data, so there is no learning rate to tune (docs/heads.md):
 - w, b: SGD with momentum 0.9 at lr_w = 4N / lambda_max(X^T X), the Lipschitz step of the
   summed per-finding mean BCE (its Hessian in w_c is at most X^T X / 4N) and the released code's
   lr_w exactly;
