@@ -121,13 +121,18 @@ def check_defined(test_labels: np.ndarray, source: object, allow_undefined: bool
 TEST_BOOTSTRAP_SEED = 0  # one set of test resamples for every run, so runs stay paired
 
 
+def _text_heads(heads: tuple[str, ...]) -> str:
+    """The heads among ``heads`` that score from text prompts, for a message ('' if none)."""
+    return ", ".join(h for h in heads if head_class(h).uses_text)
+
+
 def load_grid_data(cache_path: Path, heads: tuple[str, ...], allow_undefined: bool = False,
                    test_bootstrap: int = 0) -> tuple[GridData, dict]:
     """The grid's arrays from a cache, and the cache's attributes."""
     with FeatureCache(cache_path) as cache:
-        needs_text = any(head_class(h).uses_text for h in heads)
+        needs_text = bool(_text_heads(heads))
         if needs_text and "text" not in cache.file:
-            raise CacheError(f"{cache_path} holds no text embeddings, which the zeroshot head needs")
+            raise CacheError(f"{cache_path} holds no text embeddings, which {_text_heads(heads)} need")
         needs_logits = any(head_class(h).input_transform == "head_logits" for h in heads)
         data = grid_data(
             cache.embeddings(), cache.labels, cache.table.split, cache.table.patient_ids,
@@ -157,8 +162,8 @@ def grid_data(
     if len(train) == 0:
         raise CacheError(f"{source} has no training images to draw support sets from")
     check_patient_disjoint(split, patients, source)
-    if any(head_class(h).uses_text for h in heads) and text is None:
-        raise CacheError(f"{source} comes with no text embeddings, which the zeroshot head needs")
+    if _text_heads(heads) and text is None:
+        raise CacheError(f"{source} comes with no text embeddings, which {_text_heads(heads)} need")
     center = embeddings[train].astype(np.float64).mean(axis=0)
     inputs = {}
     for kind in sorted({head_class(h).input_transform for h in heads}):
