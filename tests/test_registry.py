@@ -6,6 +6,7 @@ import inspect
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,15 @@ def test_refusing_bad_fewshot_options_imports_nothing_heavy(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("cxrprobe: error: ") == 5, done.stderr
+
+
+def test_docs_heads_table_is_the_registry():
+    """docs/heads.md's defaults table lists every default, its value and its source as the
+    registry has them: the document cannot drift from the code."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "heads.md").read_text()
+    table = doc[doc.index("| head | parameter | default | source |"):]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]
+            if line.startswith("|")]
+    registry = [[info.name, key, str(d.value), d.source] for info in REGISTRY.values()
+                for key, d in info.defaults.items()]
+    assert rows == registry
