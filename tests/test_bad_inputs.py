@@ -108,7 +108,7 @@ CASES = [
     Case("info-missing-file", ("info", "absent.h5"), "no cache at"),
     Case("info-png-as-cache", ("info", "image.png"), "not a readable HDF5 file"),
     Case("info-hdf5-of-another-program", ("info", "foreign.h5"), "not a cxrprobe cache"),
-    Case("info-other-format-version", ("info", "old-format.h5"), "format version 0; this cxrprobe reads version 1"),
+    Case("info-other-format-version", ("info", "old-format.h5"), "format version 0; this cxrprobe reads versions 1, 2"),
     Case("info-truncated-hdf5", ("info", "truncated.h5"), "not a readable HDF5 file"),
     Case("info-zero-byte-file", ("info", "empty.h5"), "not a readable HDF5 file"),
     Case("info-cache-without-datasets", ("info", "hollow.h5"), "is damaged: it has no 'image_id' dataset"),

@@ -22,7 +22,7 @@ from cxrprobe.cache.layout import (
     write_text,
 )
 from cxrprobe.cache.schema import ROW_CHUNK, STATUS_FAILED, STATUS_PENDING, STATUS_WRITTEN, EmbedSpec
-from cxrprobe.data.table import ImageTable
+from cxrprobe.data.table import ImageTable, concatenate_tables
 from cxrprobe.errors import CacheError
 
 # Attributes a shard has that the cache does not copy (written anew, or meaningless after the merge).
@@ -41,7 +41,7 @@ def write_cache(out: Path, shards: list[Path]) -> CacheSummary:
     _check_parts(parts, shards)
     first_attrs = parts[0].attrs
     spec = EmbedSpec.from_attrs(first_attrs)
-    table = ImageTable(*[np.concatenate([getattr(p.table, f) for p in parts]) for f in ImageTable.__dataclass_fields__])
+    table = concatenate_tables([p.table for p in parts])
     status = np.concatenate([p.status for p in parts])
     embeddings = np.concatenate([p.embeddings for p in parts])
     reasons = np.concatenate([p.reasons for p in parts])

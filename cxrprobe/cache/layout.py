@@ -16,11 +16,11 @@ import numpy as np
 from cxrprobe.cache.schema import FORMAT, FORMAT_VERSION, EmbedSpec
 from cxrprobe.data.table import ImageTable
 from cxrprobe.fsutil import temporary_sibling, write_new_file
-from cxrprobe.labels import FINDINGS
+from cxrprobe.labels import NIH_LABELS, LabelSet
 from cxrprobe.models.text import PromptSet
 
 STR = h5py.string_dtype()
-TABLE_COLUMNS = ("image_id", "patient_id", "split", "view")
+TABLE_COLUMNS = ("image_id", "patient_id", "split", "view", "study_id")
 
 
 def created_timestamp() -> str:
@@ -52,7 +52,6 @@ def write_root_attrs(f: h5py.File, spec: EmbedSpec, extra: dict[str, object], co
     attrs = f.attrs
     attrs["format"] = FORMAT
     attrs["format_version"] = FORMAT_VERSION
-    attrs["classes"] = np.array(FINDINGS, dtype=STR)
     for name, value in spec.to_attrs().items():
         attrs[name] = value
     for name, value in extra.items():
@@ -82,17 +81,39 @@ def fixed_strings(values: list[str]) -> np.ndarray:
 
 
 def write_table(f: h5py.File, table: ImageTable) -> None:
+    """The row table, its label set in the root attributes (``write_root_attrs`` comes first)."""
     # small, repetitive columns: gzip (in every HDF5 build) shrinks them several-fold
     packed = {"compression": "gzip", "shuffle": True} if len(table) else {}
-    for name, values in zip(TABLE_COLUMNS, (table.image_ids, table.patient_ids, table.split, table.view)):
+    columns = (table.image_ids, table.patient_ids, table.split, table.view, table.study_ids)
+    for name, values in zip(TABLE_COLUMNS, columns):
         f.create_dataset(name, data=fixed_strings(values.tolist()), **packed)
     f.create_dataset("labels", data=np.ascontiguousarray(table.labels, dtype=np.uint8), **packed)
-    f["labels"].attrs["classes"] = np.array(FINDINGS, dtype=STR)
+    f.create_dataset("known", data=np.ascontiguousarray(table.known, dtype=np.uint8), **packed)
+    f.create_dataset("normal", data=np.ascontiguousarray(table.normal, dtype=np.uint8), **packed)
+    label_set = table.label_set
+    f["labels"].attrs["classes"] = np.array(label_set.classes, dtype=STR)
+    f.attrs["classes"] = np.array(label_set.classes, dtype=STR)
+    f.attrs["display_names"] = np.array(label_set.display_names, dtype=STR)
+    f.attrs["prompt_names"] = np.array(label_set.prompt_names, dtype=STR)
+    f.attrs["normal_rule"] = label_set.normal_rule
+
+
+def read_label_set(attrs: dict[str, object]) -> LabelSet:
+    """The cache's label set; a cache of format 1 holds NIH's."""
+    if attrs.get("format_version") == 1:
+        return NIH_LABELS
+    return LabelSet(tuple(attrs["classes"]), tuple(attrs["display_names"]), tuple(attrs["prompt_names"]),
+                    str(attrs["normal_rule"]))
 
 
 def read_table(f: h5py.File, rows: np.ndarray | slice = slice(None)) -> ImageTable:
+    """The row table (of ``rows``); format 1 has no known-mask, normal flags or studies, and
+    means what it always meant: every label known, normal = no finding, one image a study."""
     def strings(name: str) -> np.ndarray:
         return np.array(f[name].asstr()[rows], dtype=object).astype(str)
+
+    def optional(name: str) -> np.ndarray | None:
+        return np.asarray(f[name][rows], dtype=bool) if name in f else None
 
     return ImageTable(
         image_ids=strings("image_id"),
@@ -100,6 +121,10 @@ def read_table(f: h5py.File, rows: np.ndarray | slice = slice(None)) -> ImageTab
         split=strings("split"),
         view=strings("view"),
         labels=np.asarray(f["labels"][rows], dtype=np.uint8),
+        known=optional("known"),
+        normal=optional("normal"),
+        study_ids=strings("study_id") if "study_id" in f else None,
+        label_set=read_label_set(read_attrs(f)),
     )
 
 

@@ -9,14 +9,15 @@ import h5py
 import numpy as np
 
 from cxrprobe.cache.layout import read_attrs, read_head_state, read_table, read_text
-from cxrprobe.cache.schema import FORMAT, FORMAT_VERSION, STATUS_FAILED, STATUS_WRITTEN
+from cxrprobe.cache.schema import FORMAT, READABLE_VERSIONS, STATUS_FAILED, STATUS_WRITTEN
 from cxrprobe.data.table import SPLITS, ImageTable
 from cxrprobe.errors import CacheError
-from cxrprobe.labels import FINDINGS
+from cxrprobe.labels import FINDINGS, LabelSet
 from cxrprobe.models.text import OPENAI_LOGIT_SCALE, PromptSet, TextPrompts
 
 # What every cache and working shard holds beside its attributes (docs/cache-format.md).
 REQUIRED_DATASETS = ("image_id", "patient_id", "split", "view", "labels", "embeddings")
+REQUIRED_SINCE_2 = ("known", "normal", "study_id")
 
 
 def _open_h5(path: Path) -> h5py.File:
@@ -36,9 +37,10 @@ def _check_format(path: Path, attrs: dict[str, object]) -> None:
     if attrs.get("format") != FORMAT:
         raise CacheError(f"{path} is an HDF5 file but not a cxrprobe cache (no format={FORMAT!r} attribute)")
     version = attrs.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CacheError(
-            f"{path} has cache format version {version}; this cxrprobe reads version {FORMAT_VERSION}"
+            f"{path} has cache format version {version}; this cxrprobe reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
 
 
@@ -79,13 +81,14 @@ class FeatureCache:
         except Exception:
             self.file.close()
             raise
-        if list(self.attrs.get("classes", [])) != list(FINDINGS):
+        if self.attrs["format_version"] == 1 and list(self.attrs.get("classes", [])) != list(FINDINGS):
             self.file.close()
             raise CacheError(f"{self.path} has classes {self.attrs.get('classes')}, not the 14 NIH findings")
 
     def _read_checked_table(self) -> ImageTable:
         """The row table, after checking that every dataset a reader needs is there and fits."""
-        missing = [name for name in REQUIRED_DATASETS if name not in self.file]
+        required = REQUIRED_DATASETS + (REQUIRED_SINCE_2 if self.attrs["format_version"] >= 2 else ())
+        missing = [name for name in required if name not in self.file]
         if missing:
             raise CacheError(f"{self.path} is damaged: it has no {missing[0]!r} dataset; re-embed it")
         try:
@@ -112,7 +115,26 @@ class FeatureCache:
 
     @property
     def labels(self) -> np.ndarray:
+        """[n, C] 0/1, 0 where unknown: read it with ``known``."""
         return self.table.labels
+
+    @property
+    def known(self) -> np.ndarray:
+        """[n, C] whether each label is known (all true for NIH)."""
+        return self.table.known
+
+    @property
+    def normal(self) -> np.ndarray:
+        """[n] the images the label set's normal rule calls normal."""
+        return self.table.normal
+
+    @property
+    def label_set(self) -> LabelSet:
+        return self.table.label_set
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.table.classes
 
     def rows(self, split: str) -> np.ndarray:
         if split not in SPLITS:
@@ -137,7 +159,7 @@ class FeatureCache:
                            float(self.attrs.get("logit_bias", 0.0)))
 
     def head_logits(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """The adapted head's logits [n, 14], when the cache was embedded from an adapt run."""
+        """The adapted head's logits [n, C], when the cache was embedded from an adapt run."""
         if "head" not in self.file:
             raise CacheError(f"{self.path} holds no adapted-head logits (embed it with --checkpoint RUN_DIR)")
         data = self.file["head/logits"][()]
@@ -172,17 +194,18 @@ class FeatureCache:
         else:
             written = np.ones(len(table), dtype=bool)
             progress = None
-        per_split = {
-            split: {
-                "images": int(np.count_nonzero(written & (table.split == split))),
-                "patients": int(len(np.unique(table.patient_ids[written & (table.split == split)]))),
-                "labels": {
-                    name: int(count)
-                    for name, count in zip(FINDINGS, table.labels[written & (table.split == split)].sum(axis=0))
-                },
+        per_split = {}
+        for split in SPLITS:
+            rows = written & (table.split == split)
+            labels, known = table.labels[rows], table.known[rows]
+            per_split[split] = {
+                "images": int(np.count_nonzero(rows)),
+                "patients": int(len(np.unique(table.patient_ids[rows]))),
+                "normal": int(np.count_nonzero(table.normal[rows])),
+                "labels": dict(zip(table.classes, (int(n) for n in (labels * known).sum(axis=0)))),
+                "negatives": dict(zip(table.classes, (int(n) for n in ((1 - labels) * known).sum(axis=0)))),
+                "unknown": dict(zip(table.classes, (int(n) for n in (~known).sum(axis=0)))),
             }
-            for split in SPLITS
-        }
         failures = self.failures()
         return {
             "path": str(self.path),
@@ -199,6 +222,10 @@ class FeatureCache:
             "precision": a.get("precision"),
             "l2_normalised": a.get("l2_normalised"),
             "dataset": a.get("dataset"),
+            "classes": list(table.classes),
+            "display_names": list(table.label_set.display_names),
+            "normal_rule": table.label_set.normal_rule,
+            "label_policy": self._json_attr("label_policy") or None,
             "label_source": a.get("label_source"),
             "metadata_origin": a.get("metadata_origin"),
             "dataset_fingerprint": a.get("dataset_fingerprint"),

@@ -15,7 +15,8 @@ from pathlib import Path
 from cxrprobe.errors import CacheError
 
 FORMAT = "cxrprobe-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: any label set, known-masks, normal flags, studies; 1: NIH's 14 findings
+READABLE_VERSIONS = (1, 2)
 
 STATUS_PENDING = 0
 STATUS_WRITTEN = 1

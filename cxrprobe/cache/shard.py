@@ -38,7 +38,6 @@ from cxrprobe.cache.schema import (
 from cxrprobe.data.images import batch_ranges
 from cxrprobe.data.table import ImageTable
 from cxrprobe.errors import CacheError
-from cxrprobe.labels import FINDINGS
 from cxrprobe.models.text import PromptSet
 
 
@@ -85,7 +84,7 @@ def create_shard(
         if head_state is not None:
             write_head_state(f, head_state)
         if with_head:
-            f.create_dataset("head_logits", shape=(n, len(FINDINGS)), dtype=np.float32, dcpl=_early_dcpl())
+            f.create_dataset("head_logits", shape=(n, len(table.classes)), dtype=np.float32, dcpl=_early_dcpl())
 
 
 class ShardWriter:

@@ -6,7 +6,6 @@ from rich.console import Console
 from rich.table import Table
 
 from cxrprobe.data.table import SPLITS
-from cxrprobe.labels import DISPLAY_NAMES, FINDINGS
 
 MAX_FAILURES_SHOWN = 20
 
@@ -47,15 +46,21 @@ def render_info(summary: dict, console: Console | None = None) -> None:
         f"{_temperature(summary)}\n"
         f"created {summary['created']}"
     )
-    table = Table(title="images per split and finding")
+    splits = summary["splits"]
+    unknown = any(n for s in SPLITS for n in splits[s]["unknown"].values())
+    per_class = "positives / negatives / unknown" if unknown else "positives"
+    table = Table(title=f"images per split and finding ({per_class}); normal: {summary['normal_rule']}")
     table.add_column("")
     for split in SPLITS:
         table.add_column(split, justify="right")
-    table.add_row("images", *[f"{summary['splits'][s]['images']:,}" for s in SPLITS])
-    table.add_row("patients", *[f"{summary['splits'][s]['patients']:,}" for s in SPLITS])
-    for name in FINDINGS:
-        table.add_row(DISPLAY_NAMES[name], *[f"{summary['splits'][s]['labels'][name]:,}" for s in SPLITS])
+    table.add_row("images", *[f"{splits[s]['images']:,}" for s in SPLITS])
+    table.add_row("patients", *[f"{splits[s]['patients']:,}" for s in SPLITS])
+    table.add_row("normal", *[f"{splits[s]['normal']:,}" for s in SPLITS])
+    for name, display in zip(summary["classes"], summary["display_names"]):
+        table.add_row(display, *[_counts(splits[s], name, unknown) for s in SPLITS])
     console.print(table)
+    if summary.get("label_policy"):
+        console.print("label policy " + ", ".join(f"{k} {v}" for k, v in summary["label_policy"].items()))
     failures = summary["failures"]
     if failures:
         console.print(f"[bold]failed to decode ({len(failures)})[/bold]")
@@ -63,3 +68,9 @@ def render_info(summary: dict, console: Console | None = None) -> None:
             console.print(f"  {item['image_id']}: {item['reason']}")
         if len(failures) > MAX_FAILURES_SHOWN:
             console.print(f"  … and {len(failures) - MAX_FAILURES_SHOWN} more (cxrprobe info --json lists them all)")
+
+
+def _counts(split: dict, name: str, with_unknown: bool) -> str:
+    if not with_unknown:
+        return f"{split['labels'][name]:,}"
+    return f"{split['labels'][name]:,} / {split['negatives'][name]:,} / {split['unknown'][name]:,}"
