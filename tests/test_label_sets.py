@@ -80,3 +80,91 @@ def test_a_table_refuses_labels_of_another_width_and_a_rule_it_cannot_apply():
     with pytest.raises(ValueError, match="different label sets"):
         concatenate_tables([table, ImageTable(table.image_ids, table.patient_ids, table.split,
                                               np.zeros((6, 14), np.uint8), table.view)])
+
+
+def test_auc_and_ap_of_a_class_are_over_the_rows_whose_label_is_known():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from cxrprobe.metrics.auc import per_class_auc_ap
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((400, 3)) < 0.3).astype(np.uint8)
+    scores = rng.normal(size=(400, 3)) + labels
+    known = rng.random((400, 3)) < 0.7
+    # an unknown label reads 0; were it scored as a negative, the AUC would move
+    aucs, aps = per_class_auc_ap(labels * known, scores, known)
+    for c in range(3):
+        rows = known[:, c]
+        assert aucs[c] == pytest.approx(roc_auc_score(labels[rows, c], scores[rows, c]))
+        assert aps[c] == pytest.approx(average_precision_score(labels[rows, c], scores[rows, c]))
+    assert not np.allclose(aucs, per_class_auc_ap(labels * known, scores)[0])
+
+
+def test_test_resamples_score_each_class_over_its_known_rows():
+    from cxrprobe.metrics.bootstrap import replicate_mean_aucs
+
+    rng = np.random.default_rng(1)
+    labels = (rng.random((300, 2)) < 0.4).astype(np.uint8)
+    scores = rng.normal(size=(300, 2)) + labels
+    known = rng.random((300, 2)) < 0.6
+    weights = rng.integers(0, 3, size=(4, 300)).astype(float)
+    masked = replicate_mean_aucs(labels * known, scores, weights, known)
+    # a class's rows outside its known set weigh nothing: the same as zero weights there
+    per_class = [replicate_mean_aucs(labels[:, [c]] * known[:, [c]], scores[:, [c]], weights * known[:, c])
+                 for c in range(2)]
+    assert np.allclose(masked, np.mean(per_class, axis=0))
+
+
+def test_support_sets_draw_normals_by_the_flag_and_negatives_only_where_known():
+    from cxrprobe.eval.sampler import draw_support
+
+    rng = np.random.default_rng(2)
+    n = 600
+    labels = (rng.random((n, 3)) < 0.2).astype(np.uint8)
+    known = rng.random((n, 3)) < 0.5
+    labels *= known
+    normal = rng.random(n) < 0.2  # a column of its own ("No Finding == 1"), not "no positive"
+    labels[normal] = 0
+    split = np.array(["train"] * n)
+    support = draw_support(labels, split, 4, seed=0, known=known, normal=normal, normals=5)
+    assert normal[support.rows].sum() >= 5 and support.no_finding == normal[support.rows].sum()
+    pos_neg = draw_support(labels, split, 4, seed=0, design="pos-neg", known=known, normal=normal)
+    held, held_known = labels[pos_neg.rows], known[pos_neg.rows]
+    assert ((held == 1).sum(axis=0) >= 4).all() and (((held == 0) & held_known).sum(axis=0) >= 4).all()
+
+
+def test_a_grid_on_arrays_names_its_classes_and_scores_over_known_test_labels(tmp_path):
+    from cxrprobe import run_fewshot
+    from cxrprobe.errors import CacheError
+    from cxrprobe.metrics.auc import per_class_auc
+
+    rng = np.random.default_rng(3)
+    n, d = 900, 16
+    labels = (rng.random((n, 3)) < 0.25).astype(np.uint8)
+    X = rng.normal(size=(n, d)) + labels @ rng.normal(size=(3, d))
+    split = np.array(["train", "val", "test"])[rng.integers(0, 3, n)]
+    patients = np.arange(n).astype(str)
+    known = np.ones((n, 3), dtype=bool)
+    known[split == "test"] = rng.random(((split == "test").sum(), 3)) < 0.6  # only test labels are unknown
+    classes = ("Edema", "Effusion", "Opacity")
+    result = run_fewshot(embeddings=X, labels=labels * known, splits=split, patients=patients, known=known,
+                         classes=classes, heads=("prototype",), shots=(4,), seeds=2, jobs=1, out=tmp_path / "r")
+    runs = result.grid.runs
+    assert {r["class"] for r in result.runs} == {*classes, "mean"}
+    header = (tmp_path / "r" / "per_class.csv").read_text().splitlines()[0]
+    assert header == "head,shots,metric,Edema,Effusion,Opacity"
+    # the prototype head's AUC, recomputed over the known test rows only
+    from cxrprobe.eval.sampler import draw_support
+    from cxrprobe.heads.prototype import PrototypeHead
+
+    support = draw_support(labels * known, split, 4, 0, known=known)
+    center = X[split == "train"].mean(axis=0)
+    head = PrototypeHead(center=center).fit(X[support.rows], (labels * known)[support.rows])
+    test = split == "test"
+    expected = per_class_auc(labels[test] * known[test], head.decision_function(X[test]), known[test])
+    assert np.allclose(runs[0].aucs, expected)
+    train_unknown = known.copy()
+    train_unknown[split == "train", 0] = False
+    with pytest.raises(CacheError, match="unknown labels"):
+        run_fewshot(embeddings=X, labels=labels * train_unknown, splits=split, patients=patients, known=train_unknown,
+                    heads=("prototype",), shots=(4,), seeds=1, jobs=1)

@@ -47,9 +47,11 @@ def test_small_pools_give_all_they_have_or_refuse_when_strict():
     labels = np.zeros((30, len(FINDINGS)), dtype=np.uint8)
     labels[:2, 0] = 1  # two Atelectasis images, nothing else positive
     split = np.array(["train"] * 30)
-    support = draw_support(labels, split, 4, seed=0)
+    support = draw_support(labels, split, 4, seed=0, classes=FINDINGS)
     assert support.positives[0] == 2 and "Atelectasis" in support.short and "Hernia" in support.short
     with pytest.raises(InputError, match="Atelectasis has 2 train image"):
+        draw_support(labels, split, 4, seed=0, strict=True, classes=FINDINGS)
+    with pytest.raises(InputError, match="class 0 has 2 train image"):  # unnamed columns
         draw_support(labels, split, 4, seed=0, strict=True)
 
 

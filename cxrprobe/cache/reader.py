@@ -156,7 +156,7 @@ class FeatureCache:
         before these were recorded read as OpenAI CLIP's scale (100) and no bias."""
         prompts, embeddings = self.text()
         return TextPrompts(prompts, embeddings, float(self.attrs.get("logit_scale", OPENAI_LOGIT_SCALE)),
-                           float(self.attrs.get("logit_bias", 0.0)))
+                           float(self.attrs.get("logit_bias", 0.0)), self.classes)
 
     def head_logits(self, rows: np.ndarray | None = None) -> np.ndarray:
         """The adapted head's logits [n, C], when the cache was embedded from an adapt run."""

@@ -87,7 +87,8 @@ def write_synthetic_cache(
     shard = partial_path(out)
     extra = {"created": created_timestamp(), "n_metadata_rows": len(table), "n_missing_images": 0, "limit": -1,
              "metadata_origin": metadata.origin, "logit_scale": OPENAI_LOGIT_SCALE, "logit_bias": 0.0}
-    create_shard(shard, spec, ShardPlan(0, len(table), len(table), COMMIT_ROWS), table, default_prompts(), text, extra)
+    create_shard(shard, spec, ShardPlan(0, len(table), len(table), COMMIT_ROWS), table, default_prompts(table.label_set),
+                 text, extra)
     with ShardWriter(shard) as writer:
         for rows in writer.pending_batches():
             writer.commit(rows, np.arange(rows.start, rows.stop), images[rows.start:rows.stop], [])

@@ -197,7 +197,7 @@ def _open_or_create_shard(
             notify(f"resuming with the batch size the run started with ({writer.plan.batch_size})")
         return writer
     partial.unlink(missing_ok=True)
-    prompts = default_prompts()
+    prompts = default_prompts(manifest.label_set)
     text_embeddings = encode_prompts(loaded.model, loaded.tokenizer(), prompts, loaded.device)
     extra = {
         "created": created_timestamp(),

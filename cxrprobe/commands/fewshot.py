@@ -77,12 +77,14 @@ def run_fewshot(
     normals: str | int = "N", strict_shots: bool = False, test_bootstrap: int = 0, protocol: str = "default",
     allow_undefined: bool = False, embeddings: np.ndarray | None = None, labels: np.ndarray | None = None,
     splits: np.ndarray | None = None, patients: np.ndarray | None = None, text: object = None,
-    image_ids: np.ndarray | None = None, out: Path | str | None = None,
+    image_ids: np.ndarray | None = None, known: np.ndarray | None = None, normal: np.ndarray | None = None,
+    classes: Sequence[str] | None = None, out: Path | str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> FewshotResult:
     """The few-shot grid: ``shots`` (counts, or "all") x ``seeds`` x ``heads`` on a cache, or on
-    arrays: ``embeddings`` [n, d], ``labels`` [n, 14], ``splits`` (each row's "train", "val" or
-    "test") and ``patients``, with ``text`` (a TextPrompts) for the heads that use it.
+    arrays: ``embeddings`` [n, d], ``labels`` [n, C], ``splits`` (each row's "train", "val" or
+    "test") and ``patients``, with ``text`` (a TextPrompts) for the heads that use it, and
+    optionally ``known`` [n, C], ``normal`` [n] and ``classes`` (see ``grid_data``).
 
     ``heads`` None is every head the data can run; ``jobs`` None one process per usable core.
     With ``out``, the results dir is written there (checked before the grid runs)."""
@@ -124,7 +126,8 @@ def run_fewshot(
         check_results_dir(Path(out))
     if cache is None:
         source = grid_data(embeddings, labels, splits, patients, text=text, heads=spec.heads,
-                           allow_undefined=allow_undefined, test_bootstrap=test_bootstrap)
+                           allow_undefined=allow_undefined, test_bootstrap=test_bootstrap, known=known,
+                           normal=normal, classes=None if classes is None else tuple(classes))
     result = run_grid(source, spec, jobs=jobs, progress=progress)
     fewshot = FewshotResult(result, spec, fewshot_config(cache, spec, result, protocol), image_ids)
     if out is not None:
@@ -134,6 +137,8 @@ def run_fewshot(
 
 def fewshot_config(cache: Path | str | None, spec: GridSpec, result: GridResult, protocol: str) -> dict:
     """config.json: what was run, on what, and what its figures are."""
+    from cxrprobe.report.results import label_record
+
     attrs = result.cache_attrs
     encoder = encoder_record(attrs)
     source = (f"{attrs.get('model')}/{attrs.get('pretrained')} on {attrs.get('dataset')}" if cache is not None
@@ -167,6 +172,8 @@ def fewshot_config(cache: Path | str | None, spec: GridSpec, result: GridResult,
         "not_fitted": result.not_fitted,
         "search_on_validation": spec.search,
         "allow_undefined": spec.allow_undefined,
+        "classes": list(result.classes),
+        "labels": label_record(attrs),
         "undefined_findings": result.undefined_findings,
         "test_images": result.n_test,
         "labelled_images_used": {

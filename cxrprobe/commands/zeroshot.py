@@ -11,7 +11,6 @@ import numpy as np
 
 from cxrprobe.eval.runner import load_grid_data
 from cxrprobe.heads.zeroshot import ZeroShotHead
-from cxrprobe.labels import FINDINGS
 from cxrprobe.metrics.auc import mean_auc, per_class_auc
 from cxrprobe.metrics.bootstrap import patient_bootstrap_cis
 from cxrprobe.versions import package_versions
@@ -47,7 +46,7 @@ def run_zeroshot(
     resamples of test patients. With ``out``, the results are written there (checked first)."""
     from cxrprobe.errors import OptionError
     from cxrprobe.heads.registry import NEGATIVES
-    from cxrprobe.report.results import check_results_dir
+    from cxrprobe.report.results import check_results_dir, label_record
 
     if negative not in NEGATIVES:
         raise OptionError("negative", f"must be one of {', '.join(NEGATIVES)}, got {negative!r}")
@@ -61,20 +60,22 @@ def run_zeroshot(
     if prompts_file is not None:
         from cxrprobe.models.prompt_file import encode_with_weights, merge_prompts, read_prompt_file
 
-        new = read_prompt_file(prompts_file)
+        new = read_prompt_file(prompts_file, data.classes)
         encoded = encode_with_weights(new, str(attrs.get("model")), str(attrs.get("pretrained")),
                                       attrs.get("weights_sha256"))
         merged, embeddings = merge_prompts(text.prompts, text.embeddings, new, encoded)
         text = dataclasses.replace(text, prompts=merged, embeddings=embeddings)  # the cache's logit scale kept
     X = data.embeddings[data.test_rows]
     Y = data.labels[data.test_rows]
+    known = data.known_at(data.test_rows)
+    counted = np.ones(Y.shape, dtype=bool) if known is None else known
     scores = ZeroShotHead(text=text, negative=negative).decision_function(X)
-    aucs = per_class_auc(Y, scores)
+    aucs = per_class_auc(Y, scores, known)
     patients = patients_of(Path(cache), data.test_rows)
-    cis, mean_ci = patient_bootstrap_cis(Y, scores, patients, n_resamples, seed=seed)
+    cis, mean_ci = patient_bootstrap_cis(Y, scores, patients, n_resamples, seed=seed, known=known)
     rows = [{"class": name, "auc": float(aucs[c]), "ci95_low": float(cis[c, 0]), "ci95_high": float(cis[c, 1]),
-             "n_positive": int(Y[:, c].sum()), "n_negative": int((1 - Y[:, c]).sum()),
-             "n_positive_patients": len(np.unique(patients[Y[:, c] == 1]))} for c, name in enumerate(FINDINGS)]
+             "n_positive": int(Y[:, c].sum()), "n_negative": int(((1 - Y[:, c]) * counted[:, c]).sum()),
+             "n_positive_patients": len(np.unique(patients[Y[:, c] == 1]))} for c, name in enumerate(data.classes)]
     rows.append({"class": "mean", "auc": float(mean_auc(aucs)), "ci95_low": float(mean_ci[0]),
                  "ci95_high": float(mean_ci[1]), "n_positive": "", "n_negative": "", "n_positive_patients": ""})
     config = {
@@ -92,6 +93,8 @@ def run_zeroshot(
         "pretrained": attrs.get("pretrained"),
         "weights_sha256": attrs.get("weights_sha256"),
         "test_images": int(len(X)),
+        "classes": list(data.classes),
+        "labels": label_record(attrs),
         "versions": package_versions(),
     }
     result = ZeroshotResult(rows, config)

@@ -30,7 +30,6 @@ from cxrprobe.eval.sampler import SupportSet, draw_support
 from cxrprobe.fsutil import remove_stale_temporaries
 from cxrprobe.heads.base import TextPrompts, transform_embeddings
 from cxrprobe.heads.registry import head_class, make_head
-from cxrprobe.labels import FINDINGS
 from cxrprobe.metrics.auc import per_class_auc_ap
 from cxrprobe.metrics.bootstrap import joint_patient_resamples, replicate_mean_aucs
 
@@ -65,8 +64,8 @@ class RunResult:
     head: str
     shots: Shots
     seed: int
-    aucs: np.ndarray  # [14], NaN where the test split has one class only
-    aps: np.ndarray  # [14] average precision, NaN where the AUC is
+    aucs: np.ndarray  # [C], NaN where the test split has one class only
+    aps: np.ndarray  # [C] average precision, NaN where the AUC is
     labelled: int = 0  # labelled images the head used: its support set, and a validation set if it searched
     test_replicates: np.ndarray | None = field(default=None, compare=False)  # [B] mean AUC per test resample
     seconds: float = field(default=0.0, compare=False)  # fit + score + AUC, single-threaded; never written to runs.csv
@@ -81,8 +80,9 @@ class GridResult:
     cache_attrs: dict = field(default_factory=dict)
     seconds_by_head: dict[str, float] = field(default_factory=dict)  # summed single-threaded seconds
     undefined_findings: list[str] = field(default_factory=list)  # no AUC on this test split (--allow-undefined)
-    test_prevalence: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [14] share of test images positive
+    test_prevalence: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [C] share of known test labels positive
     not_fitted: dict[str, str] = field(default_factory=dict)  # head -> why some support sets were too large for it
+    classes: tuple[str, ...] = ()  # the label columns, in order
 
 
 @dataclass(frozen=True)
@@ -90,26 +90,49 @@ class GridData:
     """What a task needs, as plain arrays (memory-mapped into worker processes)."""
 
     embeddings: np.ndarray  # float32 [n, d], every row
-    labels: np.ndarray
+    labels: np.ndarray  # uint8 [n, C], 0 where unknown
     split: np.ndarray
     test_rows: np.ndarray
     center: np.ndarray  # mean of the unlabelled training pool
     text: TextPrompts | None
     test_inputs: dict[str, np.ndarray]  # the test rows under each transform the heads use, made once
     test_weights: np.ndarray | None = None  # [B, test rows] image weights of B patient resamples
+    known: np.ndarray | None = None  # bool [n, C] whether each label is known; None: all are
+    normal: np.ndarray | None = None  # bool [n] the normal images; None: those with no finding
+    classes: tuple[str, ...] = ()  # the label columns' names
+
+    def known_at(self, rows: np.ndarray) -> np.ndarray | None:
+        return None if self.known is None else self.known[rows]
 
 
-def undefined_findings(test_labels: np.ndarray) -> list[str]:
-    """Findings whose test split holds only positives or only negatives: no AUC is defined."""
-    positives = np.asarray(test_labels).sum(axis=0)
-    return [name for name, n in zip(FINDINGS, positives) if n == 0 or n == len(test_labels)]
+def class_names(n: int, classes: tuple[str, ...] | None) -> tuple[str, ...]:
+    """``classes`` checked against the label width, or NIH's findings where the width is
+    theirs (arrays from the Python API without names), or "class c"."""
+    from cxrprobe.labels import FINDINGS
+
+    if classes:
+        if len(classes) != n:
+            raise CacheError(f"{len(classes)} class names for labels with {n} columns")
+        return tuple(classes)
+    return FINDINGS if n == len(FINDINGS) else tuple(f"class {c}" for c in range(n))
 
 
-def check_defined(test_labels: np.ndarray, source: object, allow_undefined: bool) -> None:
+def undefined_findings(test_labels: np.ndarray, classes: tuple[str, ...],
+                       test_known: np.ndarray | None = None) -> list[str]:
+    """Findings whose test split holds only positives or only negatives among its known labels:
+    no AUC is defined."""
+    test_labels = np.asarray(test_labels)
+    known = np.ones(test_labels.shape, dtype=bool) if test_known is None else np.asarray(test_known, dtype=bool)
+    positives = (test_labels.astype(bool) & known).sum(axis=0)
+    return [name for name, n, k in zip(classes, positives, known.sum(axis=0)) if n == 0 or n == k]
+
+
+def check_defined(test_labels: np.ndarray, source: object, allow_undefined: bool, classes: tuple[str, ...],
+                  test_known: np.ndarray | None = None) -> None:
     """A finding without an AUC is refused unless allowed: a mean over findings would otherwise
     quietly be over fewer of them, and not comparable with another cache's."""
-    undefined = undefined_findings(test_labels)
-    if len(undefined) == len(FINDINGS):
+    undefined = undefined_findings(test_labels, classes, test_known)
+    if len(undefined) == len(classes):
         raise CacheError(f"{source}: no finding has both positive and negative test images, so no AUC "
                          "is defined; embed more of the test split")
     if undefined and not allow_undefined:
@@ -136,6 +159,7 @@ def load_grid_data(cache_path: Path, heads: tuple[str, ...], allow_undefined: bo
         needs_logits = any(head_class(h).input_transform == "head_logits" for h in heads)
         data = grid_data(
             cache.embeddings(), cache.labels, cache.table.split, cache.table.patient_ids,
+            known=None if cache.known.all() else cache.known, normal=cache.normal, classes=cache.classes,
             text=cache.text_prompts() if needs_text else None,
             head_logits=cache.head_logits() if needs_logits else None,
             heads=heads, allow_undefined=allow_undefined, test_bootstrap=test_bootstrap, source=str(cache_path),
@@ -147,18 +171,33 @@ def grid_data(
     embeddings: np.ndarray, labels: np.ndarray, split: np.ndarray, patients: np.ndarray, *,
     text: TextPrompts | None = None, head_logits: np.ndarray | None = None, heads: tuple[str, ...] = (),
     allow_undefined: bool = False, test_bootstrap: int = 0, source: str = "the embeddings",
+    known: np.ndarray | None = None, normal: np.ndarray | None = None, classes: tuple[str, ...] | None = None,
 ) -> GridData:
-    """The grid's arrays from embeddings [n, d], labels [n, 14], each row's split ("train",
-    "val" or "test") and patient; ``text`` for heads that use it, ``head_logits`` [n, 14] for
-    heads that score an adapted head's logits."""
+    """The grid's arrays from embeddings [n, d], labels [n, C], each row's split ("train",
+    "val" or "test") and patient; ``text`` for heads that use it, ``head_logits`` [n, C] for
+    heads that score an adapted head's logits. ``known`` [n, C] marks the labels that are known
+    (default all; ``labels`` must be 0 elsewhere), ``normal`` [n] the normal images (default:
+    no finding positive), ``classes`` names the columns."""
     embeddings = np.asarray(embeddings, dtype=np.float32)
     labels, split, patients = np.asarray(labels), np.asarray(split), np.asarray(patients)
+    classes = class_names(labels.shape[1], classes)
+    if known is not None:
+        known = np.asarray(known, dtype=bool)
+        if known.shape != labels.shape:
+            raise CacheError(f"{source}: known {known.shape} is not shaped as labels {labels.shape}")
+        if (labels[~known] != 0).any():
+            raise CacheError(f"{source}: labels must be 0 where they are unknown")
+    if normal is None:
+        normal = labels.sum(axis=1) == 0
+        if known is not None:
+            normal &= known.all(axis=1)
+    normal = np.asarray(normal, dtype=bool)
     if not np.isfinite(embeddings).all():
         raise CacheError(f"{source} holds NaN or Inf embeddings; re-embed it")
     train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
     if len(test) == 0:
         raise CacheError(f"{source} has no test images")
-    check_defined(labels[test], source, allow_undefined)
+    check_defined(labels[test], source, allow_undefined, classes, None if known is None else known[test])
     if len(train) == 0:
         raise CacheError(f"{source} has no training images to draw support sets from")
     check_patient_disjoint(split, patients, source)
@@ -176,6 +215,7 @@ def grid_data(
     return GridData(
         embeddings=embeddings, labels=labels, split=split, test_rows=test, center=center, text=text,
         test_inputs=inputs, test_weights=_test_weights(labels[test], patients[test], test_bootstrap),
+        known=known, normal=normal, classes=classes,
     )
 
 
@@ -208,6 +248,14 @@ def validation_shots(shots: Shots) -> int:
     return VALIDATION_SHOTS_MAX if shots == ALL_SHOTS else min(shots, VALIDATION_SHOTS_MAX)
 
 
+def check_fittable(data: GridData, rows: np.ndarray) -> None:
+    """Heads fit on every label of the images they are given; a support set holding an unknown
+    label is refused rather than read as a negative."""
+    if data.known is not None and not data.known[rows].all():
+        raise CacheError("a support set holds images with unknown labels, which the heads cannot fit yet; "
+                         "embed with --uncertain zero or one and --blank negative")
+
+
 def too_large(head: type, support: SupportSet) -> bool:
     """A head whose cost grows with the square of the support set is not fitted past its limit."""
     return head.max_support is not None and len(support.rows) > head.max_support
@@ -226,11 +274,13 @@ def run_task(data: GridData, spec: GridSpec, shots: Shots, seed: int) -> tuple[S
     try:
         with threadpool_limits(1):
             draw_seed = spec.draw_seed(shots, seed)
+            pool = {"known": data.known, "normal": data.normal, "classes": data.classes}
             support = draw_support(data.labels, data.split, shots, draw_seed, strict=spec.strict_shots,
-                                   design=spec.support, normals=spec.normals)
+                                   design=spec.support, normals=spec.normals, **pool)
             X = data.embeddings[support.rows]
             Y = data.labels[support.rows]
-            Y_test = data.labels[data.test_rows]
+            check_fittable(data, support.rows)
+            Y_test, known_test = data.labels[data.test_rows], data.known_at(data.test_rows)
             results = []
             validation = None
             for name in spec.heads:
@@ -244,15 +294,17 @@ def run_task(data: GridData, spec: GridSpec, shots: Shots, seed: int) -> tuple[S
                 if head.uses_validation:
                     if validation is None:  # other patients than the support set's: the val split
                         validation = draw_support(data.labels, data.split, validation_shots(shots), draw_seed,
-                                                  pool_split="val", design=spec.support, normals=spec.normals)
+                                                  pool_split="val", design=spec.support, normals=spec.normals, **pool)
+                        check_fittable(data, validation.rows)
                     rows = validation.rows
                     head.fit(X, Y, X_val=data.embeddings[rows], Y_val=data.labels[rows])
                     labelled += len(rows)
                 else:
                     head.fit(X, Y)
                 scores = head.decision_from(data.test_inputs[head.input_transform])
-                aucs, aps = per_class_auc_ap(Y_test, scores)
-                replicates = replicate_mean_aucs(Y_test, scores, data.test_weights) if data.test_weights is not None else None
+                aucs, aps = per_class_auc_ap(Y_test, scores, known_test)
+                replicates = None if data.test_weights is None else \
+                    replicate_mean_aucs(Y_test, scores, data.test_weights, known_test)
                 results.append(RunResult(name, shots, seed, aucs, aps, labelled, replicates,
                                          time.perf_counter() - start))
     finally:
@@ -278,6 +330,7 @@ def memory_mapped(data: GridData, folder: Path) -> GridData:
         split=mapped("split", data.split), test_rows=mapped("test_rows", data.test_rows),
         test_inputs={kind: mapped(f"test-{kind}", array) for kind, array in data.test_inputs.items()},
         test_weights=None if data.test_weights is None else mapped("test-weights", data.test_weights),
+        known=None if data.known is None else mapped("known", data.known), normal=mapped("normal", data.normal),
     )
 
 
@@ -312,15 +365,16 @@ def run_task_in_worker(data: GridData, spec: GridSpec, shots: Shots, seed: int) 
 
 def _support_free_runs(data: GridData, spec: GridSpec) -> dict[str, RunResult]:
     """Heads whose scores ignore the support set (zero-shot) are scored once, not per run."""
-    Y_test = data.labels[data.test_rows]
+    Y_test, known_test = data.labels[data.test_rows], data.known_at(data.test_rows)
     out = {}
     for name in spec.heads:
         if not head_class(name).needs_support:
             start = time.perf_counter()
             head = make_head(name, data.text, data.center, random_state=0, **spec.head_params.get(name, {}))
             scores = head.decision_from(data.test_inputs[head.input_transform])
-            aucs, aps = per_class_auc_ap(Y_test, scores)
-            replicates = replicate_mean_aucs(Y_test, scores, data.test_weights) if data.test_weights is not None else None
+            aucs, aps = per_class_auc_ap(Y_test, scores, known_test)
+            replicates = None if data.test_weights is None else \
+                replicate_mean_aucs(Y_test, scores, data.test_weights, known_test)
             out[name] = RunResult(name, 0, 0, aucs, aps, test_replicates=replicates, seconds=time.perf_counter() - start)
     return out
 
@@ -376,6 +430,8 @@ def run_grid(
     seconds = {name: fixed[name].seconds if name in fixed else 0.0 for name in spec.heads}
     for run in runs:
         seconds[run.head] += run.seconds
-    test_labels = data.labels[data.test_rows]
+    test_labels, test_known = data.labels[data.test_rows], data.known_at(data.test_rows)
+    prevalence = test_labels.mean(axis=0) if test_known is None else \
+        (test_labels * test_known).sum(axis=0) / np.maximum(test_known.sum(axis=0), 1)
     return GridResult(runs, supports, len(data.test_rows), validation_images, attrs, seconds,
-                      undefined_findings(test_labels), test_labels.mean(axis=0), not_fitted)
+                      undefined_findings(test_labels, data.classes, test_known), prevalence, not_fitted, data.classes)

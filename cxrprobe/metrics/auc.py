@@ -23,21 +23,30 @@ def auc_score(y: np.ndarray, scores: np.ndarray) -> float:
     return _auc(y, scores)
 
 
-def per_class_auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+def per_class_auc(labels: np.ndarray, scores: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
     """AUC of each column: ``labels`` [n, k] (0/1), ``scores`` [n, k] -> [k], NaN where undefined."""
-    return per_class_auc_ap(labels, scores)[0]
+    return per_class_auc_ap(labels, scores, known)[0]
 
 
-def per_class_auc_ap(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(AUC, AP) of each column, [k] each, NaN where undefined; one sort serves both."""
+def per_class_auc_ap(labels: np.ndarray, scores: np.ndarray,
+                     known: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(AUC, AP) of each column, [k] each, NaN where undefined; one sort serves both. With
+    ``known`` [n, k], column c is scored over the rows whose label c is known only."""
     labels = np.asarray(labels)
     scores = np.asarray(scores)
     if labels.shape != scores.shape or labels.ndim != 2:
         raise ValueError(f"labels {labels.shape} and scores {scores.shape} must be equal [n, k] shapes")
+    if known is not None and np.shape(known) != labels.shape:
+        raise ValueError(f"known {np.shape(known)} must be shaped as labels {labels.shape}")
     # one column per contiguous row: the per-class masking and sorting read memory in order
     by_class = np.ascontiguousarray(_float_scores(scores).T)
     positive = np.ascontiguousarray(labels.T).astype(bool)
-    pairs = np.array([_auc_ap(positive[c], by_class[c]) for c in range(len(by_class))]).reshape(-1, 2)
+    if known is None or np.all(known):
+        pairs = [_auc_ap(positive[c], by_class[c]) for c in range(len(by_class))]
+    else:
+        mask = np.ascontiguousarray(np.asarray(known, dtype=bool).T)
+        pairs = [_auc_ap(positive[c][mask[c]], by_class[c][mask[c]]) for c in range(len(by_class))]
+    pairs = np.array(pairs).reshape(-1, 2)
     return pairs[:, 0], pairs[:, 1]
 
 
@@ -73,9 +82,9 @@ def _auc_ap(y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     return float(wins) / (2.0 * n_pos * n_neg), ap
 
 
-def per_class_ap(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+def per_class_ap(labels: np.ndarray, scores: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
     """Average precision of each column, [k], NaN where undefined."""
-    return per_class_auc_ap(labels, scores)[1]
+    return per_class_auc_ap(labels, scores, known)[1]
 
 
 def mean_auc(aucs: np.ndarray) -> float:

@@ -32,12 +32,14 @@ class SortedScores:
     not_above: np.ndarray  # [positives] negatives scoring lower or equal
 
     @classmethod
-    def of(cls, y: np.ndarray, scores: np.ndarray) -> SortedScores:
+    def of(cls, y: np.ndarray, scores: np.ndarray, known: np.ndarray | None = None) -> SortedScores:
+        """``known`` [n]: only the rows whose label is known count (the indices stay the rows')."""
         y = np.asarray(y).astype(bool)
         scores = np.asarray(scores, dtype=np.float64)
-        negatives = np.flatnonzero(~y)
+        counted = np.ones(len(y), dtype=bool) if known is None else np.asarray(known, dtype=bool)
+        negatives = np.flatnonzero(~y & counted)
         negatives = negatives[np.argsort(scores[negatives], kind="stable")]
-        positives = np.flatnonzero(y)
+        positives = np.flatnonzero(y & counted)
         ordered = scores[negatives]
         return cls(negatives, positives, np.searchsorted(ordered, scores[positives], side="left"),
                    np.searchsorted(ordered, scores[positives], side="right"))
@@ -65,26 +67,27 @@ def _multiplicities(rng: np.random.Generator, n: int, b: int) -> np.ndarray:
 
 def patient_bootstrap_cis(
     labels: np.ndarray, scores: np.ndarray, patients: np.ndarray, n_resamples: int = 1000, level: float = 0.95,
-    seed: int = 0,
+    seed: int = 0, known: np.ndarray | None = None,
 ) -> tuple[np.ndarray, tuple[float, float]]:
     """Percentile CIs of each finding's AUC [k, 2] (NaN where undefined) and of their mean,
-    resampling patients; see the module's docstring for the strata."""
+    resampling patients; see the module's docstring for the strata. With ``known`` [n, k],
+    each finding is scored over the rows whose label is known."""
     labels = np.asarray(labels).astype(bool)
+    known = np.ones(labels.shape, dtype=bool) if known is None else np.asarray(known, dtype=bool)
+    labels = labels & known  # an unknown label is never a positive
     _, patient = np.unique(np.asarray(patients), return_inverse=True)
     n_patients = int(patient.max()) + 1
     rng = np.random.default_rng(seed)
     tail = (1.0 - level) / 2.0
     per_finding = np.full((labels.shape[1], 2), np.nan)
-    prepared = [SortedScores.of(labels[:, c], scores[:, c]) for c in range(labels.shape[1])]
-    for c in range(labels.shape[1]):
-        if labels[:, c].all() or not labels[:, c].any():
-            continue
+    prepared = [SortedScores.of(labels[:, c], scores[:, c], known[:, c]) for c in range(labels.shape[1])]
+    defined = [c for c in range(labels.shape[1]) if labels[:, c].any() and (known[:, c] & ~labels[:, c]).any()]
+    for c in defined:
         positive_patient = np.bincount(patient, weights=labels[:, c], minlength=n_patients) > 0
         counts = _stratified_patients(rng, positive_patient, n_resamples)
         values = _weighted_aucs(prepared[c], _image_weights(counts, patient))
         per_finding[c] = np.nanquantile(values, [tail, 1.0 - tail])
     counts = joint_patient_resamples(labels, patients, n_resamples, rng)
-    defined = [c for c in range(labels.shape[1]) if labels[:, c].any() and not labels[:, c].all()]
     if not defined:
         return per_finding, (float("nan"), float("nan"))
     means = np.nanmean([_weighted_aucs(prepared[c], _image_weights(counts, patient)) for c in defined], axis=0)
@@ -101,13 +104,18 @@ def joint_patient_resamples(labels: np.ndarray, patients: np.ndarray, n_resample
     return _stratified_patients(rng, any_positive, n_resamples)
 
 
-def replicate_mean_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def replicate_mean_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray,
+                        known: np.ndarray | None = None) -> np.ndarray:
     """The mean over findings of the AUC under each row of image ``weights`` [B, n]: what a
-    grid run's figure would have been on each resampled test set."""
+    grid run's figure would have been on each resampled test set (each finding over the rows
+    whose label is ``known``, when given)."""
     labels = np.asarray(labels).astype(bool)
-    defined = [c for c in range(labels.shape[1]) if labels[:, c].any() and not labels[:, c].all()]
+    known = np.ones(labels.shape, dtype=bool) if known is None else np.asarray(known, dtype=bool)
+    positives, negatives = (labels & known).sum(axis=0), (~labels & known).sum(axis=0)
+    defined = [c for c in range(labels.shape[1]) if positives[c] and negatives[c]]
     chunks = [np.asarray(weights[i:i + 50], dtype=np.float64) for i in range(0, len(weights), 50)]
-    return np.nanmean([_weighted_aucs(SortedScores.of(labels[:, c], scores[:, c]), chunks) for c in defined], axis=0)
+    return np.nanmean([_weighted_aucs(SortedScores.of(labels[:, c], scores[:, c], known[:, c]), chunks)
+                       for c in defined], axis=0)
 
 
 def seed_and_test_ci(values: np.ndarray, level: float = 0.95, seed: int = 0) -> tuple[float, float]:

@@ -22,7 +22,8 @@ from cxrprobe.models.loading import load_model
 from cxrprobe.models.text import PromptSet, encode_prompts
 
 
-def read_prompt_file(path: Path) -> PromptSet:
+def read_prompt_file(path: Path, known_classes: tuple[str, ...] = FINDINGS) -> PromptSet:
+    """The file's prompts; every finding it names must be one of ``known_classes`` (the cache's)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"prompts file {path} does not exist")
@@ -34,8 +35,8 @@ def read_prompt_file(path: Path) -> PromptSet:
         raise InputError(f"{path} must hold an object mapping findings to their prompts")
     prompts, classes, polarity = [], [], []
     for finding, sides in spec.items():
-        if finding not in FINDINGS:
-            raise InputError(f"{path}: unknown finding {finding!r}; expected one of {', '.join(FINDINGS)}")
+        if finding not in known_classes:
+            raise InputError(f"{path}: unknown finding {finding!r}; expected one of {', '.join(known_classes)}")
         for side in ("positive", "negative"):
             texts = sides.get(side) if isinstance(sides, dict) else None
             if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):

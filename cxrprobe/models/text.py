@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cxrprobe.labels import FINDINGS, NO_FINDING, PROMPT_NAMES
+from cxrprobe.labels import FINDINGS, NIH_LABELS, NO_FINDING, LabelSet
 
 if TYPE_CHECKING:  # torch is imported where prompts are encoded: reading a cache (info) needs no torch
     import torch
@@ -81,7 +81,8 @@ class TextPrompts:
         return direction if unit else direction * float(norms.mean())
 
 
-def default_prompts() -> PromptSet:
+def default_prompts(label_set: LabelSet = NIH_LABELS) -> PromptSet:
+    """The default prompts of ``label_set``'s classes, its prompt names in the templates."""
     prompts: list[str] = []
     classes: list[str] = []
     polarity: list[str] = []
@@ -91,10 +92,11 @@ def default_prompts() -> PromptSet:
         classes.append(cls)
         polarity.append(pol)
 
-    for finding in FINDINGS:
-        add(PAPER_TEMPLATE.format(PROMPT_NAMES[finding]), finding, "positive")
-    for finding in FINDINGS:
-        add(NEGATED_TEMPLATE.format(PROMPT_NAMES[finding]), finding, "negative")
+    named = list(zip(label_set.classes, label_set.prompt_names))
+    for finding, name in named:
+        add(PAPER_TEMPLATE.format(name), finding, "positive")
+    for finding, name in named:
+        add(NEGATED_TEMPLATE.format(name), finding, "negative")
     add(PAPER_NEGATIVE, GENERIC_NEGATIVE_CLASS, "negative")
     for text in NORMAL_PROMPTS:
         add(text, NO_FINDING, "positive")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -25,7 +26,7 @@ from cxrprobe.fsutil import (
     reporting_no_room,
     temporary_sibling,
 )
-from cxrprobe.labels import FINDINGS
+from cxrprobe.labels import NORMAL_IF_NONE_POSITIVE
 from cxrprobe.metrics.auc import mean_auc
 from cxrprobe.metrics.bootstrap import seed_and_test_ci
 from cxrprobe.metrics.stats import holm, mean_ci, paired_difference
@@ -66,7 +67,7 @@ def run_records(result: GridResult, protocol: str) -> list[dict]:
     records = []
     for run in result.runs:
         where = {"head": run.head, "protocol": protocol, "shots": run.shots, "seed": run.seed}
-        for name, auc, ap in zip(FINDINGS, run.aucs, run.aps):
+        for name, auc, ap in zip(result.classes, run.aucs, run.aps):
             records.append({**where, "class": name, "auc": float(auc), "ap": float(ap)})
         records.append({**where, "class": MEAN, "auc": float(mean_auc(run.aucs)), "ap": float(mean_auc(run.aps))})
     return records
@@ -108,9 +109,9 @@ def summary_table(result: GridResult) -> list[list[object]]:
 
 
 def support_counts_table(result: GridResult) -> list[list[object]]:
-    """What each (shots, seed) really drew: its images, its "No Finding" images, and each
+    """What each (shots, seed) really drew: its images, its normal images, and each
     finding's effective positives (co-occurrence puts more than N of most findings in a set)."""
-    rows: list[list[object]] = [["shots", "seed", "images", "no_finding", *(f"positives_{f}" for f in FINDINGS)]]
+    rows: list[list[object]] = [["shots", "seed", "images", "no_finding", *(f"positives_{f}" for f in result.classes)]]
     for support in result.supports:
         rows.append([support.shots, support.seed, len(support.rows), support.no_finding, *support.positives.tolist()])
     return rows
@@ -119,11 +120,11 @@ def support_counts_table(result: GridResult) -> list[list[object]]:
 def per_class_table(result: GridResult) -> list[list[object]]:
     """Mean AUC and mean AP per finding, per head and shot level; a last row gives each
     finding's test prevalence (the AP of a constant score)."""
-    rows: list[list[object]] = [["head", "shots", "metric", *FINDINGS]]
+    rows: list[list[object]] = [["head", "shots", "metric", *result.classes]]
     for (head, shots), runs in _by_head_and_shots(result).items():
         for metric in ("auc", "ap"):
             stacked = np.array([getattr(r, metric + "s") for r in runs])
-            rows.append([head, shots, metric, *[number(mean_ci(stacked[:, c])[0]) for c in range(len(FINDINGS))]])
+            rows.append([head, shots, metric, *[number(mean_ci(stacked[:, c])[0]) for c in range(len(result.classes))]])
     rows.append(["test images", "", "prevalence", *[number(p) for p in result.test_prevalence]])
     return rows
 
@@ -215,3 +216,12 @@ def write_results(out: Path, result: GridResult, protocol: str, image_ids: np.nd
         plot_auc_vs_labelled(folder / "summary.csv", folder / "auc_vs_labelled.png", config.get("label", ""))
 
     publish_folder(out, fill)
+
+
+def label_record(attrs: dict) -> dict:
+    """What the labels mean: the normal rule support sets draw normals by, and the policy that
+    turned uncertain and unmentioned labels into 0, 1 or unknown (None: the dataset has neither)."""
+    policy = attrs.get("label_policy")
+    return {"normal": str(attrs.get("normal_rule", NORMAL_IF_NONE_POSITIVE)),
+            "policy": json.loads(str(policy)) if policy else None,
+            "scored_over": "per class, the test images whose label is known"}

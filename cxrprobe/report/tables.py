@@ -25,7 +25,7 @@ def render_result(curves: dict[str, list], config: dict, console: Console | None
     """Mean AUC ± 95% CI per head and shot level, the seed count in the title; then what
     ``all`` was, heads left out, and what an adapted encoder learned."""
     console = console or Console(highlight=False)
-    render_curves(curves, console, config.get("undefined_findings", []))
+    render_curves(curves, console, config.get("undefined_findings", []), len(config.get("classes", FINDINGS)))
     full_data = config.get("full_data") or {}
     if full_data:
         console.print(f"all = {full_data['images']:,} training images: {full_data['what']}", soft_wrap=True)
@@ -36,12 +36,15 @@ def render_result(curves: dict[str, list], config: dict, console: Console | None
         console.print(f"{encoder['summary']}: {encoder['label_efficiency']}", soft_wrap=True)
 
 
-def render_curves(curves: dict[str, list], console: Console | None = None, undefined: list[str] = ()) -> None:
+def render_curves(curves: dict[str, list], console: Console | None = None, undefined: list[str] = (),
+                  n_classes: int = len(FINDINGS)) -> None:
+    """``n_classes``: the label set's size (results dirs from before config.json named their
+    classes were NIH's)."""
     console = console or Console(highlight=False)
     shots = sorted({p.x for points in curves.values() for p in points}, key=shot_order)
     seeds = sorted({p.n_seeds for points in curves.values() for p in points})
-    over = (f"the {len(FINDINGS) - len(undefined)} findings with a defined AUC (none for {', '.join(undefined)})"
-            if undefined else f"the {len(FINDINGS)} findings")
+    over = (f"the {n_classes - len(undefined)} findings with a defined AUC (none for {', '.join(undefined)})"
+            if undefined else f"the {n_classes} findings")
     console.print(
         f"mean test AUC over {over} ± half-width of its 95% CI over {'/'.join(map(str, seeds))} seeds "
         "(support-set draws)", soft_wrap=True,
