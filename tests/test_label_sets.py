@@ -163,8 +163,19 @@ def test_a_grid_on_arrays_names_its_classes_and_scores_over_known_test_labels(tm
     test = split == "test"
     expected = per_class_auc(labels[test] * known[test], head.decision_function(X[test]), known[test])
     assert np.allclose(runs[0].aucs, expected)
-    train_unknown = known.copy()
-    train_unknown[split == "train", 0] = False
-    with pytest.raises(CacheError, match="unknown labels"):
-        run_fewshot(embeddings=X, labels=labels * train_unknown, splits=split, patients=patients, known=train_unknown,
-                    heads=("prototype",), shots=(4,), seeds=1, jobs=1)
+    # unknown training and validation labels: each finding fits on its known ones; a search,
+    # which scores validation sets by AUC over every label, refuses
+    unknown = known & (rng.random((n, 3)) < 0.8)
+    unknown[labels == 1] = known[labels == 1]
+    grid = run_fewshot(embeddings=X, labels=labels * unknown, splits=split, patients=patients, known=unknown,
+                       heads=("prototype", "logreg"), shots=(4,), seeds=1, jobs=1)
+    normal = ((labels * unknown).sum(axis=1) == 0) & unknown.all(axis=1)  # grid_data's default normal rule
+    support = draw_support(labels * unknown, split, 4, 0, known=unknown, normal=normal)
+    assert not unknown[support.rows].all()
+    head = PrototypeHead(center=center).fit(X[support.rows], (labels * unknown)[support.rows],
+                                            known=unknown[support.rows])
+    expected = per_class_auc(labels[test] * unknown[test], head.decision_function(X[test]), unknown[test])
+    assert np.allclose(grid.grid.runs[0].aucs, expected)
+    with pytest.raises(CacheError, match="--search needs a validation set whose labels are all known"):
+        run_fewshot(embeddings=X, labels=labels * unknown, splits=split, patients=patients, known=unknown,
+                    heads=("logreg",), shots=(4,), seeds=1, jobs=1, search=True)

@@ -136,3 +136,41 @@ def test_random_state_has_scikit_learns_meaning(name, multi_hot):
     assert np.array_equal(scores(np.random.default_rng(5)), scores(np.random.default_rng(5)))
     assert np.array_equal(scores(np.random.RandomState(5)), scores(np.random.RandomState(5)))
     assert not np.array_equal(scores(None), scores(None))  # None: a fresh draw each fit
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(REGISTRY) if head_class(n).needs_support])
+def test_an_unknown_label_is_left_out_of_its_findings_fit_not_read_as_negative(name, multi_hot):
+    X, Y, X_val, Y_val = multi_hot
+    rng = np.random.default_rng(1)
+    known = np.ones(Y.shape, dtype=bool)
+    known[rng.random(len(Y)) < 0.4, 0] = False  # a CheXpert-like uncertain column, under U-Ignore
+    known[Y[:, 0] == 1] = True  # keep every positive: only negatives turn unknown
+    Y_masked = Y * known
+    head = make(name, FINDINGS_3, width=8, random_state=0)
+    validation = {"X_val": X_val, "Y_val": Y_val} if head.uses_validation else {}
+
+    def scores(mask):  # noqa: ANN001, ANN202
+        extra = {} if mask is None else {"known": mask}
+        return clone(head).fit(X, Y_masked, **validation, **extra).decision_function(X_val)
+
+    masked, as_negative = scores(known), scores(None)
+    assert np.isfinite(masked).all() and masked.shape == (len(X_val), 3)
+    assert not np.allclose(masked[:, 0], as_negative[:, 0])  # the mask changed finding 0's fit
+    assert np.array_equal(scores(np.ones(Y.shape)), as_negative)  # an all-known mask is no mask
+    hidden_positive = known.copy()
+    hidden_positive[np.flatnonzero(Y[:, 0] == 1)[0], 0] = False
+    with pytest.raises(ValueError, match="0 where its label is unknown"):
+        clone(head).fit(X, Y_masked, known=hidden_positive, **validation)
+
+
+@pytest.mark.parametrize("name", ["prototype", "logreg"])
+def test_a_masked_finding_is_fitted_as_on_its_known_rows_alone(name, multi_hot):
+    X, Y, X_val, _ = multi_hot
+    known = np.ones(Y.shape, dtype=bool)
+    known[::3, 1] = known[::3, 1] & (Y[::3, 1] == 1)
+    rows = known[:, 1]
+    masked = make(name).fit(X, Y * known, known=known).decision_function(X_val)
+    alone = make(name).fit(X[rows], Y[rows]).decision_function(X_val)
+    as_negative = make(name).fit(X, Y * known).decision_function(X_val)
+    # equal to the solver's tolerance (logreg stops at scikit-learn's gtol), far from reading them as negatives
+    assert np.abs(masked[:, 1] - alone[:, 1]).max() < 2e-3 < np.abs(as_negative[:, 1] - alone[:, 1]).max()

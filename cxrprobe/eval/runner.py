@@ -248,12 +248,18 @@ def validation_shots(shots: Shots) -> int:
     return VALIDATION_SHOTS_MAX if shots == ALL_SHOTS else min(shots, VALIDATION_SHOTS_MAX)
 
 
-def check_fittable(data: GridData, rows: np.ndarray) -> None:
-    """Heads fit on every label of the images they are given; a support set holding an unknown
-    label is refused rather than read as a negative."""
+def known_labels(data: GridData, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """``fit``'s ``known`` for these rows where some label is unknown: each head fits a finding
+    on the images whose label for it is known (an unknown label is never read as a negative)."""
+    known = data.known_at(rows)
+    return {} if known is None or known.all() else {"known": known}
+
+
+def check_searchable(data: GridData, rows: np.ndarray) -> None:
+    """The searches score validation sets by AUC over every label they hold."""
     if data.known is not None and not data.known[rows].all():
-        raise CacheError("a support set holds images with unknown labels, which the heads cannot fit yet; "
-                         "embed with --uncertain zero or one and --blank negative")
+        raise CacheError("--search needs a validation set whose labels are all known; this cache's validation "
+                         "images have unknown labels (its label policy), so run without --search")
 
 
 def too_large(head: type, support: SupportSet) -> bool:
@@ -279,7 +285,7 @@ def run_task(data: GridData, spec: GridSpec, shots: Shots, seed: int) -> tuple[S
                                    design=spec.support, normals=spec.normals, **pool)
             X = data.embeddings[support.rows]
             Y = data.labels[support.rows]
-            check_fittable(data, support.rows)
+            known = known_labels(data, support.rows)
             Y_test, known_test = data.labels[data.test_rows], data.known_at(data.test_rows)
             results = []
             validation = None
@@ -295,12 +301,12 @@ def run_task(data: GridData, spec: GridSpec, shots: Shots, seed: int) -> tuple[S
                     if validation is None:  # other patients than the support set's: the val split
                         validation = draw_support(data.labels, data.split, validation_shots(shots), draw_seed,
                                                   pool_split="val", design=spec.support, normals=spec.normals, **pool)
-                        check_fittable(data, validation.rows)
+                        check_searchable(data, validation.rows)
                     rows = validation.rows
-                    head.fit(X, Y, X_val=data.embeddings[rows], Y_val=data.labels[rows])
+                    head.fit(X, Y, X_val=data.embeddings[rows], Y_val=data.labels[rows], **known)
                     labelled += len(rows)
                 else:
-                    head.fit(X, Y)
+                    head.fit(X, Y, **known)
                 scores = head.decision_from(data.test_inputs[head.input_transform])
                 aucs, aps = per_class_auc_ap(Y_test, scores, known_test)
                 replicates = None if data.test_weights is None else \

@@ -16,7 +16,7 @@ class AdaptedHead(Head):
     def __init__(self, random_state: int | None = None) -> None:
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> AdaptedHead:
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, known: np.ndarray | None = None) -> AdaptedHead:
         X, Y = self._check_fit_data(X, Y)
         if X.shape[1] != Y.shape[1]:
             raise ValueError(f"the adapted head's X is its logits, one column per finding: got {X.shape[1]} "

@@ -38,11 +38,12 @@ def cosine_rates(lr: float, steps: int) -> np.ndarray:
     return lr * 0.5 * (1.0 + np.cos(np.pi * np.arange(steps) / max(steps, 1)))
 
 
-def two_sided(Y: np.ndarray) -> np.ndarray:
-    """Findings with both positives and negatives in the support set: the only ones a
-    support set can teach anything (the others keep their text-only start)."""
+def two_sided(Y: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """Findings with both positives and negatives in the support set (among its known labels):
+    the only ones a support set can teach anything (the others keep their text-only start)."""
     positives = Y.sum(axis=0)
-    return (positives > 0) & (positives < len(Y))
+    counted = len(Y) if known is None else known.sum(axis=0)
+    return (positives > 0) & (positives < counted)
 
 
 def validation_auc(Y_val: np.ndarray, scores: np.ndarray) -> float:

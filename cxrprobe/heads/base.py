@@ -97,6 +97,20 @@ class Head(BaseEstimator):
                                  f"X and Y have {X.shape[1]} dimensions and {self.n_outputs_} findings")
         return X, Y
 
+    def _check_known(self, known: np.ndarray | None, Y: np.ndarray) -> np.ndarray | None:
+        """``known`` [n, k]: which labels of Y are known (a dataset's uncertain or unmentioned
+        labels under an ``ignore`` policy are not; Y is 0 there). Each finding is fitted on the
+        rows whose label is known for it. None when every label is known."""
+        if known is None:
+            return None
+        known = np.asarray(known)
+        if known.shape != Y.shape or not np.isin(known, (0, 1)).all():
+            raise ValueError(f"known must be a 0/1 mask shaped as Y {Y.shape}, got {known.shape}")
+        known = known.astype(bool)
+        if (Y[~known] != 0).any():
+            raise ValueError("Y must be 0 where its label is unknown")
+        return None if known.all() else known
+
     def _check_validation_data(self, X_val: np.ndarray | None,
                                Y_val: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The validation set of a search, checked against what fit was given."""

@@ -37,11 +37,12 @@ from cxrprobe.heads.zeroshot import prompt_pair
 
 
 def train_prototypes(rows: np.ndarray, n: int, Y: np.ndarray, usable: np.ndarray, epochs: int, lr: float,
-                     momentum: float, penalty: np.ndarray, tau: float) -> np.ndarray:
+                     momentum: float, penalty: np.ndarray, tau: float, known: np.ndarray | None = None) -> np.ndarray:
     """SGD on the cosine prototypes w_j = rows^T b_j, j < 14 positive, j >= 14 negative.
 
     ``rows`` holds the n unit support rows then the 28 prompts; prototype j starts at
-    prompt j. ``penalty`` is rho_j of rho_j |w_j - t_j|^2. Returns B [28, n + 28].
+    prompt j. ``penalty`` is rho_j of rho_j |w_j - t_j|^2; ``known`` [14, n] masks the loss
+    of unknown labels. Returns B [28, n + 28].
 
     Prototype-major float32. The products rows . w_j (D = B G) are updated alongside B, as
     every update of B is linear in B and the gradient: the one matrix product a step needs is
@@ -66,6 +67,8 @@ def train_prototypes(rows: np.ndarray, n: int, Y: np.ndarray, usable: np.ndarray
         residual = sigmoid(np.float32(tau) * (cosine[:k] - cosine[k:]))
         residual -= targets
         residual *= scale  # dL/dcos: +residual for the positive prototype, -residual for the negative
+        if known is not None:
+            residual *= known
         grad[:k, :n] = residual
         np.negative(residual, out=grad[k:, :n])
         # d cos_ij / d w_j = x_i / |w_j| - cos_ij w_j / |w_j|^2, in the coordinates b_j
@@ -98,16 +101,18 @@ class ZsLpHead(Head):
         self.negative = negative
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> ZsLpHead:
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, known: np.ndarray | None = None) -> ZsLpHead:
         X, Y = self._check_fit_data(X, Y)
+        known = self._check_known(known, Y)
         Z = self.head_input(X).astype(np.float64)
         # [28, d], positives then negatives: the raw prompt embeddings, as in CLAP; their norm
         # sets the prototypes' starting norm, so the step size on their direction
         T = np.concatenate(prompt_pair(self.text, self.negative, unit=False))
         rows = np.concatenate([Z, T])
-        penalty = self._penalty(T @ Z.T / np.linalg.norm(T, axis=1)[:, None], Y)
+        penalty = self._penalty(T @ Z.T / np.linalg.norm(T, axis=1)[:, None], Y, known)
         tau = self.text.logit_scale
-        B = train_prototypes(rows, len(Z), Y.T, two_sided(Y), self.epochs, self.lr, self.momentum, penalty, tau)
+        B = train_prototypes(rows, len(Z), Y.T, two_sided(Y, known), self.epochs, self.lr, self.momentum, penalty, tau,
+                             None if known is None else known.T.astype(np.float32))
         W = B.astype(np.float64) @ rows
         W /= np.linalg.norm(W, axis=1, keepdims=True)
         k = Y.shape[1]
@@ -115,7 +120,7 @@ class ZsLpHead(Head):
         self.coef_ = tau * (W[:k] - W[k:]).T  # inputs are unit rows: cosines are dot products
         return self
 
-    def _penalty(self, text: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    def _penalty(self, text: np.ndarray, Y: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
         return np.zeros(len(text))
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:
@@ -131,14 +136,15 @@ class ClapHead(ZsLpHead):
                          random_state=random_state)
         self.penalty_scale = penalty_scale
 
-    def _penalty(self, text: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    def _penalty(self, text: np.ndarray, Y: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
         """rho per prototype, positives' then negatives': lambda / 2, CLAP's mean over a finding's
-        two classes; lambda_ [2, 14] keeps lambda+ and lambda-."""
+        two classes (its known labels); lambda_ [2, 14] keeps lambda+ and lambda-."""
         k = Y.shape[1]
         p = sigmoid(self.text.logit_scale * (text[:k] - text[k:]).T)  # zero-shot on the support set
         positive = Y == 1
+        negative = ~positive if known is None else ~positive & known
         with np.errstate(invalid="ignore"):  # 0 / 0 where a finding has one side only (it does not train)
             right_on_positives = (p * positive).sum(0) / positive.sum(0)
-            right_on_negatives = ((1 - p) * ~positive).sum(0) / (~positive).sum(0)
+            right_on_negatives = ((1 - p) * negative).sum(0) / negative.sum(0)
         self.lambda_ = np.nan_to_num(np.stack([right_on_positives, right_on_negatives]))
         return 0.5 * self.penalty_scale * self.lambda_.reshape(-1)

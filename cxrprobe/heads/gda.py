@@ -64,8 +64,9 @@ class GdaHead(ValidationSearch, Head):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, Y: np.ndarray, *, X_val: np.ndarray | None = None,
-            Y_val: np.ndarray | None = None) -> GdaHead:
+            Y_val: np.ndarray | None = None, known: np.ndarray | None = None) -> GdaHead:
         X, Y = self._check_fit_data(X, Y)
+        known = self._check_known(known, Y)
         validation = self._validation_inputs(X_val, Y_val) if self.search else None
         Z = self.head_input(X).astype(np.float64)
         self.zero_shot_ = ZeroShotHead(text=self.text, negative=self.negative).fit(X, Y) if self.text else None
@@ -74,15 +75,18 @@ class GdaHead(ValidationSearch, Head):
         self.intercept_ = np.zeros(k)
         # past d rows (the full-data fit) every finding's scatter follows from one Z^T Z:
         # C^T C = Z^T Z - n+ mu+ mu+^T - n- mu- mu-^T
-        second_moment = Z.T @ Z if len(Z) >= d else None
+        second_moment = Z.T @ Z if len(Z) >= d and known is None else None
         for c in range(k):
             positive, negative = Y[:, c] == 1, Y[:, c] == 0
+            if known is not None:  # the finding's LDA over the rows whose label it knows
+                negative &= known[:, c]
             if not positive.any() or not negative.any():
                 continue
             mu_pos, mu_neg = Z[positive].mean(axis=0), Z[negative].mean(axis=0)
             means = np.stack([mu_pos, mu_neg], axis=1)
             if second_moment is None:
-                centred = np.where(positive[:, None], Z - mu_pos, Z - mu_neg)
+                counted = positive | negative
+                centred = np.where(positive[counted, None], Z[counted] - mu_pos, Z[counted] - mu_neg)
                 p_pos, p_neg = apply_shrunk_precision(centred, means).T
             else:
                 scatter = second_moment - positive.sum() * np.outer(mu_pos, mu_pos) - negative.sum() * np.outer(mu_neg, mu_neg)

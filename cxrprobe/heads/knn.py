@@ -18,8 +18,9 @@ class KnnHead(Head):
         self.center = center
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> KnnHead:
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, known: np.ndarray | None = None) -> KnnHead:
         X, Y = self._check_fit_data(X, Y)
+        self.known_ = self._check_known(known, Y)  # a neighbour votes on the findings it knows
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
         support = np.ascontiguousarray(self.head_input(X))
@@ -34,4 +35,7 @@ class KnnHead(Head):
         similarity, neighbours = self.index_.search(queries, k)
         weights = np.maximum(similarity.astype(np.float64), 0.0) + 1e-6  # cosine may be negative
         votes = np.einsum("nk,nkc->nc", weights, self.labels_[neighbours])
-        return votes / weights.sum(axis=1, keepdims=True)
+        if self.known_ is None:
+            return votes / weights.sum(axis=1, keepdims=True)
+        voters = np.einsum("nk,nkc->nc", weights, self.known_[neighbours].astype(np.float64))
+        return np.where(voters > 0, votes / np.where(voters > 0, voters, 1.0), 0.5)

@@ -21,12 +21,14 @@ class LinearHead(Head):
         self.weight_decay = weight_decay
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> LinearHead:
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, known: np.ndarray | None = None) -> LinearHead:
         X, Y = self._check_fit_data(X, Y)
+        known = self._check_known(known, Y)
         seed = torch_seed(self.random_state)
         with seeded_cpu(seed):
             layer = nn.Linear(X.shape[1], Y.shape[1])
-        self.module_ = fit_linear_bce(layer, self.head_input(X), Y, self.epochs, self.lr, self.weight_decay)
+        self.module_ = fit_linear_bce(layer, self.head_input(X), Y, self.epochs, self.lr, self.weight_decay,
+                                     known)
         return self
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:

@@ -32,9 +32,10 @@ def row_space(Z: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
     return basis, np.ascontiguousarray(triangle.T)
 
 
-def balanced_weights(Y: np.ndarray) -> np.ndarray:
-    """sklearn's class_weight='balanced' per finding: n / (2 n_class) for each row's class."""
-    n = len(Y)
+def balanced_weights(Y: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """sklearn's class_weight='balanced' per finding: n / (2 n_class) for each row's class, n
+    counting the rows whose label is ``known``."""
+    n = len(Y) if known is None else known.sum(axis=0)
     positives = Y.sum(axis=0)
     negatives = n - positives
     with np.errstate(divide="ignore"):
@@ -45,9 +46,10 @@ def balanced_weights(Y: np.ndarray) -> np.ndarray:
 
 def fit_logistic(
     Z: np.ndarray, Y: np.ndarray, C: float, balanced: bool = True, start: np.ndarray | None = None,
-    max_iter: int = 1000, tol: float = 1e-4,
+    max_iter: int = 1000, tol: float = 1e-4, known: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Coefficients [d + 1, k] (the last row: intercepts) of the k binary problems in Y [n, k].
+    """Coefficients [d + 1, k] (the last row: intercepts) of the k binary problems in Y [n, k],
+    each over the rows whose label is ``known`` (default: all).
 
     A finding with one class only in Y gets zeros (nothing to separate: constant scores).
     """
@@ -55,8 +57,13 @@ def fit_logistic(
     Y = np.asarray(Y, dtype=np.float64)
     n, d = Z.shape
     k = Y.shape[1]
-    both = (Y.min(axis=0) != Y.max(axis=0))
-    weights = (balanced_weights(Y) if balanced else np.ones_like(Y)) * both * C
+    if known is None:
+        both = (Y.min(axis=0) != Y.max(axis=0))
+        weights = (balanced_weights(Y) if balanced else np.ones_like(Y)) * both * C
+    else:  # an unknown label weighs nothing; balancing counts the known ones
+        positives, counted = Y.sum(axis=0), known.sum(axis=0)
+        both = (positives > 0) & (positives < counted)
+        weights = (balanced_weights(Y, known) if balanced else known.astype(np.float64)) * known * both * C
     signs = 2.0 * Y - 1.0
     design = np.hstack([Z, np.ones((n, 1))])
     penalised = np.ones((d + 1, 1))

@@ -36,8 +36,9 @@ class LogRegHead(Head):
         return bool(self.search)
 
     def fit(self, X: np.ndarray, Y: np.ndarray, *, X_val: np.ndarray | None = None,
-            Y_val: np.ndarray | None = None) -> LogRegHead:
+            Y_val: np.ndarray | None = None, known: np.ndarray | None = None) -> LogRegHead:
         X, Y = self._check_fit_data(X, Y)
+        known = self._check_known(known, Y)
         Z = self.head_input(X).astype(np.float64)
         if self.class_weight not in ("balanced", None):
             raise ValueError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
@@ -51,7 +52,8 @@ class LogRegHead(Head):
             if key not in solutions:
                 nearest = min(solutions, key=lambda x: abs(x - key), default=None)
                 solutions[key] = fit_logistic(reduced, Y, C, self.class_weight == "balanced",
-                                              None if nearest is None else solutions[nearest], self.max_iter)
+                                              None if nearest is None else solutions[nearest], self.max_iter,
+                                              known=known)
             weights = solutions[key]
             return weights if basis is None else np.vstack([basis @ weights[:-1], weights[-1:]])
 

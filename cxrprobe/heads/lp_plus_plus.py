@@ -61,8 +61,9 @@ class LpPlusPlusHead(ValidationSearch, Head):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, Y: np.ndarray, *, X_val: np.ndarray | None = None,
-            Y_val: np.ndarray | None = None) -> LpPlusPlusHead:
+            Y_val: np.ndarray | None = None, known: np.ndarray | None = None) -> LpPlusPlusHead:
         X, Y = self._check_fit_data(X, Y)
+        known = self._check_known(known, Y)
         validation = self._validation_inputs(X_val, Y_val) if self.search else None
         Z = self.head_input(X).astype(np.float64)
         positives, negatives = prompt_pair(self.text, self.negative)
@@ -72,16 +73,17 @@ class LpPlusPlusHead(ValidationSearch, Head):
         gram = GramProducts(Z)
         self.lr_w_ = 4.0 * N / largest_eigenvalue(gram.smaller)  # lambda_max(Z^T Z) = lambda_max(Z Z^T)
         self.lr_alpha_ = 4.0 * N / np.maximum((text**2).sum(axis=1), 1e-12)
-        usable = two_sided(Y)
+        usable = two_sided(Y, known)
+        negative = 1 - Y if known is None else (1 - Y) * known
         n_pos = Y.sum(axis=0)
         # w_c = mean(positives) - mean(negatives) = Z^T b_c; one-sided findings keep w = 0
-        B = ((Y / np.maximum(n_pos, 1) - (1 - Y) / np.maximum(N - n_pos, 1)) * usable).T
+        B = ((Y / np.maximum(n_pos, 1) - negative / np.maximum(negative.sum(axis=0), 1)) * usable).T
         b = np.zeros(len(B))
-        alpha = np.full(len(B), self.alpha_init * self._alpha_scale(Z, positives, negatives, Y, text))
+        alpha = np.full(len(B), self.alpha_init * self._alpha_scale(Z, positives, negatives, Y, text, known))
         if validation is not None:  # validation logits are Z_val Z^T B^T + b + alpha Z_val U^T
             Z_val, Y_val = validation
             validation = (Z_val @ Z.T, Z_val @ U.T, Y_val)
-        state = self._train(gram, text, Y.T, usable, B, b, alpha, validation)
+        state = self._train(gram, text, Y.T, usable, B, b, alpha, validation, None if known is None else known.T)
         B, b, alpha = (v.astype(np.float64) for v in state)
         self.coef_ = Z.T @ B.T + U.T * alpha
         self.intercept_ = b
@@ -89,18 +91,22 @@ class LpPlusPlusHead(ValidationSearch, Head):
         return self
 
     def _alpha_scale(self, Z: np.ndarray, positives: np.ndarray, negatives: np.ndarray, Y: np.ndarray,
-                     text: np.ndarray) -> float:
-        """What alpha_init multiplies: the mean cosine of each image to its own class's prompt."""
+                     text: np.ndarray, known: np.ndarray | None = None) -> float:
+        """What alpha_init multiplies: the mean cosine of each image to its own class's prompt
+        (over the known labels)."""
         if self.alpha_rule == "own-prompt":
-            return float(np.where(Y == 1, Z @ positives.T, Z @ negatives.T).mean())
+            own = np.where(Y == 1, Z @ positives.T, Z @ negatives.T)
+            return float(own.mean() if known is None else own[known].mean())
         if self.alpha_rule == "abs-margin":
-            return float(np.abs(text).mean())
+            return float(np.abs(text).mean() if known is None else np.abs(text.T)[known].mean())
         raise ValueError(f"alpha_rule must be 'own-prompt' or 'abs-margin', got {self.alpha_rule!r}")
 
     def _train(self, gram: GramProducts, text: np.ndarray, targets: np.ndarray, usable: np.ndarray, B: np.ndarray,
-               b: np.ndarray, alpha: np.ndarray, validation: tuple | None) -> tuple[np.ndarray, ...]:
+               b: np.ndarray, alpha: np.ndarray, validation: tuple | None,
+               known: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """Full-batch momentum SGD on (B, b), alpha steps every ``alpha_every`` epochs; the last
-        epoch's (B, b, alpha), or with a validation set the best checkpoint's."""
+        epoch's (B, b, alpha), or with a validation set the best checkpoint's. ``known`` [k, N]:
+        an unknown label adds no loss."""
         f32 = np.float32
         text, targets = text.astype(f32), targets.astype(f32)
         B, b, alpha = B.astype(f32), b.astype(f32), alpha.astype(f32)
@@ -115,6 +121,8 @@ class LpPlusPlusHead(ValidationSearch, Head):
             logits += alpha[:, None] * text
             residual = bce_residual(logits, targets, n)
             residual[frozen] = 0
+            if known is not None:
+                residual *= known
             alpha_grad = np.einsum("ij,ij->i", residual, text)
             velocity_B *= momentum
             velocity_B += residual  # dL/dw_c = Z^T r_c: the coefficients' gradient is r itself

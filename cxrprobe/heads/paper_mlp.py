@@ -27,15 +27,17 @@ class PaperMlpHead(Head):
         self.weight_decay = weight_decay
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> PaperMlpHead:
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, known: np.ndarray | None = None) -> PaperMlpHead:
         X, Y = self._check_fit_data(X, Y)
+        known = self._check_known(known, Y)
         seed = torch_seed(self.random_state)
         with seeded_cpu(seed):
             head = PaperHead(in_dim=X.shape[1], n_classes=Y.shape[1])
             if self.init_state is not None:
                 head.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in self.init_state.items()})
             # dropout draws from the global generator: keep it inside the fork too
-            self.module_ = fit_paper_head(head, X, Y, self.epochs, self.batch_size, self.lr, self.weight_decay, seed)
+            self.module_ = fit_paper_head(head, X, Y, self.epochs, self.batch_size, self.lr, self.weight_decay, seed,
+                                          known)
         return self
 
     def decision_from(self, Z: np.ndarray) -> np.ndarray:

@@ -17,13 +17,15 @@ class PrototypeHead(Head):
         self.center = center
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> PrototypeHead:
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, known: np.ndarray | None = None) -> PrototypeHead:
         X, Y = self._check_fit_data(X, Y)
+        known = self._check_known(known, Y)
         Z = self.head_input(X).astype(np.float64)
+        negatives = 1 - Y if known is None else (1 - Y) * known  # a finding's negatives: known ones only
         n_pos = Y.sum(axis=0)
-        n_neg = len(Y) - n_pos
+        n_neg = negatives.sum(axis=0)
         positive = (Y.T @ Z) / np.maximum(n_pos, 1)[:, None]
-        negative = ((1 - Y).T @ Z) / np.maximum(n_neg, 1)[:, None]
+        negative = (negatives.T @ Z) / np.maximum(n_neg, 1)[:, None]
         # ||z - p-||^2 - ||z - p+||^2 = 2 (p+ - p-) . z - (|p+|^2 - |p-|^2): a linear score
         self.coef_ = 2.0 * (positive - negative).T
         self.intercept_ = -((positive**2).sum(axis=1) - (negative**2).sum(axis=1))

@@ -41,13 +41,14 @@ def cache_scores(Z: np.ndarray, keys: np.ndarray, values: np.ndarray, beta: floa
     return kernel_cache(Z @ keys.T, values, beta)
 
 
-def signed_values(Y: np.ndarray) -> np.ndarray:
-    """1 for a finding's positives, -n_pos / n_neg for its negatives; 0 where the support set has
-    one side only (no contrast to offer)."""
+def signed_values(Y: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """1 for a finding's positives, -n_pos / n_neg for its (known) negatives, 0 for an unknown
+    label; 0 where the support set has one side only (no contrast to offer)."""
+    negative = 1 - Y if known is None else (1 - Y) * known
     positives = Y.sum(axis=0)
-    negatives = len(Y) - positives
+    negatives = negative.sum(axis=0)
     usable = (positives > 0) & (negatives > 0)
-    values = Y - (1 - Y) * positives / np.maximum(negatives, 1)
+    values = Y - negative * positives / np.maximum(negatives, 1)
     return (values * usable).astype(np.float32)
 
 
@@ -79,10 +80,10 @@ class TipAdapterHead(ValidationSearch, Head):
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, Y: np.ndarray, *, X_val: np.ndarray | None = None,
-            Y_val: np.ndarray | None = None) -> TipAdapterHead:
+            Y_val: np.ndarray | None = None, known: np.ndarray | None = None) -> TipAdapterHead:
         X, Y = self._check_fit_data(X, Y)
         validation = self._validation_inputs(X_val, Y_val) if self.search else None
-        self._build_cache(X, Y)
+        self._build_cache(X, Y, self._check_known(known, Y))
         if validation is not None:
             self._search(*validation)
         return self
@@ -91,10 +92,10 @@ class TipAdapterHead(ValidationSearch, Head):
         """The official code's logit scale on the zero-shot term where its search is followed."""
         return self.text.logit_scale if self.search else 1.0
 
-    def _build_cache(self, X: np.ndarray, Y: np.ndarray) -> None:
+    def _build_cache(self, X: np.ndarray, Y: np.ndarray, known: np.ndarray | None) -> None:
         self.zero_shot_ = ZeroShotHead(text=self.text, negative=self.negative).fit(X, Y)
         self.keys_ = self.head_input(X)
-        self.values_ = signed_values(Y)
+        self.values_ = signed_values(Y, known)
         self.zero_shot_scale_ = self._zero_shot_scale()
         self.alpha_, self.beta_ = self.alpha, self.beta
 

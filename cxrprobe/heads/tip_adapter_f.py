@@ -72,15 +72,16 @@ class TipAdapterFHead(TipAdapterHead):
     def _zero_shot_scale(self) -> float:
         return self.text.logit_scale  # trained as the official code trains, searched or not
 
-    def _build_cache(self, X: np.ndarray, Y: np.ndarray) -> None:
-        super()._build_cache(X, Y)
+    def _build_cache(self, X: np.ndarray, Y: np.ndarray, known: np.ndarray | None) -> None:
+        super()._build_cache(X, Y, known)
         self.alpha_ = self.text.logit_scale * self.alpha  # a: the cache's multiplier against tau zeroshot
 
     def fit(self, X: np.ndarray, Y: np.ndarray, *, X_val: np.ndarray | None = None,
-            Y_val: np.ndarray | None = None) -> TipAdapterFHead:
+            Y_val: np.ndarray | None = None, known: np.ndarray | None = None) -> TipAdapterFHead:
         X, Y = self._check_fit_data(X, Y)
         validation = self._validation_inputs(X_val, Y_val) if self.search else None
-        self._build_cache(X, Y)  # the training-free cache: keys_, values_, zero_shot_
+        known = self._check_known(known, Y)
+        self._build_cache(X, Y, known)  # the training-free cache: keys_, values_, zero_shot_
         Y = np.asarray(Y, dtype=np.float32)
         Z = self.keys_.copy()  # the support images are also the training queries
         zero_shot = self._zero_shot_logits(Z)
@@ -92,6 +93,8 @@ class TipAdapterFHead(TipAdapterHead):
             affinity = Z @ keys.T
             cache = kernel_cache(affinity, values, beta)  # affinity now holds A
             residual = bce_residual(zero_shot + alpha * cache, Y, len(Y))
+            if known is not None:
+                residual *= known  # an unknown label adds no loss
             # z = zs + alpha A V with A = exp(beta (Z K^T - 1)): dL/dK = (alpha beta A * (R V^T))^T Z
             d_scores = (alpha * beta) * affinity * (residual @ values.T)
             adamw_step(keys, d_scores.T @ Z, state, float(rate), self.eps, self.weight_decay)

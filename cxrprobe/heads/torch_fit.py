@@ -30,16 +30,18 @@ def adamw(params: list[torch.Tensor], lr: float, weight_decay: float) -> torch.o
 
 def fit_paper_head(
     head: PaperHead, X: np.ndarray, Y: np.ndarray, epochs: int, batch_size: int, lr: float,
-    weight_decay: float, seed: int,
+    weight_decay: float, seed: int, known: np.ndarray | None = None,
 ) -> PaperHead:
     """AdamW on plain BCE-with-logits (mean) for a fixed number of epochs, mini-batches
     shuffled from ``seed``, dropout from torch's global generator (fork it around the call).
+    With ``known``, the mean is over the batch's known labels.
 
     The length is fixed in advance: nothing here looks at validation or test data.
     """
     generator = torch.Generator().manual_seed(int(seed))
     inputs = torch.as_tensor(X, dtype=torch.float32)
     targets = torch.as_tensor(Y, dtype=torch.float32)
+    mask = None if known is None else torch.as_tensor(known, dtype=torch.float32)
     optimiser = adamw(list(head.parameters()), lr, weight_decay)
     head.train()
     for _ in range(epochs):
@@ -47,24 +49,34 @@ def fit_paper_head(
         for start in range(0, len(inputs), batch_size):
             batch = order[start:start + batch_size]
             optimiser.zero_grad()
-            F.binary_cross_entropy_with_logits(head(inputs[batch]), targets[batch]).backward()
+            if mask is None:
+                loss = F.binary_cross_entropy_with_logits(head(inputs[batch]), targets[batch])
+            else:
+                weight = mask[batch]
+                loss = F.binary_cross_entropy_with_logits(head(inputs[batch]), targets[batch], weight=weight,
+                                                          reduction="sum") / weight.sum().clamp(min=1.0)
+            loss.backward()
             optimiser.step()
     head.eval()
     return head
 
 
-def fit_linear_bce(layer: nn.Linear, X: np.ndarray, Y: np.ndarray, epochs: int, lr: float, weight_decay: float) -> nn.Linear:
-    """Full-batch AdamW on BCE-with-logits (mean over rows and findings) for a linear layer, its
-    gradient written out (see the module docstring)."""
+def fit_linear_bce(layer: nn.Linear, X: np.ndarray, Y: np.ndarray, epochs: int, lr: float, weight_decay: float,
+                   known: np.ndarray | None = None) -> nn.Linear:
+    """Full-batch AdamW on BCE-with-logits (mean over rows and findings, or over the ``known``
+    labels) for a linear layer, its gradient written out (see the module docstring)."""
     inputs = torch.as_tensor(X, dtype=torch.float32)
     targets = torch.as_tensor(Y, dtype=torch.float32)
+    mask = None if known is None else torch.as_tensor(known, dtype=torch.float32)
     weight, bias = layer.weight, layer.bias
     weight.grad, bias.grad = torch.zeros_like(weight), torch.zeros_like(bias)
     optimiser = adamw([weight, bias], lr, weight_decay)  # it reads .grad, which the loop writes
-    scale = 1.0 / max(targets.numel(), 1)
+    scale = 1.0 / max(targets.numel() if mask is None else float(mask.sum()), 1)
     with torch.no_grad():
         for _ in range(epochs):
             residual = (torch.sigmoid(torch.addmm(bias, inputs, weight.T)) - targets) * scale
+            if mask is not None:
+                residual *= mask
             torch.mm(residual.T, inputs, out=weight.grad)
             torch.sum(residual, 0, out=bias.grad)
             optimiser.step()

@@ -43,8 +43,8 @@ class ZeroShotHead(Head):
         self.negative = negative
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> ZeroShotHead:
-        self._check_fit_data(X, Y)
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, known: np.ndarray | None = None) -> ZeroShotHead:
+        self._check_fit_data(X, Y)  # labels are not used, known or not
         self.weights_ = self._prompt_difference()
         return self
 
