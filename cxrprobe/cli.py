@@ -104,7 +104,7 @@ ALLOW_UNDEFINED = ("Go on when a finding's test images are all negative (or all 
 @app.command()
 @guarded
 def embed(
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Dataset folder (NIH: metadata CSV, split lists, images anywhere below).")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Dataset folder (NIH: metadata CSV, split lists, images anywhere below; CheXpert: train.csv, valid.csv and the images).")],
     out: Annotated[Path, typer.Option("--out", help="Cache file to write (HDF5).")],
     model: Annotated[str, typer.Option(help="open_clip model name, or a bundled one (cxrprobe-tiny).")] = "ViT-B-32",
     pretrained: Annotated[str, typer.Option(help="open_clip weights tag, a local weights file, or 'none'.")] = "openai",
@@ -120,6 +120,10 @@ def embed(
     val_fraction: Annotated[float, typer.Option(help="Share of train_val patients carved out for validation.")] = 0.1,
     val_seed: Annotated[int, typer.Option(help="Seed of the patient-wise validation carve-out.")] = 7,
     checkpoint: Annotated[Optional[Path], typer.Option(help="An adapt run dir: embed with its encoder (model and weights from the run) and store its head's logits.")] = None,
+    dataset: Annotated[str, typer.Option(help="nih, chexpert, or auto (detected from the data dir).")] = "auto",
+    uncertain: Annotated[str, typer.Option(help="An uncertain label (CheXpert's -1): ignore (unknown: not fitted, not scored), zero or one.")] = "ignore",
+    blank: Annotated[str, typer.Option(help="An unmentioned label (blank): negative (as the CheXpert authors) or ignore (unknown).")] = "negative",
+    views: Annotated[str, typer.Option(help="CheXpert views: frontal (AP and PA), AP, PA, lateral or all.")] = "frontal",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes or progress on stderr.")] = False,
 ) -> None:
     """Embed every image of a dataset once into an HDF5 feature cache."""
@@ -132,7 +136,7 @@ def embed(
         data_dir=data_dir, out=out, model=model, pretrained=pretrained, device=device,
         batch_size=batch_size, workers=workers, precision=precision, dtype=dtype, limit=limit,
         resume=resume, force=force, require_all=require_all, val_fraction=val_fraction, val_seed=val_seed,
-        checkpoint=checkpoint,
+        checkpoint=checkpoint, dataset=dataset, uncertain=uncertain, blank=blank, views=views,
     )
     notify = _notes("cxrprobe", quiet)
     with _progress("embedding", quiet) as progress:

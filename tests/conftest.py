@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from cxrprobe.cli import main
-from cxrprobe.data.nih import NihMetadata, bundled_metadata_dir, load_nih_metadata
+from cxrprobe.data.nih import bundled_metadata_dir, load_nih_metadata
 from cxrprobe.data.synthetic import write_nih_folder
+from cxrprobe.data.table import DatasetMetadata
 
 REPO = Path(__file__).resolve().parents[1]
 # The modules whose tests take longest start first, so that no worker is left alone with one
@@ -52,7 +53,7 @@ def real_nih(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def nih_metadata(real_nih: Path) -> NihMetadata:
+def nih_metadata(real_nih: Path) -> DatasetMetadata:
     """The real NIH tables, parsed once per test process (1.5 s a parse)."""
     return load_nih_metadata(real_nih)
 
@@ -107,7 +108,7 @@ TINY = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu")
 
 
 @pytest.fixture(scope="session")
-def synthetic_cache(tmp_path_factory: pytest.TempPathFactory, nih_metadata: NihMetadata) -> Path:
+def synthetic_cache(tmp_path_factory: pytest.TempPathFactory, nih_metadata: DatasetMetadata) -> Path:
     """A synthetic cache over every 25th real NIH row (4,485 rows, 64-d): quick, NIH-shaped."""
     import numpy as np
 

@@ -169,7 +169,7 @@ def test_broken_or_oversized_gzip_metadata_is_a_data_error(nih_copy, monkeypatch
     target.write_bytes(b"plain text named .gz\n")
     with pytest.raises(DataError, match="is not a readable gzip file"):
         load_nih_metadata(folder)
-    monkeypatch.setattr("cxrprobe.data.nih.MAX_METADATA_BYTES", 1000)  # a bomb, in miniature
+    monkeypatch.setattr("cxrprobe.data.files.MAX_METADATA_BYTES", 1000)  # a bomb, in miniature
     target.write_bytes(gzip.compress(b"Image Index,Finding Labels,Patient ID\n" + b"x" * 5000))
     with pytest.raises(DataError, match="decompresses to more than"):
         load_nih_metadata(folder)

@@ -21,7 +21,7 @@ from cxrprobe.cache.layout import created_timestamp
 from cxrprobe.cache.schema import EmbedSpec, attr_json, manifest_sha256, partial_path
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.data.images import Preprocessing
-from cxrprobe.data.nih import NihMetadata
+from cxrprobe.data.table import DatasetMetadata
 from cxrprobe.labels import FINDINGS, NO_FINDING
 from cxrprobe.models.text import GENERIC_NEGATIVE_CLASS, OPENAI_LOGIT_SCALE, default_prompts
 
@@ -69,7 +69,7 @@ def synthetic_embeddings(labels: np.ndarray, patient_ids: np.ndarray, model: Syn
 
 
 def write_synthetic_cache(
-    out: Path, metadata: NihMetadata, rows: np.ndarray | None = None, model: SyntheticModel = SyntheticModel(),
+    out: Path, metadata: DatasetMetadata, rows: np.ndarray | None = None, model: SyntheticModel = SyntheticModel(),
 ) -> None:
     """Write a complete cache of the metadata's ``rows`` (default: all) with generated embeddings,
     through the embed path. The cache records where the metadata came from (``metadata_origin``)."""

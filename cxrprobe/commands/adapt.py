@@ -27,7 +27,8 @@ import torch
 
 from cxrprobe.cores import usable_cores
 from cxrprobe.data.images import Preprocessing
-from cxrprobe.data.nih import LocatedDataset, locate_dataset
+from cxrprobe.data.nih import locate_dataset
+from cxrprobe.data.table import LocatedDataset
 from cxrprobe.errors import DataError, InputError
 from cxrprobe.fsutil import (
     check_writable_folder,

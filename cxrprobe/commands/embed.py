@@ -20,10 +20,11 @@ from cxrprobe.cache.reader import FeatureCache, peek_cache
 from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, attr_json, manifest_sha256, partial_path
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.cores import usable_cores
+from cxrprobe.data.datasets import locate
 from cxrprobe.data.images import DecodedBatch, DecodedBefore, make_loader
-from cxrprobe.data.nih import DATASET_NAME, NihMetadata, locate_dataset
+from cxrprobe.data.policies import LabelPolicy
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
-from cxrprobe.data.table import ImageTable
+from cxrprobe.data.table import DatasetMetadata, ImageTable
 from cxrprobe.errors import CacheError, DataError, InputError
 from cxrprobe.fsutil import check_output_path, exclusive_lock, remove_stale_temporaries, reporting_no_room
 from cxrprobe.models.device import (
@@ -63,6 +64,10 @@ class EmbedOptions:
     require_all: bool = False
     val_fraction: float = DEFAULT_VAL_FRACTION
     val_seed: int = DEFAULT_VAL_SEED
+    dataset: str = "auto"  # nih, chexpert, or detected from the data dir
+    uncertain: str = "ignore"  # CheXpert's -1: ignore (unknown), zero or one
+    blank: str = "negative"  # an unmentioned label: negative or ignore (unknown)
+    views: str = "frontal"  # CheXpert: frontal (AP and PA), AP, PA, lateral or all
     checkpoint: Path | None = None  # an adapt run dir: its encoder embeds, its head's logits are stored
 
 
@@ -93,7 +98,8 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
         remove_stale_temporaries(out.parent, out.name)  # left by killed runs; we hold the lock
         partial = partial_path(out)
         existing = _check_existing(out, partial, options)
-        dataset = locate_dataset(Path(options.data_dir), options.val_fraction, options.val_seed)
+        dataset = locate(Path(options.data_dir), options.dataset, LabelPolicy(options.uncertain, options.blank),
+                         options.views, options.val_fraction, options.val_seed)
         metadata, paths = dataset.metadata, dataset.paths
         table = metadata.table
         present = np.flatnonzero(paths != "")
@@ -123,7 +129,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             precision=precision,
             device=device.type,
             l2_normalised=False,
-            dataset=DATASET_NAME,
+            dataset=metadata.dataset,
             dataset_fingerprint=table.fingerprint(),
             label_source=metadata.label_source,
             val_fraction=metadata.val_fraction,
@@ -163,6 +169,10 @@ def _check_options(options: EmbedOptions) -> None:
         raise InputError(f"--limit must be at least 1, got {options.limit}")
     if options.dtype not in EMBEDDING_DTYPES:
         raise InputError(f"unknown embedding dtype {options.dtype!r}; use {' or '.join(EMBEDDING_DTYPES)}")
+    try:
+        LabelPolicy(options.uncertain, options.blank)
+    except ValueError as exc:
+        raise InputError(f"--{str(exc)}") from None
 
 
 def _check_existing(out: Path, partial: Path, options: EmbedOptions) -> str:
@@ -185,7 +195,7 @@ def _check_existing(out: Path, partial: Path, options: EmbedOptions) -> str:
 
 def _open_or_create_shard(
     partial: Path, spec: EmbedSpec, options: EmbedOptions, manifest: ImageTable, loaded: LoadedModel,
-    metadata: NihMetadata, missing: int, notify: Notify, checkpoint_file: Path | None, machine: Hardware,
+    metadata: DatasetMetadata, missing: int, notify: Notify, checkpoint_file: Path | None, machine: Hardware,
 ) -> ShardWriter:
     if partial.exists() and options.resume:
         writer = ShardWriter(partial)
@@ -204,6 +214,8 @@ def _open_or_create_shard(
         "n_metadata_rows": len(metadata.table),
         "n_missing_images": missing,
         "metadata_origin": metadata.origin,
+        "test_source": metadata.test_source,
+        **({"label_policy": attr_json(metadata.label_policy)} if metadata.label_policy else {}),
         "limit": options.limit if options.limit is not None else -1,
         "versions": attr_json(package_versions()),
         "hardware": attr_json(machine.as_dict()),

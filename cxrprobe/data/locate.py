@@ -34,3 +34,29 @@ def find_images(data_dir: Path, image_ids: np.ndarray) -> np.ndarray:
             if name in wanted and name not in found:
                 found[name] = os.path.join(root, name)
     return np.array([found.get(name, "") for name in image_ids.tolist()], dtype=object)
+
+
+def find_by_path_suffix(data_dir: Path, image_ids: np.ndarray, depth: int) -> np.ndarray:
+    """Path (str) of each image id, a relative path of ``depth`` components
+    (``train/patient1/study1/view1_frontal.jpg``), under ``data_dir``, or ``""``.
+
+    For datasets whose file names repeat across folders: every file's last ``depth`` path
+    components are compared with the ids, so an id is only ever matched, never joined into a
+    path. Walked as ``find_images`` walks (folder symlinks followed, each real folder once).
+    """
+    wanted = set(image_ids.tolist())
+    found: dict[str, str] = {}
+    seen_dirs: set[str] = set()
+    for root, dirs, files in os.walk(data_dir, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        dirs.sort()
+        tail = Path(root).relative_to(data_dir).parts[-(depth - 1):] if depth > 1 else ()
+        for name in sorted(files):
+            key = "/".join((*tail, name))
+            if key in wanted and key not in found:
+                found[key] = os.path.join(root, name)
+    return np.array([found.get(name, "") for name in image_ids.tolist()], dtype=object)

@@ -16,19 +16,17 @@ as downloads and cxrprobe's own bundled copy (``bundled_metadata_dir()``) are.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import re
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from cxrprobe.data.files import find_table, read_text
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, carve_validation
-from cxrprobe.data.table import ImageTable
+from cxrprobe.data.table import DatasetMetadata, ImageTable, LocatedDataset
 from cxrprobe.errors import DataError
 from cxrprobe.labels import FINDINGS, NO_FINDING
 
@@ -39,9 +37,6 @@ REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
 # A plain file name: no folder part, so a metadata row can never point outside the data dir.
 SAFE_IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 PATIENT_ID = re.compile(r"^[0-9]+$")
-# A gzipped metadata file is decompressed up to this size, so a tiny .gz cannot fill memory
-# (the largest NIH table is 9 MB).
-MAX_METADATA_BYTES = 256 * 1024 * 1024
 
 
 def bundled_metadata_dir() -> Path:
@@ -49,31 +44,16 @@ def bundled_metadata_dir() -> Path:
     return Path(__file__).resolve().parent / "nih_metadata"
 
 
-@dataclass(frozen=True)
-class NihMetadata:
-    """The parsed NIH tables: every metadata row, whether or not its image is on disk.
-
-    ``origin`` is "bundled" when the label table is cxrprobe's own copy (``bundled_metadata_dir``,
-    also through a symlink), else "data dir".
-    """
-
-    table: ImageTable
-    label_source: str
-    val_fraction: float
-    val_seed: int
-    origin: str = "data dir"
-
-
 def load_nih_metadata(
     data_dir: Path,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     val_seed: int = DEFAULT_VAL_SEED,
-) -> NihMetadata:
+) -> DatasetMetadata:
     """Read the label table and split lists in ``data_dir``; raise DataError on any defect."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"data dir {data_dir} does not exist or is not a folder")
-    metadata_path = next(filter(None, (_find(data_dir, name) for name in METADATA_FILES)), None)
+    metadata_path = next(filter(None, (find_table(data_dir, name) for name in METADATA_FILES)), None)
     if metadata_path is None:
         raise DataError(
             f"no NIH metadata in {data_dir}: expected {' or '.join(METADATA_FILES)} (or the same, gzipped)"
@@ -94,16 +74,8 @@ def load_nih_metadata(
     # The table's name, not its file's: a gzipped copy of the same table describes a cache alike.
     label_source = metadata_path.name.removesuffix(".gz")
     origin = "bundled" if metadata_path.resolve().parent == bundled_metadata_dir() else "data dir"
-    return NihMetadata(table=table, label_source=label_source, val_fraction=val_fraction, val_seed=val_seed,
+    return DatasetMetadata(table=table, label_source=label_source, val_fraction=val_fraction, val_seed=val_seed,
                        origin=origin)
-
-
-@dataclass(frozen=True)
-class LocatedDataset:
-    """A dataset folder's metadata and each row's image file (``""`` where none is found)."""
-
-    metadata: NihMetadata
-    paths: np.ndarray
 
 
 def locate_dataset(data_dir: Path, val_fraction: float = DEFAULT_VAL_FRACTION,
@@ -113,37 +85,9 @@ def locate_dataset(data_dir: Path, val_fraction: float = DEFAULT_VAL_FRACTION,
     return LocatedDataset(metadata, find_images(Path(data_dir), metadata.table.image_ids))
 
 
-def _find(data_dir: Path, name: str) -> Path | None:
-    """``name`` in ``data_dir``, else its gzipped form, else None."""
-    return next((p for p in (data_dir / name, data_dir / f"{name}.gz") if p.is_file()), None)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return _read_bytes(path).decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _read_bytes(path: Path) -> bytes:
-    if path.suffix != ".gz":
-        return path.read_bytes()
-    try:
-        with gzip.open(path, "rb") as handle:
-            data = handle.read(MAX_METADATA_BYTES + 1)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise DataError(f"{path.name} is not a readable gzip file ({exc or type(exc).__name__})") from None
-    if len(data) > MAX_METADATA_BYTES:
-        raise DataError(f"{path.name} decompresses to more than {MAX_METADATA_BYTES >> 20} MiB; "
-                        "that is no NIH metadata file")
-    return data
-
-
 def _read_data_entry(path: Path) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
     try:
-        return _parse_data_entry(path, csv.reader(io.StringIO(_read_text(path), newline="")))
+        return _parse_data_entry(path, csv.reader(io.StringIO(read_text(path), newline="")))
     except csv.Error as exc:  # e.g. a field longer than the csv module's limit
         raise DataError(f"{path.name} is not a readable CSV table ({exc})") from None
 
@@ -221,10 +165,10 @@ def _official_split(data_dir: Path, image_ids: np.ndarray) -> np.ndarray:
     """'train_val' or 'test' per metadata row, from the official lists, checked for consistency."""
     lists: dict[str, set[str]] = {}
     for split, filename in SPLIT_FILES.items():
-        path = _find(data_dir, filename)
+        path = find_table(data_dir, filename)
         if path is None:
             raise DataError(f"no {filename} in {data_dir}: the official NIH split lists are required")
-        lists[split] = {line.strip() for line in _read_text(path).splitlines() if line.strip()}
+        lists[split] = {line.strip() for line in read_text(path).splitlines() if line.strip()}
     overlap = lists["train_val"] & lists["test"]
     if overlap:
         raise DataError(f"{len(overlap)} image(s) are in both split lists, e.g. {min(overlap)}")

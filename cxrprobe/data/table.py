@@ -116,3 +116,30 @@ def concatenate_tables(tables: list[ImageTable]) -> ImageTable:
         raise ValueError("tables with different label sets cannot be concatenated")
     columns = ("image_ids", "patient_ids", "split", "labels", "view", "known", "normal", "study_ids")
     return ImageTable(**{c: np.concatenate([getattr(t, c) for t in tables]) for c in columns}, label_set=label_set)
+
+
+@dataclass(frozen=True)
+class DatasetMetadata:
+    """A dataset's parsed tables: every metadata row, whether or not its image is on disk.
+
+    ``origin`` is "bundled" when the label table is cxrprobe's own copy of NIH's, else "data
+    dir"; ``label_policy`` what turned uncertain and unmentioned labels into 0, 1 or unknown
+    (None for datasets without them, as NIH).
+    """
+
+    table: ImageTable
+    label_source: str
+    val_fraction: float
+    val_seed: int
+    origin: str = "data dir"
+    dataset: str = "nih-chestxray14"
+    label_policy: dict | None = None
+    test_source: str = "official test list"
+
+
+@dataclass(frozen=True)
+class LocatedDataset:
+    """A dataset folder's metadata and each row's image file (``""`` where none is found)."""
+
+    metadata: DatasetMetadata
+    paths: np.ndarray

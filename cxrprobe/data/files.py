@@ -1,0 +1,59 @@
+"""Reading a dataset's metadata tables: plain or gzipped, UTF-8, bounded in size."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import gzip
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+from cxrprobe.errors import DataError
+
+# A gzipped metadata file is decompressed up to this size, so a tiny .gz cannot fill memory
+# (the largest NIH table is 9 MB, MIMIC-CXR's label table 60 MB).
+MAX_METADATA_BYTES = 256 * 1024 * 1024
+
+
+def find_table(data_dir: Path, name: str) -> Path | None:
+    """``name`` in ``data_dir``, else its gzipped form, else None."""
+    return next((p for p in (data_dir / name, data_dir / f"{name}.gz") if p.is_file()), None)
+
+
+def read_text(path: Path) -> str:
+    try:
+        return read_bytes(path).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_bytes(path: Path) -> bytes:
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as handle:
+            data = handle.read(MAX_METADATA_BYTES + 1)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{path.name} is not a readable gzip file ({exc or type(exc).__name__})") from None
+    if len(data) > MAX_METADATA_BYTES:
+        raise DataError(f"{path.name} decompresses to more than {MAX_METADATA_BYTES >> 20} MiB; "
+                        "too large for a metadata table")
+    return data
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a table's rows are parsed: each of a large
+    table's millions of new strings and lists would otherwise trigger collections that walk
+    all the rows read so far, several times the parse itself (benchmarks/datasets.py). Rows
+    hold no cycles, so nothing is lost; the collector's state is restored."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
