@@ -46,10 +46,10 @@ def read_bytes(path: Path) -> bytes:
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while a table's rows are parsed: each of a large
-    table's millions of new strings and lists would otherwise trigger collections that walk
-    all the rows read so far, several times the parse itself (benchmarks/datasets.py). Rows
-    hold no cycles, so nothing is lost; the collector's state is restored."""
+    """The cyclic garbage collector off while a table's rows are parsed: a large table's
+    millions of new strings and lists would otherwise trigger collections that walk all the
+    rows read so far, a large share of the parse (benchmarks/datasets.py). Rows hold no
+    cycles, so nothing is lost; the collector's state is restored."""
     enabled = gc.isenabled()
     gc.disable()
     try:
