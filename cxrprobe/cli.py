@@ -120,10 +120,11 @@ def embed(
     val_fraction: Annotated[float, typer.Option(help="Share of train_val patients carved out for validation.")] = 0.1,
     val_seed: Annotated[int, typer.Option(help="Seed of the patient-wise validation carve-out.")] = 7,
     checkpoint: Annotated[Optional[Path], typer.Option(help="An adapt run dir: embed with its encoder (model and weights from the run) and store its head's logits.")] = None,
-    dataset: Annotated[str, typer.Option(help="nih, chexpert, or auto (detected from the data dir).")] = "auto",
+    dataset: Annotated[str, typer.Option(help="nih, chexpert, mimic, or auto (detected from the data dir).")] = "auto",
     uncertain: Annotated[str, typer.Option(help="An uncertain label (CheXpert's -1): ignore (unknown: not fitted, not scored), zero or one.")] = "ignore",
     blank: Annotated[str, typer.Option(help="An unmentioned label (blank): negative (as the CheXpert authors) or ignore (unknown).")] = "negative",
-    views: Annotated[str, typer.Option(help="CheXpert views: frontal (AP and PA), AP, PA, lateral or all.")] = "frontal",
+    views: Annotated[str, typer.Option(help="CheXpert / MIMIC-CXR views: frontal (AP and PA), AP, PA, lateral or all.")] = "frontal",
+    labeler: Annotated[str, typer.Option(help="MIMIC-CXR-JPG's label table: chexpert or negbio.")] = "chexpert",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes or progress on stderr.")] = False,
 ) -> None:
     """Embed every image of a dataset once into an HDF5 feature cache."""
@@ -137,6 +138,7 @@ def embed(
         batch_size=batch_size, workers=workers, precision=precision, dtype=dtype, limit=limit,
         resume=resume, force=force, require_all=require_all, val_fraction=val_fraction, val_seed=val_seed,
         checkpoint=checkpoint, dataset=dataset, uncertain=uncertain, blank=blank, views=views,
+        labeler=labeler,
     )
     notify = _notes("cxrprobe", quiet)
     with _progress("embedding", quiet) as progress:

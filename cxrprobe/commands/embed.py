@@ -67,7 +67,8 @@ class EmbedOptions:
     dataset: str = "auto"  # nih, chexpert, or detected from the data dir
     uncertain: str = "ignore"  # CheXpert's -1: ignore (unknown), zero or one
     blank: str = "negative"  # an unmentioned label: negative or ignore (unknown)
-    views: str = "frontal"  # CheXpert: frontal (AP and PA), AP, PA, lateral or all
+    views: str = "frontal"  # CheXpert, MIMIC-CXR: frontal (AP and PA), AP, PA, lateral or all
+    labeler: str = "chexpert"  # MIMIC-CXR's label table: chexpert or negbio
     checkpoint: Path | None = None  # an adapt run dir: its encoder embeds, its head's logits are stored
 
 
@@ -99,7 +100,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
         partial = partial_path(out)
         existing = _check_existing(out, partial, options)
         dataset = locate(Path(options.data_dir), options.dataset, LabelPolicy(options.uncertain, options.blank),
-                         options.views, options.val_fraction, options.val_seed)
+                         options.views, options.val_fraction, options.val_seed, options.labeler)
         metadata, paths = dataset.metadata, dataset.paths
         table = metadata.table
         present = np.flatnonzero(paths != "")

@@ -110,11 +110,10 @@ def _read_table(data_dir: Path, name: str) -> dict[str, np.ndarray]:
         return [r[i] for r in body]
 
     image_ids, patients, studies = _parse_paths(values_of("Path"), path.name)
-    values = np.stack([parse_values(values_of(c), c, path.name) for c in CLASSES], axis=1) \
-        if body else np.zeros((0, len(CLASSES)))
+    values = parse_values([values_of(c) for c in (*CLASSES, NO_FINDING)], (*CLASSES, NO_FINDING), path.name)
     return {
-        "image_ids": image_ids, "patients": patients, "studies": studies, "values": values,
-        "no_finding": parse_values(values_of(NO_FINDING), NO_FINDING, path.name),
+        "image_ids": image_ids, "patients": patients, "studies": studies, "values": values[:, :-1],
+        "no_finding": values[:, -1],
         "frontal": np.asarray(values_of("Frontal/Lateral"), dtype=str) == "Frontal",
         "ap_pa": np.char.strip(np.asarray(values_of("AP/PA"), dtype=str)),
     }

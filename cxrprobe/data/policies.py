@@ -16,6 +16,7 @@ counts it.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,14 +52,17 @@ class LabelPolicy:
         return (labels & known).astype(np.uint8), known
 
 
-def parse_values(column: list[str], name: str, source: str, first_row: int = 2) -> np.ndarray:
-    """A label column's strings as floats (blank -> NaN); anything outside {1, 0, -1, blank}
-    is refused, naming the line."""
-    values = np.array([VALUES.get(v, UNPARSED) for v in column], dtype=np.float64)
-    for row in np.flatnonzero(values == UNPARSED):  # padded with spaces, or not a label at all
-        value = VALUES.get(column[row].strip())
+def parse_values(columns: list[list[str]], names: tuple[str, ...] | list[str], source: str,
+                 first_row: int = 2) -> np.ndarray:
+    """Label columns' strings as floats [n, len(columns)] (blank -> NaN); anything outside
+    {1, 0, -1, blank} is refused, naming the line and column."""
+    n = len(columns[0]) if columns else 0
+    values = np.stack([np.fromiter(map(VALUES.get, column, itertools.repeat(UNPARSED)), np.float64, n)
+                       for column in columns], axis=1) if columns else np.zeros((0, 0))
+    for row, col in zip(*np.nonzero(values == UNPARSED)):  # padded with spaces, or not a label at all
+        value = VALUES.get(columns[col][row].strip())
         if value is None:
-            raise DataError(f"{source}: line {row + first_row}: {name} is {column[row]!r}; a label must be "
-                            "1, 0, -1 or blank")
-        values[row] = value
+            raise DataError(f"{source}: line {row + first_row}: {names[col]} is {columns[col][row]!r}; a label "
+                            "must be 1, 0, -1 or blank")
+        values[row, col] = value
     return values
