@@ -23,6 +23,7 @@ from cxrprobe.errors import CxrprobeError, InputError, OptionError
 from cxrprobe.eval.options import (
     at_least_one,
     at_least_zero,
+    check_aggregate,
     check_protocol,
     check_support,
     parse_normals,
@@ -99,6 +100,10 @@ def _progress(description: str, quiet: bool) -> Iterator[Callable[[int, int], No
 
 ALLOW_UNDEFINED = ("Go on when a finding's test images are all negative (or all positive): its AUC is left empty "
                    "and means are over the other findings. Without it, that is an error.")
+
+
+AGGREGATE = ("How test images are scored: image (each on its own), study-max or study-mean (a study from its "
+             "images' highest or mean score, for test labels given per study).")
 
 
 @app.command()
@@ -193,6 +198,7 @@ def fewshot(
     support: Annotated[str, typer.Option(help="Support-set design: per-finding (N positives per finding, plus normals), pos-neg (at least N positives and N negatives per finding, greedily pruned, as MedIMeta), or realistic (15 N images by the training label marginal, every finding once, as SS-Text).")] = "per-finding",
     normals: Annotated[str, typer.Option(help="\"No Finding\" images in a per-finding set: N (as many as shots), natural (their share of the training pool), or a number (0: none).")] = "N",
     test_bootstrap: Annotated[int, typer.Option(help="Also resample the test patients this many times in every run: summary.csv then gives a CI over seeds and test sampling together, beside the seed CI (costs about that many AUC passes a run).")] = 0,
+    aggregate: Annotated[str, typer.Option(help=AGGREGATE)] = "image",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Few-shot probes on a cache: shots x seeds x heads, mean AUC with 95% CIs over seeds."""
@@ -202,6 +208,7 @@ def fewshot(
     normal_count = parse_normals(normals)
     check_support(support, normal_count)
     at_least_zero(test_bootstrap, "test_bootstrap")
+    check_aggregate(aggregate)
     at_least_one(seeds, "seeds")
     if jobs is not None:
         at_least_one(jobs, "jobs")
@@ -213,7 +220,7 @@ def fewshot(
         result = run_fewshot(cache, shots=shot_levels, seeds=seeds, heads=head_list, jobs=jobs,
                              strict_shots=strict_shots, progress=progress, search=search, protocol=protocol,
                              allow_undefined=allow_undefined, support=support, normals=normal_count,
-                             test_bootstrap=test_bootstrap, out=out)
+                             test_bootstrap=test_bootstrap, aggregate=aggregate, out=out)
     render_result(summary_curves(result.summary), result.config)
     typer.echo(f"results in {out} (summary.csv, runs.csv, per_class.csv, paired.csv, supports.csv, auc_vs_shots.png)")
 
@@ -277,13 +284,14 @@ def zeroshot(
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     prompts: Annotated[Optional[Path], typer.Option(help="JSON of prompts per finding, encoded with the cache's model on the CPU.")] = None,
     allow_undefined: Annotated[bool, typer.Option("--allow-undefined", help=ALLOW_UNDEFINED)] = False,
+    aggregate: Annotated[str, typer.Option(help=AGGREGATE)] = "image",
 ) -> None:
     """Zero-shot AUC from text prompts per finding and their mean, with 95% CIs from resampling test patients."""
     from cxrprobe.commands.zeroshot import run_zeroshot
     from cxrprobe.report.tables import render_zeroshot
 
     result = run_zeroshot(cache, negative=negative, bootstrap=bootstrap, seed=seed, prompts_file=prompts,
-                          allow_undefined=allow_undefined, out=out)
+                          allow_undefined=allow_undefined, aggregate=aggregate, out=out)
     render_zeroshot(result.rows, bootstrap)
     typer.echo(f"results in {out} (zeroshot.csv, config.json)")
 

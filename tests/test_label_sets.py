@@ -179,3 +179,20 @@ def test_a_grid_on_arrays_names_its_classes_and_scores_over_known_test_labels(tm
     with pytest.raises(CacheError, match="--search needs a validation set whose labels are all known"):
         run_fewshot(embeddings=X, labels=labels * unknown, splits=split, patients=patients, known=unknown,
                     heads=("logreg",), shots=(4,), seeds=1, jobs=1, search=True)
+
+
+def test_studies_score_by_max_or_mean_with_labels_positive_anywhere_known_everywhere():
+    from cxrprobe.eval.studies import Studies
+
+    study_ids = np.array(["s2", "s1", "s2", "s3", "s1"])
+    scores = np.array([[0.1, 5.0], [0.7, 1.0], [0.9, 3.0], [0.2, 0.0], [0.3, 2.0]], dtype=np.float32)
+    labels = np.array([[0, 1], [1, 0], [0, 0], [0, 1], [0, 0]], dtype=np.uint8)
+    known = np.array([[1, 1], [1, 1], [1, 0], [1, 1], [1, 1]], dtype=bool)
+    by_max, by_mean = Studies.of(study_ids, "study-max"), Studies.of(study_ids, "study-mean")
+    # studies in sorted order: s1 (rows 1, 4), s2 (rows 0, 2), s3 (row 3)
+    np.testing.assert_array_equal(by_max.scores(scores), np.float32([[0.7, 2.0], [0.9, 5.0], [0.2, 0.0]]))
+    np.testing.assert_allclose(by_mean.scores(scores), [[0.5, 1.5], [0.5, 4.0], [0.2, 0.0]], rtol=1e-6)
+    study_labels, study_known = by_max.labels(labels, known)
+    assert study_labels.tolist() == [[1, 0], [0, 0], [0, 1]]  # s2's finding 1 is unknown on one image
+    assert study_known.tolist() == [[True, True], [True, False], [True, True]]
+    assert by_max.first(np.array(["p1", "p1", "p1", "p2", "p1"])).tolist() == ["p1", "p1", "p2"]

@@ -7,6 +7,7 @@ import csv
 import gzip
 import json
 
+import numpy as np
 import pytest
 from helpers import assert_one_line_error
 
@@ -62,6 +63,33 @@ def test_embed_info_fewshot_on_a_mimic_layout(tmp_path, cli):
                "--jobs", "1", "--out", out, "--allow-undefined")
     assert grid.code == 0, grid.stderr
     assert json.loads((out / "config.json").read_text())["labels"]["policy"]["labeler"] == "chexpert"
+    # --aggregate study-max: each study scored by its images' highest score, by hand
+    zero = cli("zeroshot", "--cache", cache, "--out", tmp_path / "zs", "--aggregate", "study-max",
+               "--allow-undefined", "--bootstrap", "20")
+    assert zero.code == 0, zero.stderr
+    from sklearn.metrics import roc_auc_score
+
+    from cxrprobe.cache.reader import FeatureCache
+    from cxrprobe.heads.zeroshot import ZeroShotHead
+
+    with FeatureCache(cache) as opened:
+        test = opened.rows("test")
+        scores = ZeroShotHead(text=opened.text_prompts()).decision_function(opened.embeddings(test))
+        studies, labels, known = opened.table.study_ids[test], opened.labels[test], opened.known[test]
+    assert len(np.unique(studies)) < len(test)  # studies of several images: the aggregate matters
+    expected = {}
+    for c, name in enumerate(CLASSES):
+        per_study = {s: (scores[studies == s, c].max(), labels[studies == s, c].max(), known[studies == s, c].all())
+                     for s in np.unique(studies)}
+        kept = [(v, y) for v, y, k in per_study.values() if k]
+        ys = [y for _, y in kept]
+        expected[name] = roc_auc_score(ys, [v for v, _ in kept]) if 0 < sum(ys) < len(ys) else np.nan
+    with open(tmp_path / "zs" / "zeroshot.csv", newline="") as f:
+        rows = {r["class"]: r["auc"] for r in csv.DictReader(f)}
+    for name, auc in expected.items():
+        assert (rows[name] == "" and np.isnan(auc)) or float(rows[name]) == pytest.approx(auc, abs=1e-12)
+    config = json.loads((tmp_path / "zs" / "config.json").read_text())
+    assert config["aggregate"] == {"how": "study-max", "test_units": len(np.unique(studies))}
 
 
 @pytest.mark.parametrize("table, change, phrase", [

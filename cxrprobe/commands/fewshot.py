@@ -17,6 +17,7 @@ from cxrprobe.eval.options import (
     Shots,
     at_least_one,
     at_least_zero,
+    check_aggregate,
     check_protocol,
     check_shots,
     check_support,
@@ -78,19 +79,22 @@ def run_fewshot(
     allow_undefined: bool = False, embeddings: np.ndarray | None = None, labels: np.ndarray | None = None,
     splits: np.ndarray | None = None, patients: np.ndarray | None = None, text: object = None,
     image_ids: np.ndarray | None = None, known: np.ndarray | None = None, normal: np.ndarray | None = None,
-    classes: Sequence[str] | None = None, out: Path | str | None = None,
+    classes: Sequence[str] | None = None, study_ids: np.ndarray | None = None, aggregate: str = "image",
+    out: Path | str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> FewshotResult:
     """The few-shot grid: ``shots`` (counts, or "all") x ``seeds`` x ``heads`` on a cache, or on
     arrays: ``embeddings`` [n, d], ``labels`` [n, C], ``splits`` (each row's "train", "val" or
     "test") and ``patients``, with ``text`` (a TextPrompts) for the heads that use it, and
-    optionally ``known`` [n, C], ``normal`` [n] and ``classes`` (see ``grid_data``).
+    optionally ``known`` [n, C], ``normal`` [n], ``classes`` and ``study_ids`` (see ``grid_data``).
+    ``aggregate`` "study-max" or "study-mean" scores each test study from its images.
 
     ``heads`` None is every head the data can run; ``jobs`` None one process per usable core.
     With ``out``, the results dir is written there (checked before the grid runs)."""
     from cxrprobe.report.results import check_results_dir
 
     check_protocol(protocol)
+    check_aggregate(aggregate)
     normals = parse_normals(normals)
     check_support(support, normals)
     shots = check_shots(shots)
@@ -121,13 +125,14 @@ def run_fewshot(
         seeds, heads, normals = 1, ("adapted", "paper-mlp"), 0  # one draw per N, no normals, as the paper's code ran
     spec = GridSpec(shots=shots, seeds=seeds, heads=check_heads(heads, has_head), strict_shots=strict_shots,
                     search=search, allow_undefined=allow_undefined, support=support, normals=normals,
-                    test_bootstrap=test_bootstrap, head_params=head_params)
+                    test_bootstrap=test_bootstrap, head_params=head_params, aggregate=aggregate)
     if out is not None:
         check_results_dir(Path(out))
     if cache is None:
         source = grid_data(embeddings, labels, splits, patients, text=text, heads=spec.heads,
                            allow_undefined=allow_undefined, test_bootstrap=test_bootstrap, known=known,
-                           normal=normal, classes=None if classes is None else tuple(classes))
+                           normal=normal, classes=None if classes is None else tuple(classes),
+                           study_ids=study_ids, aggregate=aggregate)
     result = run_grid(source, spec, jobs=jobs, progress=progress)
     fewshot = FewshotResult(result, spec, fewshot_config(cache, spec, result, protocol), image_ids)
     if out is not None:
@@ -172,6 +177,10 @@ def fewshot_config(cache: Path | str | None, spec: GridSpec, result: GridResult,
         "not_fitted": result.not_fitted,
         "search_on_validation": spec.search,
         "allow_undefined": spec.allow_undefined,
+        "aggregate": {"how": spec.aggregate, "test_units": result.n_test_units,
+                      "what": "each test image scored on its own" if spec.aggregate == "image" else
+                              f"each test study scored by the {spec.aggregate.removeprefix('study-')} of its images' "
+                              "scores, against the study's labels"},
         "classes": list(result.classes),
         "labels": label_record(attrs),
         "undefined_findings": result.undefined_findings,

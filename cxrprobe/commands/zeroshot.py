@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrprobe.eval.options import check_aggregate
 from cxrprobe.eval.runner import load_grid_data
 from cxrprobe.heads.zeroshot import ZeroShotHead
 from cxrprobe.metrics.auc import mean_auc, per_class_auc
@@ -40,10 +41,12 @@ class ZeroshotResult:
 
 def run_zeroshot(
     cache: Path | str, *, negative: str = "pair", bootstrap: int = 1000, seed: int = 0,
-    prompts_file: Path | str | None = None, allow_undefined: bool = False, out: Path | str | None = None,
+    prompts_file: Path | str | None = None, allow_undefined: bool = False, aggregate: str = "image",
+    out: Path | str | None = None,
 ) -> ZeroshotResult:
     """Text-only scores of the cache's test split: AUC per finding with a CI from ``bootstrap``
-    resamples of test patients. With ``out``, the results are written there (checked first)."""
+    resamples of test patients; ``aggregate`` "study-max" or "study-mean" scores each test study
+    from its images. With ``out``, the results are written there (checked first)."""
     from cxrprobe.errors import OptionError
     from cxrprobe.heads.registry import NEGATIVES
     from cxrprobe.report.results import check_results_dir, label_record
@@ -52,10 +55,11 @@ def run_zeroshot(
         raise OptionError("negative", f"must be one of {', '.join(NEGATIVES)}, got {negative!r}")
     if bootstrap < 10:
         raise OptionError("bootstrap", f"must be at least 10 resamples, got {bootstrap}")
+    check_aggregate(aggregate)
     if out is not None:
         check_results_dir(Path(out))
     n_resamples = bootstrap
-    data, attrs = load_grid_data(Path(cache), ("zeroshot",), allow_undefined=allow_undefined)
+    data, attrs = load_grid_data(Path(cache), ("zeroshot",), allow_undefined=allow_undefined, aggregate=aggregate)
     text = data.text
     if prompts_file is not None:
         from cxrprobe.models.prompt_file import encode_with_weights, merge_prompts, read_prompt_file
@@ -66,12 +70,13 @@ def run_zeroshot(
         merged, embeddings = merge_prompts(text.prompts, text.embeddings, new, encoded)
         text = dataclasses.replace(text, prompts=merged, embeddings=embeddings)  # the cache's logit scale kept
     X = data.embeddings[data.test_rows]
-    Y = data.labels[data.test_rows]
-    known = data.known_at(data.test_rows)
+    Y, known = data.test_labels, data.test_known
     counted = np.ones(Y.shape, dtype=bool) if known is None else known
-    scores = ZeroShotHead(text=text, negative=negative).decision_function(X)
+    scores = data.test_scores(ZeroShotHead(text=text, negative=negative).decision_function(X))
     aucs = per_class_auc(Y, scores, known)
     patients = patients_of(Path(cache), data.test_rows)
+    if data.studies is not None:
+        patients = data.studies.first(patients)
     cis, mean_ci = patient_bootstrap_cis(Y, scores, patients, n_resamples, seed=seed, known=known)
     rows = [{"class": name, "auc": float(aucs[c]), "ci95_low": float(cis[c, 0]), "ci95_high": float(cis[c, 1]),
              "n_positive": int(Y[:, c].sum()), "n_negative": int(((1 - Y[:, c]) * counted[:, c]).sum()),
@@ -93,6 +98,7 @@ def run_zeroshot(
         "pretrained": attrs.get("pretrained"),
         "weights_sha256": attrs.get("weights_sha256"),
         "test_images": int(len(X)),
+        "aggregate": {"how": aggregate, "test_units": int(len(Y))},
         "classes": list(data.classes),
         "labels": label_record(attrs),
         "versions": package_versions(),

@@ -90,3 +90,12 @@ def parse_normals(text: str) -> str | int:
     if text.isascii() and text.isdigit():
         return int(text)
     raise OptionError("normals", f"takes N, natural or a whole number (0 for none), got {text!r}")
+
+
+AGGREGATES = ("image", "study-max", "study-mean")
+
+
+def check_aggregate(aggregate: str) -> str:
+    if aggregate not in AGGREGATES:
+        raise OptionError("aggregate", f"must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
+    return aggregate

@@ -27,6 +27,7 @@ from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.errors import CacheError
 from cxrprobe.eval.options import ALL_SHOTS, Shots, at_least_one, shot_order
 from cxrprobe.eval.sampler import SupportSet, draw_support
+from cxrprobe.eval.studies import Studies
 from cxrprobe.fsutil import remove_stale_temporaries
 from cxrprobe.heads.base import TextPrompts, transform_embeddings
 from cxrprobe.heads.registry import head_class, make_head
@@ -45,6 +46,7 @@ class GridSpec:
     support: str = "per-finding"  # the support-set design (eval/sampler.py)
     normals: str | int = "N"  # "No Finding" images in a per-finding set: N, natural, or a count
     test_bootstrap: int = 0  # resamples of test patients scored by every run (0: none)
+    aggregate: str = "image"  # test scored per image, or per study from its images (eval/studies.py)
     head_params: dict[str, dict] = field(default_factory=dict, hash=False)  # head -> parameters set on it
 
     def tasks(self) -> list[tuple[Shots, int]]:
@@ -83,6 +85,7 @@ class GridResult:
     test_prevalence: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [C] share of known test labels positive
     not_fitted: dict[str, str] = field(default_factory=dict)  # head -> why some support sets were too large for it
     classes: tuple[str, ...] = ()  # the label columns, in order
+    n_test_units: int = 0  # what each AUC ranks: test images, or test studies with --aggregate
 
 
 @dataclass(frozen=True)
@@ -100,9 +103,16 @@ class GridData:
     known: np.ndarray | None = None  # bool [n, C] whether each label is known; None: all are
     normal: np.ndarray | None = None  # bool [n] the normal images; None: those with no finding
     classes: tuple[str, ...] = ()  # the label columns' names
+    test_labels: np.ndarray | None = None  # what test scores are compared with: per image, or per study
+    test_known: np.ndarray | None = None
+    studies: Studies | None = None  # the test rows grouped by study, when scored per study
 
     def known_at(self, rows: np.ndarray) -> np.ndarray | None:
         return None if self.known is None else self.known[rows]
+
+    def test_scores(self, scores: np.ndarray) -> np.ndarray:
+        """A head's test-image scores as they are compared with ``test_labels``."""
+        return scores if self.studies is None else self.studies.scores(scores)
 
 
 def class_names(n: int, classes: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -150,7 +160,7 @@ def _text_heads(heads: tuple[str, ...]) -> str:
 
 
 def load_grid_data(cache_path: Path, heads: tuple[str, ...], allow_undefined: bool = False,
-                   test_bootstrap: int = 0) -> tuple[GridData, dict]:
+                   test_bootstrap: int = 0, aggregate: str = "image") -> tuple[GridData, dict]:
     """The grid's arrays from a cache, and the cache's attributes."""
     with FeatureCache(cache_path) as cache:
         needs_text = bool(_text_heads(heads))
@@ -160,6 +170,7 @@ def load_grid_data(cache_path: Path, heads: tuple[str, ...], allow_undefined: bo
         data = grid_data(
             cache.embeddings(), cache.labels, cache.table.split, cache.table.patient_ids,
             known=None if cache.known.all() else cache.known, normal=cache.normal, classes=cache.classes,
+            study_ids=cache.table.study_ids, aggregate=aggregate,
             text=cache.text_prompts() if needs_text else None,
             head_logits=cache.head_logits() if needs_logits else None,
             heads=heads, allow_undefined=allow_undefined, test_bootstrap=test_bootstrap, source=str(cache_path),
@@ -172,12 +183,14 @@ def grid_data(
     text: TextPrompts | None = None, head_logits: np.ndarray | None = None, heads: tuple[str, ...] = (),
     allow_undefined: bool = False, test_bootstrap: int = 0, source: str = "the embeddings",
     known: np.ndarray | None = None, normal: np.ndarray | None = None, classes: tuple[str, ...] | None = None,
+    study_ids: np.ndarray | None = None, aggregate: str = "image",
 ) -> GridData:
     """The grid's arrays from embeddings [n, d], labels [n, C], each row's split ("train",
     "val" or "test") and patient; ``text`` for heads that use it, ``head_logits`` [n, C] for
     heads that score an adapted head's logits. ``known`` [n, C] marks the labels that are known
     (default all; ``labels`` must be 0 elsewhere), ``normal`` [n] the normal images (default:
-    no finding positive), ``classes`` names the columns."""
+    no finding positive), ``classes`` names the columns; ``aggregate`` "study-max" or
+    "study-mean" scores each test study (``study_ids`` [n]) from its images."""
     embeddings = np.asarray(embeddings, dtype=np.float32)
     labels, split, patients = np.asarray(labels), np.asarray(split), np.asarray(patients)
     classes = class_names(labels.shape[1], classes)
@@ -197,7 +210,17 @@ def grid_data(
     train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
     if len(test) == 0:
         raise CacheError(f"{source} has no test images")
-    check_defined(labels[test], source, allow_undefined, classes, None if known is None else known[test])
+    studies = None
+    if aggregate != "image":
+        if study_ids is None:
+            raise CacheError(f"{source}: --aggregate {aggregate} needs each image's study")
+        studies = Studies.of(np.asarray(study_ids)[test], aggregate)
+    test_labels, test_known = labels[test], None if known is None else known[test]
+    test_patients = patients[test]
+    if studies is not None:
+        test_labels, test_known = studies.labels(test_labels, test_known)
+        test_patients = studies.first(test_patients)
+    check_defined(test_labels, source, allow_undefined, classes, test_known)
     if len(train) == 0:
         raise CacheError(f"{source} has no training images to draw support sets from")
     check_patient_disjoint(split, patients, source)
@@ -214,8 +237,8 @@ def grid_data(
             inputs[kind] = transform_embeddings(embeddings[test], kind, center)
     return GridData(
         embeddings=embeddings, labels=labels, split=split, test_rows=test, center=center, text=text,
-        test_inputs=inputs, test_weights=_test_weights(labels[test], patients[test], test_bootstrap),
-        known=known, normal=normal, classes=classes,
+        test_inputs=inputs, test_weights=_test_weights(test_labels, test_patients, test_bootstrap),
+        known=known, normal=normal, classes=classes, test_labels=test_labels, test_known=test_known, studies=studies,
     )
 
 
@@ -286,7 +309,7 @@ def run_task(data: GridData, spec: GridSpec, shots: Shots, seed: int) -> tuple[S
             X = data.embeddings[support.rows]
             Y = data.labels[support.rows]
             known = known_labels(data, support.rows)
-            Y_test, known_test = data.labels[data.test_rows], data.known_at(data.test_rows)
+            Y_test, known_test = data.test_labels, data.test_known
             results = []
             validation = None
             for name in spec.heads:
@@ -307,7 +330,7 @@ def run_task(data: GridData, spec: GridSpec, shots: Shots, seed: int) -> tuple[S
                     labelled += len(rows)
                 else:
                     head.fit(X, Y, **known)
-                scores = head.decision_from(data.test_inputs[head.input_transform])
+                scores = data.test_scores(head.decision_from(data.test_inputs[head.input_transform]))
                 aucs, aps = per_class_auc_ap(Y_test, scores, known_test)
                 replicates = None if data.test_weights is None else \
                     replicate_mean_aucs(Y_test, scores, data.test_weights, known_test)
@@ -371,13 +394,13 @@ def run_task_in_worker(data: GridData, spec: GridSpec, shots: Shots, seed: int) 
 
 def _support_free_runs(data: GridData, spec: GridSpec) -> dict[str, RunResult]:
     """Heads whose scores ignore the support set (zero-shot) are scored once, not per run."""
-    Y_test, known_test = data.labels[data.test_rows], data.known_at(data.test_rows)
+    Y_test, known_test = data.test_labels, data.test_known
     out = {}
     for name in spec.heads:
         if not head_class(name).needs_support:
             start = time.perf_counter()
             head = make_head(name, data.text, data.center, random_state=0, **spec.head_params.get(name, {}))
-            scores = head.decision_from(data.test_inputs[head.input_transform])
+            scores = data.test_scores(head.decision_from(data.test_inputs[head.input_transform]))
             aucs, aps = per_class_auc_ap(Y_test, scores, known_test)
             replicates = None if data.test_weights is None else \
                 replicate_mean_aucs(Y_test, scores, data.test_weights, known_test)
@@ -393,7 +416,8 @@ def run_grid(
     if isinstance(source, GridData):
         data, attrs = source, {}
     else:
-        data, attrs = load_grid_data(Path(source), spec.heads, spec.allow_undefined, spec.test_bootstrap)
+        data, attrs = load_grid_data(Path(source), spec.heads, spec.allow_undefined, spec.test_bootstrap,
+                                     spec.aggregate)
     tasks = spec.tasks()
     jobs = min(jobs, len(tasks))  # a worker without a task would only cost its start-up
     if jobs == 1:
@@ -436,8 +460,9 @@ def run_grid(
     seconds = {name: fixed[name].seconds if name in fixed else 0.0 for name in spec.heads}
     for run in runs:
         seconds[run.head] += run.seconds
-    test_labels, test_known = data.labels[data.test_rows], data.known_at(data.test_rows)
+    test_labels, test_known = data.test_labels, data.test_known
     prevalence = test_labels.mean(axis=0) if test_known is None else \
         (test_labels * test_known).sum(axis=0) / np.maximum(test_known.sum(axis=0), 1)
     return GridResult(runs, supports, len(data.test_rows), validation_images, attrs, seconds,
-                      undefined_findings(test_labels, data.classes, test_known), prevalence, not_fitted, data.classes)
+                      undefined_findings(test_labels, data.classes, test_known), prevalence, not_fitted, data.classes,
+                      len(test_labels))
