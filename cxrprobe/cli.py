@@ -125,16 +125,24 @@ def embed(
     val_fraction: Annotated[float, typer.Option(help="Share of train_val patients carved out for validation.")] = 0.1,
     val_seed: Annotated[int, typer.Option(help="Seed of the patient-wise validation carve-out.")] = 7,
     checkpoint: Annotated[Optional[Path], typer.Option(help="An adapt run dir: embed with its encoder (model and weights from the run) and store its head's logits.")] = None,
-    dataset: Annotated[str, typer.Option(help="nih, chexpert, mimic, or auto (detected from the data dir).")] = "auto",
+    dataset: Annotated[str, typer.Option(help="nih, chexpert, mimic, csv (your own table: --label-cols ...), or auto (detected from the data dir).")] = "auto",
     uncertain: Annotated[str, typer.Option(help="An uncertain label (CheXpert's -1): ignore (unknown: not fitted, not scored), zero or one.")] = "ignore",
     blank: Annotated[str, typer.Option(help="An unmentioned label (blank): negative (as the CheXpert authors) or ignore (unknown).")] = "negative",
     views: Annotated[str, typer.Option(help="CheXpert / MIMIC-CXR views: frontal (AP and PA), AP, PA, lateral or all.")] = "frontal",
     labeler: Annotated[str, typer.Option(help="MIMIC-CXR-JPG's label table: chexpert or negbio.")] = "chexpert",
+    labels: Annotated[Optional[Path], typer.Option(help="--dataset csv: the labels table (default: imagefolder's metadata.csv or metadata.jsonl in the data dir).")] = None,
+    image_col: Annotated[str, typer.Option(help="--dataset csv: the column of image paths, relative to the data dir.")] = "file_name",
+    label_cols: Annotated[Optional[str], typer.Option(help="--dataset csv: the label columns, comma-separated (values 1, 0, -1 or blank).")] = None,
+    patient_col: Annotated[Optional[str], typer.Option(help="--dataset csv: the patient column (default: each image its own patient).")] = None,
+    split_col: Annotated[Optional[str], typer.Option(help="--dataset csv: the split column, train / val / test (default: a seeded patient-disjoint split).")] = None,
+    study_col: Annotated[Optional[str], typer.Option(help="--dataset csv: the study column.")] = None,
+    normal_col: Annotated[Optional[str], typer.Option(help="--dataset csv: a 1/0 column marking normal images (default: no label positive).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes or progress on stderr.")] = False,
 ) -> None:
     """Embed every image of a dataset once into an HDF5 feature cache."""
     from cxrprobe.commands.embed import EmbedOptions
     from cxrprobe.commands.embed import embed as run_embed
+    from cxrprobe.data.generic import Columns
 
     if resume and force:
         raise InputError("--resume and --force exclude each other")
@@ -143,7 +151,9 @@ def embed(
         batch_size=batch_size, workers=workers, precision=precision, dtype=dtype, limit=limit,
         resume=resume, force=force, require_all=require_all, val_fraction=val_fraction, val_seed=val_seed,
         checkpoint=checkpoint, dataset=dataset, uncertain=uncertain, blank=blank, views=views,
-        labeler=labeler,
+        labeler=labeler, labels_file=labels,
+        columns=Columns.parse(label_cols, image=image_col, patient=patient_col, split=split_col, study=study_col,
+                              normal=normal_col) if dataset == "csv" else None,
     )
     notify = _notes("cxrprobe", quiet)
     with _progress("embedding", quiet) as progress:

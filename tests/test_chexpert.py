@@ -140,7 +140,7 @@ def test_the_kaggle_layout_without_a_release_folder_is_found(tmp_path, real_rows
     assert metadata.table.image_ids[0].startswith(("train/", "valid/"))
     from cxrprobe.data.datasets import locate
 
-    assert (locate(data).paths != "").all()
+    assert (locate(data)[0].paths != "").all()
 
 
 @pytest.mark.parametrize("change, phrase", [

@@ -20,7 +20,8 @@ from cxrprobe.cache.reader import FeatureCache, peek_cache
 from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, attr_json, manifest_sha256, partial_path
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.cores import usable_cores
-from cxrprobe.data.datasets import locate
+from cxrprobe.data.datasets import DatasetOptions, locate
+from cxrprobe.data.generic import Columns
 from cxrprobe.data.images import DecodedBatch, DecodedBefore, make_loader
 from cxrprobe.data.policies import LabelPolicy
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
@@ -69,6 +70,8 @@ class EmbedOptions:
     blank: str = "negative"  # an unmentioned label: negative or ignore (unknown)
     views: str = "frontal"  # CheXpert, MIMIC-CXR: frontal (AP and PA), AP, PA, lateral or all
     labeler: str = "chexpert"  # MIMIC-CXR's label table: chexpert or negbio
+    columns: Columns | None = None  # --dataset csv: which columns hold the image, labels, patient...
+    labels_file: Path | None = None  # --dataset csv: the table (default: imagefolder's metadata.csv / .jsonl)
     checkpoint: Path | None = None  # an adapt run dir: its encoder embeds, its head's logits are stored
 
 
@@ -99,8 +102,11 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
         remove_stale_temporaries(out.parent, out.name)  # left by killed runs; we hold the lock
         partial = partial_path(out)
         existing = _check_existing(out, partial, options)
-        dataset = locate(Path(options.data_dir), options.dataset, LabelPolicy(options.uncertain, options.blank),
-                         options.views, options.val_fraction, options.val_seed, options.labeler)
+        dataset, notes = locate(Path(options.data_dir), DatasetOptions(
+            options.dataset, LabelPolicy(options.uncertain, options.blank), options.views, options.labeler,
+            options.columns, options.labels_file, options.val_fraction, options.val_seed))
+        for note in notes:
+            notify(note)
         metadata, paths = dataset.metadata, dataset.paths
         table = metadata.table
         present = np.flatnonzero(paths != "")

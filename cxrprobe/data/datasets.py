@@ -1,10 +1,13 @@
-"""Which adapter reads a data dir: NIH ChestX-ray14, CheXpert or MIMIC-CXR-JPG, named or detected."""
+"""Which adapter reads a data dir: NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG or a user's CSV /
+imagefolder export (``csv``, named only: its columns must be given)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from cxrprobe.data.chexpert import VIEWS, is_chexpert, locate_chexpert
+from cxrprobe.data.generic import Columns, locate_csv
 from cxrprobe.data.mimic import is_mimic, locate_mimic
 from cxrprobe.data.nih import locate_dataset as locate_nih
 from cxrprobe.data.policies import LabelPolicy
@@ -12,7 +15,7 @@ from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
 from cxrprobe.data.table import LocatedDataset
 from cxrprobe.errors import InputError
 
-DATASETS = ("auto", "nih", "chexpert", "mimic")
+DATASETS = ("auto", "nih", "chexpert", "mimic", "csv")
 
 
 def detect(data_dir: Path) -> str:
@@ -23,18 +26,35 @@ def detect(data_dir: Path) -> str:
     return "mimic" if is_mimic(Path(data_dir)) else "nih"
 
 
-def locate(data_dir: Path, dataset: str = "auto", policy: LabelPolicy = LabelPolicy(), views: str = "frontal",
-           val_fraction: float = DEFAULT_VAL_FRACTION, val_seed: int = DEFAULT_VAL_SEED,
-           labeler: str = "chexpert") -> LocatedDataset:
-    """The dataset's metadata and each row's image file; the policy and views apply to the
-    datasets that have uncertain labels and several views (CheXpert)."""
-    if dataset not in DATASETS:
-        raise InputError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
-    if views not in VIEWS:
-        raise InputError(f"--views must be one of {', '.join(VIEWS)}, got {views!r}")
-    name = detect(data_dir) if dataset == "auto" else dataset
+@dataclass(frozen=True)
+class DatasetOptions:
+    """What names and reads a dataset: its adapter, and the choices the adapters take."""
+
+    dataset: str = "auto"
+    policy: LabelPolicy = LabelPolicy()
+    views: str = "frontal"  # CheXpert, MIMIC-CXR
+    labeler: str = "chexpert"  # MIMIC-CXR
+    columns: Columns | None = None  # csv
+    labels_file: Path | None = None  # csv: default, imagefolder's metadata.csv / .jsonl
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    val_seed: int = DEFAULT_VAL_SEED
+
+
+def locate(data_dir: Path, options: DatasetOptions = DatasetOptions()) -> tuple[LocatedDataset, list[str]]:
+    """The dataset's metadata, each row's image file, and notes for the user."""
+    if options.dataset not in DATASETS:
+        raise InputError(f"--dataset must be one of {', '.join(DATASETS)}, got {options.dataset!r}")
+    if options.views not in VIEWS:
+        raise InputError(f"--views must be one of {', '.join(VIEWS)}, got {options.views!r}")
+    if (options.dataset == "csv") != (options.columns is not None):
+        raise InputError("--label-cols (and --image-col) go with --dataset csv, and it needs them")
+    data_dir = Path(data_dir)
+    name = detect(data_dir) if options.dataset == "auto" else options.dataset
+    if name == "csv":
+        return locate_csv(data_dir, options.columns, options.labels_file, options.policy, options.val_fraction,
+                          options.val_seed)
     if name == "chexpert":
-        return locate_chexpert(Path(data_dir), policy, views, val_fraction, val_seed)
+        return locate_chexpert(data_dir, options.policy, options.views, options.val_fraction, options.val_seed), []
     if name == "mimic":  # its official split, validation included
-        return locate_mimic(Path(data_dir), policy, views, labeler)
-    return locate_nih(Path(data_dir), val_fraction, val_seed)
+        return locate_mimic(data_dir, options.policy, options.views, options.labeler), []
+    return locate_nih(data_dir, options.val_fraction, options.val_seed), []

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
 
-def find_images(data_dir: Path, image_ids: np.ndarray) -> np.ndarray:
-    """Path (str) of each image id under ``data_dir``, or ``""`` where it is absent.
-
-    Folder symlinks are followed (datasets often live on another disk), each real folder
-    once. When a name occurs in several folders, the first in sorted walk order wins.
-    """
-    wanted = set(image_ids.tolist())
-    found: dict[str, str] = {}
+def _files(data_dir: Path) -> Iterator[tuple[tuple[str, ...], str, str]]:
+    """(folder parts relative to ``data_dir``, file name, path) of every file below it, in
+    sorted walk order; folder symlinks are followed (datasets often live on another disk),
+    each real folder once."""
     seen_dirs: set[str] = set()
     for root, dirs, files in os.walk(data_dir, followlinks=True):
         real = os.path.realpath(root)
@@ -30,33 +27,35 @@ def find_images(data_dir: Path, image_ids: np.ndarray) -> np.ndarray:
             continue
         seen_dirs.add(real)
         dirs.sort()
+        parts = Path(root).relative_to(data_dir).parts
         for name in sorted(files):
-            if name in wanted and name not in found:
-                found[name] = os.path.join(root, name)
+            yield parts, name, os.path.join(root, name)
+
+
+def _match(data_dir: Path, image_ids: np.ndarray, key: Callable[[tuple[str, ...], str], str]) -> np.ndarray:
+    """Path (str) of each image id, the first file whose ``key`` equals it, or ``""``."""
+    wanted = set(image_ids.tolist())
+    found: dict[str, str] = {}
+    for parts, name, path in _files(data_dir):
+        k = key(parts, name)
+        if k in wanted and k not in found:
+            found[k] = path
     return np.array([found.get(name, "") for name in image_ids.tolist()], dtype=object)
+
+
+def find_images(data_dir: Path, image_ids: np.ndarray) -> np.ndarray:
+    """Path (str) of each image id (a plain file name) under ``data_dir``, or ``""`` where it is
+    absent; when a name occurs in several folders, the first in sorted walk order wins."""
+    return _match(data_dir, image_ids, lambda parts, name: name)
 
 
 def find_by_path_suffix(data_dir: Path, image_ids: np.ndarray, depth: int) -> np.ndarray:
-    """Path (str) of each image id, a relative path of ``depth`` components
-    (``train/patient1/study1/view1_frontal.jpg``), under ``data_dir``, or ``""``.
+    """Each image id, a relative path of ``depth`` components (``train/patient1/study1/view1_frontal.jpg``),
+    matched against every file's last ``depth`` path components: for datasets whose file names
+    repeat across folders."""
+    return _match(data_dir, image_ids, lambda parts, name: "/".join((*parts[max(0, len(parts) - depth + 1):], name)))
 
-    For datasets whose file names repeat across folders: every file's last ``depth`` path
-    components are compared with the ids, so an id is only ever matched, never joined into a
-    path. Walked as ``find_images`` walks (folder symlinks followed, each real folder once).
-    """
-    wanted = set(image_ids.tolist())
-    found: dict[str, str] = {}
-    seen_dirs: set[str] = set()
-    for root, dirs, files in os.walk(data_dir, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen_dirs:
-            dirs[:] = []
-            continue
-        seen_dirs.add(real)
-        dirs.sort()
-        tail = Path(root).relative_to(data_dir).parts[-(depth - 1):] if depth > 1 else ()
-        for name in sorted(files):
-            key = "/".join((*tail, name))
-            if key in wanted and key not in found:
-                found[key] = os.path.join(root, name)
-    return np.array([found.get(name, "") for name in image_ids.tolist()], dtype=object)
+
+def find_by_relative_path(data_dir: Path, image_ids: np.ndarray) -> np.ndarray:
+    """Each image id, a POSIX path relative to ``data_dir``, matched against every file's."""
+    return _match(data_dir, image_ids, lambda parts, name: "/".join((*parts, name)))
