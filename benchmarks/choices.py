@@ -34,7 +34,6 @@ from cxrprobe.heads.logreg import C_GRID  # noqa: E402
 from cxrprobe.heads.torch_fit import SCORE_ROWS, scores  # noqa: E402
 from cxrprobe.models.mlp_head import PaperHead  # noqa: E402
 
-
 REPO = Path(__file__).resolve().parents[1]
 
 

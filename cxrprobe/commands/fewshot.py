@@ -12,6 +12,7 @@ import numpy as np
 
 from cxrprobe.cores import usable_cores
 from cxrprobe.errors import InputError
+from cxrprobe.eval.grid_data import TEST_BOOTSTRAP_SEED, GridData, grid_data
 from cxrprobe.eval.options import (
     ALL_SHOTS,
     Shots,
@@ -23,15 +24,7 @@ from cxrprobe.eval.options import (
     check_support,
     parse_normals,
 )
-from cxrprobe.eval.runner import (
-    TEST_BOOTSTRAP_SEED,
-    VALIDATION_SHOTS_MAX,
-    GridData,
-    GridResult,
-    GridSpec,
-    grid_data,
-    run_grid,
-)
+from cxrprobe.eval.runner import VALIDATION_SHOTS_MAX, GridResult, GridSpec, run_grid
 from cxrprobe.heads.registry import check_heads
 from cxrprobe.versions import package_versions
 

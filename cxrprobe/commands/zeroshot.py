@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrprobe.eval.grid_data import load_grid_data
 from cxrprobe.eval.options import check_aggregate
-from cxrprobe.eval.runner import load_grid_data
 from cxrprobe.heads.zeroshot import ZeroShotHead
 from cxrprobe.metrics.auc import mean_auc, per_class_auc
 from cxrprobe.metrics.bootstrap import patient_bootstrap_cis
