@@ -15,14 +15,12 @@ set's labels are not part of the download); validation is carved patient-wise fr
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from pathlib import Path
 
 import numpy as np
 
-from cxrprobe.data.files import collector_paused, find_table, read_text
+from cxrprobe.data.files import collector_paused, find_table, read_csv_columns, refuse_duplicates
 from cxrprobe.data.locate import find_by_path_suffix
 from cxrprobe.data.policies import LabelPolicy, parse_values
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, carve_validation
@@ -90,32 +88,14 @@ def _read_table(data_dir: Path, name: str) -> dict[str, np.ndarray]:
     path = find_table(data_dir, name)
     if path is None:
         raise DataError(f"no CheXpert {name} in {data_dir} (or {name}.gz)")
-    try:
-        reader = csv.reader(io.StringIO(read_text(path), newline=""))
-        header = next(reader, None)
-        body = list(reader)
-    except csv.Error as exc:
-        raise DataError(f"{path.name} is not a readable CSV table ({exc})") from None
-    if header is None:
-        raise DataError(f"{path.name} is empty")
-    column = {h.strip(): i for i, h in enumerate(header)}
-    missing = [c for c in REQUIRED_COLUMNS if c not in column]
-    if missing:
-        raise DataError(f"{path.name} has no {missing[0]!r} column; a CheXpert table has {', '.join(REQUIRED_COLUMNS)}")
-    short = next((i for i, r in enumerate(body) if len(r) < len(header)), None)
-    if short is not None:
-        raise DataError(f"{path.name}: line {short + 2} has {len(body[short])} fields, the header {len(header)}")
-    def values_of(name: str) -> list[str]:  # one column: cheaper than transposing every row
-        i = column[name]
-        return [r[i] for r in body]
-
-    image_ids, patients, studies = _parse_paths(values_of("Path"), path.name)
-    values = parse_values([values_of(c) for c in (*CLASSES, NO_FINDING)], (*CLASSES, NO_FINDING), path.name)
+    table = read_csv_columns(path, REQUIRED_COLUMNS, f"a CheXpert table has {', '.join(REQUIRED_COLUMNS)}")
+    image_ids, patients, studies = _parse_paths(table["Path"], path.name)
+    values = parse_values([table[c] for c in (*CLASSES, NO_FINDING)], (*CLASSES, NO_FINDING), path.name)
     return {
         "image_ids": image_ids, "patients": patients, "studies": studies, "values": values[:, :-1],
         "no_finding": values[:, -1],
-        "frontal": np.asarray(values_of("Frontal/Lateral"), dtype=str) == "Frontal",
-        "ap_pa": np.char.strip(np.asarray(values_of("AP/PA"), dtype=str)),
+        "frontal": np.asarray(table["Frontal/Lateral"], dtype=str) == "Frontal",
+        "ap_pa": np.char.strip(np.asarray(table["AP/PA"], dtype=str)),
     }
 
 
@@ -129,9 +109,7 @@ def _parse_paths(paths: list[str], source: str) -> tuple[np.ndarray, np.ndarray,
                         "([CheXpert-v1.0[-small]/]train|valid/patientN/studyM/viewK_frontal|lateral.jpg)")
     groups = [m.groups() for m in matches]  # (id, folder, patient, study)
     ids = np.array([g[0] for g in groups], dtype=str)
-    unique, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise DataError(f"{source}: {unique[counts > 1][0]} is listed more than once")
+    refuse_duplicates(ids, source)
     return (ids, np.array([g[2] for g in groups], dtype=str),
             np.array([f"{g[2]}/{g[3]}" for g in groups], dtype=str))
 

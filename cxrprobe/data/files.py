@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import gc
 import gzip
+import io
+import operator
 import zlib
 from pathlib import Path
 from typing import Iterator
+
+import numpy as np
 
 from cxrprobe.errors import DataError
 
@@ -57,3 +62,33 @@ def collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def read_csv_columns(path: Path, columns: tuple[str, ...] | None = None, expected: str = "") -> dict[str, list[str]]:
+    """Column name -> its values, for ``columns`` (None: every column) of the CSV table at
+    ``path``; a missing column (``expected`` says what the table should have), a short row or
+    an unreadable table is one DataError. Only the columns asked for are built: cheaper than
+    transposing every row."""
+    try:
+        reader = csv.reader(io.StringIO(read_text(path), newline=""))
+        header = [h.strip() for h in next(reader, [])]
+        body = list(reader)
+    except csv.Error as exc:
+        raise DataError(f"{path.name} is not a readable CSV table ({exc})") from None
+    if not header:
+        raise DataError(f"{path.name} is empty")
+    columns = tuple(header) if columns is None else columns
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"{path.name} has no {missing[0]!r} column" + (f"; {expected}" if expected else ""))
+    if body and min(map(len, body)) < len(header):
+        short = next(i for i, r in enumerate(body) if len(r) < len(header))
+        raise DataError(f"{path.name}: line {short + 2} has {len(body[short])} fields, the header {len(header)}")
+    return {c: list(map(operator.itemgetter(header.index(c)), body)) for c in columns}
+
+
+def refuse_duplicates(ids: np.ndarray, source: str, what: str = "") -> None:
+    """A table that lists an image twice is refused, naming it."""
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise DataError(f"{source}: {what}{unique[counts > 1][0]} is listed more than once")

@@ -13,15 +13,13 @@ made and recorded.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cxrprobe.data.files import collector_paused, find_table, read_text
+from cxrprobe.data.files import collector_paused, find_table, read_csv_columns, read_text, refuse_duplicates
 from cxrprobe.data.locate import find_by_relative_path
 from cxrprobe.data.policies import LabelPolicy, parse_values
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, carve_validation
@@ -75,9 +73,7 @@ def load_csv_metadata(data_dir: Path, columns: Columns, labels_file: Path | None
         raise DataError(f"{path.name} has no {missing[0]!r} column (it has {', '.join(table)})")
     image_ids = np.array([_relative(v, path.name, line) for line, v in enumerate(table[columns.image], start=2)],
                          dtype=str)
-    unique, counts = np.unique(image_ids, return_counts=True)
-    if (counts > 1).any():
-        raise DataError(f"{path.name}: image {unique[counts > 1][0]} is listed more than once")
+    refuse_duplicates(image_ids, path.name, "image ")
     notes = []
     if columns.patient:
         patients = np.asarray(table[columns.patient], dtype=str)
@@ -115,10 +111,9 @@ def locate_csv(data_dir: Path, columns: Columns, labels_file: Path | None = None
 
 def _read_rows(path: Path) -> dict[str, list[str]]:
     """Column name -> its values as strings ('' for blank or null), from CSV or JSON lines."""
-    text = read_text(path)
     if path.name.removesuffix(".gz").endswith(".jsonl"):
         records = []
-        for line, raw in enumerate(text.splitlines(), start=1):
+        for line, raw in enumerate(read_text(path).splitlines(), start=1):
             if raw.strip():
                 try:
                     record = json.loads(raw)
@@ -129,17 +124,7 @@ def _read_rows(path: Path) -> dict[str, list[str]]:
                 records.append(record)
         names = list(dict.fromkeys(k for r in records for k in r))
         return {n: ["" if r.get(n) is None else _text(r.get(n)) for r in records] for n in names}
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as exc:
-        raise DataError(f"{path.name} is not a readable CSV table ({exc})") from None
-    if not rows:
-        raise DataError(f"{path.name} is empty")
-    header = [h.strip() for h in rows[0]]
-    short = next((i for i, r in enumerate(rows[1:]) if len(r) < len(header)), None)
-    if short is not None:
-        raise DataError(f"{path.name}: line {short + 2} has {len(rows[short + 1])} fields, the header {len(header)}")
-    return {name: [r[i] for r in rows[1:]] for i, name in enumerate(header)}
+    return read_csv_columns(path)
 
 
 def _text(value: object) -> str:

@@ -13,16 +13,13 @@ is matched by its name (``DICOM_ID.jpg``), never joined into a path.
 
 from __future__ import annotations
 
-import csv
-import io
-import operator
 import re
 from pathlib import Path
 
 import numpy as np
 
-from cxrprobe.data.chexpert import CLASSES, LABELS, NO_FINDING
-from cxrprobe.data.files import collector_paused, find_table, read_text
+from cxrprobe.data.chexpert import CLASSES, LABELS, NO_FINDING, VIEWS
+from cxrprobe.data.files import collector_paused, find_table, read_csv_columns, refuse_duplicates
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.policies import LabelPolicy, parse_values
 from cxrprobe.data.table import DatasetMetadata, ImageTable, LocatedDataset
@@ -33,7 +30,6 @@ PREFIX = "mimic-cxr-2.0.0-"
 LABELERS = ("chexpert", "negbio")
 SPLITS = {"train": "train", "validate": "val", "test": "test"}
 FRONTAL = ("AP", "PA")
-VIEWS = ("frontal", "AP", "PA", "lateral", "all")
 DICOM_ID = r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}"
 NUMBER = r"[0-9]+"
 
@@ -54,9 +50,7 @@ def load_mimic_metadata(data_dir: Path, policy: LabelPolicy = LabelPolicy(), vie
         meta = _read(data_dir, "metadata.csv", ("dicom_id", "ViewPosition"))
         labels = _read(data_dir, f"{labeler}.csv", ("subject_id", "study_id", NO_FINDING, *CLASSES))
     dicom = _checked(split["dicom_id"], DICOM_ID, "dicom_id", "split.csv")
-    unique, counts = np.unique(dicom, return_counts=True)
-    if (counts > 1).any():
-        raise DataError(f"{PREFIX}split.csv: dicom_id {unique[counts > 1][0]} is listed more than once")
+    refuse_duplicates(dicom, f"{PREFIX}split.csv", "dicom_id ")
     studies = _checked(split["study_id"], NUMBER, "study_id", "split.csv")
     subjects = _checked(split["subject_id"], NUMBER, "subject_id", "split.csv")
     split_names, split_index = np.unique(np.asarray(split["split"], dtype=str), return_inverse=True)
@@ -98,19 +92,7 @@ def _read(data_dir: Path, suffix: str, columns: tuple[str, ...]) -> dict[str, li
     path = find_table(data_dir, name)
     if path is None:
         raise DataError(f"no MIMIC-CXR-JPG {name}.gz in {data_dir} (or {name})")
-    try:
-        reader = csv.reader(io.StringIO(read_text(path), newline=""))
-        header = [h.strip() for h in next(reader, [])]
-        body = list(reader)
-    except csv.Error as exc:
-        raise DataError(f"{path.name} is not a readable CSV table ({exc})") from None
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise DataError(f"{path.name} has no {missing[0]!r} column")
-    if body and min(map(len, body)) < len(header):
-        short = next(i for i, r in enumerate(body) if len(r) < len(header))
-        raise DataError(f"{path.name}: line {short + 2} has {len(body[short])} fields, the header {len(header)}")
-    return {c: list(map(operator.itemgetter(header.index(c)), body)) for c in columns}
+    return read_csv_columns(path, columns)
 
 
 def _checked(values: list[str], pattern: str, name: str, source: str) -> np.ndarray:
