@@ -13,6 +13,7 @@ from cxrprobe.errors import CacheError
 from cxrprobe.eval.studies import Studies
 from cxrprobe.heads.base import TextPrompts, transform_embeddings
 from cxrprobe.heads.registry import head_class
+from cxrprobe.metrics.auc import defined_columns
 from cxrprobe.metrics.bootstrap import joint_patient_resamples
 
 
@@ -59,10 +60,7 @@ def undefined_findings(test_labels: np.ndarray, classes: tuple[str, ...],
                        test_known: np.ndarray | None = None) -> list[str]:
     """Findings whose test split holds only positives or only negatives among its known labels:
     no AUC is defined."""
-    test_labels = np.asarray(test_labels)
-    known = np.ones(test_labels.shape, dtype=bool) if test_known is None else np.asarray(test_known, dtype=bool)
-    positives = (test_labels.astype(bool) & known).sum(axis=0)
-    return [name for name, n, k in zip(classes, positives, known.sum(axis=0)) if n == 0 or n == k]
+    return [name for name, defined in zip(classes, defined_columns(test_labels, test_known)) if not defined]
 
 
 def check_defined(test_labels: np.ndarray, source: object, allow_undefined: bool, classes: tuple[str, ...],

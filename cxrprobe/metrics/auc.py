@@ -87,6 +87,13 @@ def per_class_ap(labels: np.ndarray, scores: np.ndarray, known: np.ndarray | Non
     return per_class_auc_ap(labels, scores, known)[1]
 
 
+def defined_columns(labels: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """bool [k]: the columns with an AUC, a positive and a negative among their known labels."""
+    labels = np.asarray(labels).astype(bool)
+    counted = np.ones(labels.shape, dtype=bool) if known is None else np.asarray(known, dtype=bool)
+    return (labels & counted).any(axis=0) & (~labels & counted).any(axis=0)
+
+
 def mean_auc(aucs: np.ndarray) -> float:
     """Mean over the classes where the AUC is defined; NaN if none is."""
     aucs = np.asarray(aucs, dtype=np.float64)

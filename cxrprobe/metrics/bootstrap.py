@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cxrprobe.metrics.auc import defined_columns
+
 
 @dataclass(frozen=True)
 class SortedScores:
@@ -81,14 +83,14 @@ def patient_bootstrap_cis(
     tail = (1.0 - level) / 2.0
     per_finding = np.full((labels.shape[1], 2), np.nan)
     prepared = [SortedScores.of(labels[:, c], scores[:, c], known[:, c]) for c in range(labels.shape[1])]
-    defined = [c for c in range(labels.shape[1]) if labels[:, c].any() and (known[:, c] & ~labels[:, c]).any()]
+    defined = np.flatnonzero(defined_columns(labels, known))
     for c in defined:
         positive_patient = np.bincount(patient, weights=labels[:, c], minlength=n_patients) > 0
         counts = _stratified_patients(rng, positive_patient, n_resamples)
         values = _weighted_aucs(prepared[c], _image_weights(counts, patient))
         per_finding[c] = np.nanquantile(values, [tail, 1.0 - tail])
     counts = joint_patient_resamples(labels, patients, n_resamples, rng)
-    if not defined:
+    if not len(defined):
         return per_finding, (float("nan"), float("nan"))
     means = np.nanmean([_weighted_aucs(prepared[c], _image_weights(counts, patient)) for c in defined], axis=0)
     return per_finding, (float(np.nanquantile(means, tail)), float(np.nanquantile(means, 1.0 - tail)))
@@ -111,8 +113,7 @@ def replicate_mean_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndar
     whose label is ``known``, when given)."""
     labels = np.asarray(labels).astype(bool)
     known = np.ones(labels.shape, dtype=bool) if known is None else np.asarray(known, dtype=bool)
-    positives, negatives = (labels & known).sum(axis=0), (~labels & known).sum(axis=0)
-    defined = [c for c in range(labels.shape[1]) if positives[c] and negatives[c]]
+    defined = np.flatnonzero(defined_columns(labels, known))
     chunks = [np.asarray(weights[i:i + 50], dtype=np.float64) for i in range(0, len(weights), 50)]
     return np.nanmean([_weighted_aucs(SortedScores.of(labels[:, c], scores[:, c], known[:, c]), chunks)
                        for c in defined], axis=0)
