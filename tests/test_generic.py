@@ -84,6 +84,8 @@ def test_imagefolder_metadata_without_patients_or_splits_gets_a_recorded_seeded_
     (lambda rows: [{**r, "split": "train"} for r in rows], (), "no image is in the test split"),
     (lambda rows: rows, ("--label-cols", "Edema,Mass"), "has no 'Mass' column"),
     (lambda rows: [{**r, "split": "holdout"} for r in rows], (), "split 'holdout' is none of"),
+    (lambda rows: [{**rows[0], "split": "test"}, {**rows[1], "split": "train"}, *rows[2:]], (),
+     "has images in both train and test; splits must be patient-disjoint"),
 ])
 def test_bad_exports_end_in_one_line(tmp_path, cli, monkeypatch, change, extra, phrase):
     rows = change(export(tmp_path, n=30))

@@ -22,7 +22,7 @@ import numpy as np
 from cxrprobe.data.files import collector_paused, find_table, read_csv_columns, read_text, refuse_duplicates
 from cxrprobe.data.locate import find_by_relative_path
 from cxrprobe.data.policies import LabelPolicy, parse_values
-from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, carve_validation
+from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, carve_validation, shared_patients
 from cxrprobe.data.table import DatasetMetadata, ImageTable, LocatedDataset
 from cxrprobe.errors import DataError, InputError
 from cxrprobe.labels import NORMAL_IF_NO_FINDING, NORMAL_IF_NONE_POSITIVE, LabelSet
@@ -152,11 +152,11 @@ def _splits(table: dict[str, list[str]], columns: Columns, patients: np.ndarray,
         if bad is not None:
             raise DataError(f"{source}: split {bad!r} is none of {', '.join(SPLIT_NAMES)}")
         split = np.array([SPLIT_NAMES[v.strip().lower()] for v in given], dtype=str)
-        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-            shared = np.intersect1d(patients[split == a], patients[split == b])
-            if len(shared):
-                raise DataError(f"{source}: patient {shared[0]} has images in both {a} and {b}; splits must "
-                                "be patient-disjoint")
+        overlap = shared_patients(split, patients)
+        if overlap is not None:
+            a, b, shared = overlap
+            raise DataError(f"{source}: patient {shared[0]} has images in both {a} and {b}; splits must "
+                            "be patient-disjoint")
         return split, f"the {columns.split!r} column"
     # seeded and patient-disjoint: test first, then validation from the rest, as for NIH
     members = np.unique(patients)

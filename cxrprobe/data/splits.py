@@ -31,3 +31,16 @@ def carve_validation(
     split = np.where(is_train_val, "train", "test").astype(object)
     split[is_train_val & np.isin(patient_ids, val_patients)] = "val"
     return split.astype(str)
+
+
+def shared_patients(split: np.ndarray, patients: np.ndarray) -> tuple[str, str, np.ndarray] | None:
+    """The first two splits (train, val, test order) that share patients, and those patients;
+    None when the splits are patient-disjoint, as support, validation and test sets must be."""
+    names = ("train", "val", "test")
+    members = {name: np.unique(patients[split == name]) for name in names}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = np.intersect1d(members[a], members[b])
+            if len(shared):
+                return a, b, shared
+    return None

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrprobe.cache.reader import FeatureCache
+from cxrprobe.data.splits import shared_patients
 from cxrprobe.errors import CacheError
 from cxrprobe.eval.studies import Studies
 from cxrprobe.heads.base import TextPrompts, transform_embeddings
@@ -172,14 +173,11 @@ def check_patient_disjoint(split: np.ndarray, patients: np.ndarray, source: obje
     """No patient in two splits: support sets, validation sets and test must not share one."""
     if len(patients) != len(split):
         raise CacheError(f"{source}: {len(patients)} patients for {len(split)} images")
-    names = ("train", "val", "test")
-    members = {name: np.unique(patients[split == name]) for name in names}
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            shared = np.intersect1d(members[a], members[b])
-            if len(shared):
-                raise CacheError(f"{source}: {len(shared)} patient(s) have images in both {a} and {b} "
-                                 f"(e.g. {shared[0]}); splits must be patient-disjoint")
+    overlap = shared_patients(split, patients)
+    if overlap is not None:
+        a, b, shared = overlap
+        raise CacheError(f"{source}: {len(shared)} patient(s) have images in both {a} and {b} "
+                         f"(e.g. {shared[0]}); splits must be patient-disjoint")
 
 
 def _test_weights(labels: np.ndarray, patients: np.ndarray, n_resamples: int) -> np.ndarray | None:
