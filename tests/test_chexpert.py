@@ -8,6 +8,7 @@ import csv
 import gzip
 import importlib.resources
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -86,9 +87,9 @@ def chexpert_folder(root: Path, header: list[str], rows: list[list[str]], prefix
     labels, as the radiologists' are), a generated JPEG at every path."""
     frontal = [r for r in rows if r[3] == "Frontal" and r[4] in ("AP", "PA")]
     train = frontal[:n_train]
-    valid = [[r[0].replace("/train/", "/valid/", 1),
+    valid = [[re.sub(r"/train/patient[0-9]+/", f"/valid/patient{64541 + k}/", r[0]),  # patients of its own
               *[("1.0" if v == "1.0" else "0.0") if i >= 5 else v for i, v in enumerate(r[1:], start=1)]]
-             for r in frontal[n_train:n_train + n_valid]]
+             for k, r in enumerate(frontal[n_train:n_train + n_valid])]
     rng = np.random.default_rng(0)
     for row in train + valid:
         relative = row[0].removeprefix("CheXpert-v1.0-small/")
@@ -162,3 +163,88 @@ def test_bad_chexpert_tables_end_in_one_line(tmp_path, real_rows, cli, change, p
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     with pytest.raises(DataError, match=phrase):
         load_chexpert_metadata(data)
+
+
+def add_official_test(root: Path, n_studies: int = 6, without_images: int = 1) -> list[list[str]]:
+    """groundtruth.csv as rajpurkarlab/cheXpert-test-set-labels has it (per study, 0/1, No
+    Finding first), a frontal and a lateral JPEG for every study but the last
+    ``without_images``, and one image of a study it does not list."""
+    rng = np.random.default_rng(1)
+    header = ["Study", "No Finding", *CLASSES]
+    rows = []
+    for i in range(n_studies):
+        labels = [str(int(v)) for v in rng.integers(0, 2, len(CLASSES))]
+        rows.append([f"CheXpert-v1.0/test/patient{64741 + i}/study1", "0" if "1" in labels else "1", *labels])
+        if i < n_studies - without_images:
+            for view in ("view1_frontal", "view2_lateral"):
+                path = root / "CheXpert-v1.0" / "test" / f"patient{64741 + i}" / "study1" / f"{view}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(path, quality=90)
+    stray = root / "CheXpert-v1.0" / "test" / "patient69999" / "study1" / "view1_frontal.jpg"
+    stray.parent.mkdir(parents=True)
+    shutil.copy(path, stray)
+    write_csv(root / "groundtruth.csv", header, rows)
+    return rows
+
+
+def test_the_official_test_set_is_test_per_study_and_valid_csv_is_val(tmp_path, real_rows, cli):
+    from cxrprobe.data.chexpert import OFFICIAL_TEST_SOURCE
+    from cxrprobe.data.datasets import DatasetOptions, locate
+
+    header, rows = real_rows
+    data = chexpert_folder(tmp_path / "chexpert", header, rows, n_train=40, n_valid=10)
+    truth = add_official_test(data)
+    located, notes = locate(data, DatasetOptions(views="all"))
+    table = located.metadata.table
+    test = table.split == "test"
+    assert located.metadata.test_source == OFFICIAL_TEST_SOURCE
+    assert notes == ["groundtruth.csv: 1 of 6 test studies have no image under the data dir"]
+    # two images (frontal, lateral) of each of the five studies with images; the stray one left out
+    assert test.sum() == 10 and set(table.patient_ids[test]) == {f"patient{64741 + i}" for i in range(5)}
+    assert (located.paths[test] != "").all()
+    for row in truth[:5]:
+        study = row[0].removeprefix("CheXpert-v1.0/test/")
+        images = table.study_ids == study
+        assert images.sum() == 2 and (table.labels[images] == [int(v) for v in row[2:]]).all()
+        assert (table.normal[images] == (row[1] == "1")).all() and table.known[images].all()
+    # valid.csv is val as it is, train.csv all train: no carving
+    assert (table.split == "val").sum() == 10 and all(i.startswith("valid/") for i in table.image_ids[table.split == "val"])
+    assert all(i.startswith("train/") for i in table.image_ids[table.split == "train"])
+    frontal = locate(data)[0].metadata.table  # the default, frontal: the test images' frontal views
+    assert sorted(frontal.view[frontal.split == "test"]) == ["frontal"] * 5
+    refused = cli("embed", "--data-dir", data, "--out", tmp_path / "ap.h5", "--views", "AP", *TINY)
+    assert_one_line_error(refused, "records no AP/PA")
+    assert not (tmp_path / "ap.h5").exists()
+
+
+def test_the_official_test_set_embeds_and_scores_per_study(tmp_path, real_rows, cli):
+    header, rows = real_rows
+    data = chexpert_folder(tmp_path / "chexpert", header, rows, n_train=40, n_valid=10)
+    add_official_test(data, without_images=0)
+    cache = tmp_path / "cache.h5"
+    embedded = cli("embed", "--data-dir", data, "--out", cache, "--views", "all", *TINY)
+    assert embedded.code == 0, embedded.stderr
+    summary = json.loads(cli("info", cache, "--json").stdout)
+    assert summary["test_source"].startswith("groundtruth.csv") and summary["splits"]["test"]["images"] == 12
+    zero = cli("zeroshot", "--cache", cache, "--out", tmp_path / "zs", "--aggregate", "study-max",
+               "--allow-undefined", "--bootstrap", "10")
+    assert zero.code == 0, zero.stderr
+    config = json.loads((tmp_path / "zs" / "config.json").read_text())
+    assert config["aggregate"] == {"how": "study-max", "test_units": 6}  # 12 images of 6 studies
+    assert config["labels"]["test"] == summary["test_source"]
+    assert "test split: groundtruth.csv" in " ".join(cli("info", cache).stdout.split())
+
+
+@pytest.mark.parametrize("change, phrase", [
+    (lambda rows: [["CheXpert-v1.0/test/../../etc", *rows[0][1:]], *rows[1:]], "is not a CheXpert test study"),
+    (lambda rows: [rows[0], rows[0], *rows[1:]], "is listed more than once"),
+    (lambda rows: [[rows[0][0], "2", *rows[0][2:]], *rows[1:]], "a label must be 1, 0, -1 or blank"),
+])
+def test_bad_official_test_labels_end_in_one_line(tmp_path, real_rows, cli, change, phrase):
+    header, rows = real_rows
+    data = chexpert_folder(tmp_path / "bad", header, rows, n_train=20, n_valid=5)
+    truth = add_official_test(data, n_studies=3)
+    write_csv(data / "groundtruth.csv", ["Study", "No Finding", *CLASSES], change(truth))
+    result = cli("embed", "--data-dir", data, "--out", tmp_path / "out.h5", *TINY)
+    assert_one_line_error(result, phrase)
+    assert not (tmp_path / "out.h5").exists()

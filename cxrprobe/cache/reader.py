@@ -227,6 +227,7 @@ class FeatureCache:
             "normal_rule": table.label_set.normal_rule,
             "label_policy": self._json_attr("label_policy") or None,
             "label_source": a.get("label_source"),
+            "test_source": a.get("test_source", "official test list"),
             "metadata_origin": a.get("metadata_origin"),
             "dataset_fingerprint": a.get("dataset_fingerprint"),
             "rows": int(np.count_nonzero(written)),

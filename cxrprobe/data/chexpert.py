@@ -9,8 +9,15 @@ observations are the classes. How -1 and blank become labels is the ``LabelPolic
 ``Path`` values start with ``CheXpert-v1.0-small/``, ``CheXpert-v1.0/`` or nothing (the Kaggle
 mirror unzips ``train/`` straight into the folder). The rest, ``train/patientN/studyM/viewK_frontal.jpg``,
 is the image id: it is matched against the files found under the data dir by their last four
-path components, never joined into a path. Splits: valid.csv serves as test (the official test
-set's labels are not part of the download); validation is carved patient-wise from train.
+path components, never joined into a path.
+
+Splits: where the official test set's ``groundtruth.csv`` is in the folder
+(rajpurkarlab/cheXpert-test-set-labels: 500 studies of 500 patients, the majority of five
+radiologists, 0/1 *per study*), it is test, each study's labels joined to its images found
+under ``test/patientN/studyM/``, and the radiologist-labelled valid.csv is val, as its authors
+use it. Otherwise valid.csv serves as test, recorded as such, and validation is carved
+patient-wise from train. The test images carry no AP/PA, so with groundtruth.csv ``--views``
+is frontal, lateral or all.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrprobe.data.files import collector_paused, find_table, read_csv_columns, refuse_duplicates
-from cxrprobe.data.locate import find_by_path_suffix
+from cxrprobe.data.locate import index_files, path_suffix, paths_in
 from cxrprobe.data.policies import LabelPolicy, parse_values
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, carve_validation
 from cxrprobe.data.table import DatasetMetadata, ImageTable, LocatedDataset
@@ -42,6 +49,12 @@ PATH_DEPTH = 4  # train/patientN/studyM/file.jpg
 VIEWS = ("frontal", "AP", "PA", "lateral", "all")  # frontal: AP and PA
 LABELS = LabelSet.from_classes(CLASSES, NORMAL_IF_NO_FINDING)
 TEST_SOURCE = "valid.csv (the radiologist-labelled validation set, as test)"
+TEST_TABLE = "groundtruth.csv"
+OFFICIAL_TEST_SOURCE = "groundtruth.csv (the official test set: 5 radiologists' majority, per study)"
+TEST_STUDY = re.compile(r"(?:CheXpert-v1\.0(?:-small)?/)?test/(patient[0-9]+)/(study[0-9]+)/?\Z")
+TEST_IMAGE = re.compile(r"test/(patient[0-9]+)/(study[0-9]+)/view[0-9]+_(frontal|lateral)\.jpg\Z")
+SPLIT_OF_SOURCE = ("train", "val", "test")  # with groundtruth.csv: train.csv, valid.csv, it
+FRONTAL_UNKNOWN = "frontal"  # the view of a test image: frontal, AP or PA not recorded
 
 
 def is_chexpert(data_dir: Path) -> bool:
@@ -51,37 +64,60 @@ def is_chexpert(data_dir: Path) -> bool:
 def load_chexpert_metadata(data_dir: Path, policy: LabelPolicy = LabelPolicy(), views: str = "frontal",
                            val_fraction: float = DEFAULT_VAL_FRACTION,
                            val_seed: int = DEFAULT_VAL_SEED) -> DatasetMetadata:
-    """train.csv and valid.csv in ``data_dir``, the ``views`` kept, labels under ``policy``."""
+    """train.csv, valid.csv and groundtruth.csv where present in ``data_dir``, the ``views``
+    kept, labels under ``policy``."""
+    return _load(Path(data_dir), policy, views, val_fraction, val_seed)[0]
+
+
+def locate_chexpert(data_dir: Path, policy: LabelPolicy = LabelPolicy(), views: str = "frontal",
+                    val_fraction: float = DEFAULT_VAL_FRACTION,
+                    val_seed: int = DEFAULT_VAL_SEED) -> tuple[LocatedDataset, list[str]]:
+    """The metadata, each row's image file (one walk of the folder) and notes for the user."""
+    files = index_files(Path(data_dir), path_suffix(PATH_DEPTH))
+    metadata, notes = _load(Path(data_dir), policy, views, val_fraction, val_seed, files)
+    return LocatedDataset(metadata, paths_in(files, metadata.table.image_ids)), notes
+
+
+def _load(data_dir: Path, policy: LabelPolicy, views: str, val_fraction: float, val_seed: int,
+          files: dict[str, str] | None = None) -> tuple[DatasetMetadata, list[str]]:
     if views not in VIEWS:
         raise InputError(f"--views must be one of {', '.join(VIEWS)}, got {views!r}")
-    data_dir = Path(data_dir)
+    groundtruth = find_table(data_dir, TEST_TABLE)
+    if groundtruth is not None and views in ("AP", "PA"):
+        raise InputError(f"--views {views}: the official test set ({TEST_TABLE}) records no AP/PA; "
+                         "use --views frontal, lateral or all, or move groundtruth.csv aside")
+    notes: list[str] = []
     with collector_paused():
         parts = [_read_table(data_dir, name) for name in TABLES]
+        if groundtruth is not None:
+            files = index_files(data_dir, path_suffix(PATH_DEPTH)) if files is None else files
+            test, notes = _read_test(groundtruth, files)
+            parts.append(test)
     rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    is_test = np.concatenate([np.full(len(parts[0]["image_ids"]), False), np.full(len(parts[1]["image_ids"]), True)])
+    # which table each row came from: 0 train.csv, 1 valid.csv, 2 groundtruth.csv
+    source = np.concatenate([np.full(len(p["image_ids"]), i) for i, p in enumerate(parts)])
     keep = _view_mask(rows["frontal"], rows["ap_pa"], views)
-    rows, is_test = {k: v[keep] for k, v in rows.items()}, is_test[keep]
+    rows, source = {k: v[keep] for k, v in rows.items()}, source[keep]
     order = np.argsort(rows["image_ids"], kind="stable")
-    rows, is_test = {k: v[order] for k, v in rows.items()}, is_test[order]
+    rows, source = {k: v[order] for k, v in rows.items()}, source[order]
     labels, known = policy.apply(rows["values"])
-    try:
-        split = carve_validation(rows["patients"], ~is_test, val_fraction, val_seed)
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
+    if groundtruth is None:
+        try:
+            split = carve_validation(rows["patients"], source == 0, val_fraction, val_seed)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+    else:  # the official splits as they are
+        split = np.array(SPLIT_OF_SOURCE, dtype=str)[source]
+        val_fraction, val_seed = 0.0, 0
     table = ImageTable(
         image_ids=rows["image_ids"], patient_ids=rows["patients"], split=split, labels=labels,
         view=np.where(rows["frontal"], rows["ap_pa"], "lateral"), known=known, normal=rows["no_finding"] == 1,
         study_ids=rows["studies"], label_set=LABELS,
     )
-    return DatasetMetadata(table=table, label_source=" + ".join(TABLES), val_fraction=val_fraction,
+    tables = TABLES if groundtruth is None else (*TABLES, TEST_TABLE)
+    return DatasetMetadata(table=table, label_source=" + ".join(tables), val_fraction=val_fraction,
                            val_seed=val_seed, dataset=DATASET_NAME, label_policy=policy.as_dict(),
-                           test_source=TEST_SOURCE)
-
-
-def locate_chexpert(data_dir: Path, policy: LabelPolicy = LabelPolicy(), views: str = "frontal",
-                    val_fraction: float = DEFAULT_VAL_FRACTION, val_seed: int = DEFAULT_VAL_SEED) -> LocatedDataset:
-    metadata = load_chexpert_metadata(data_dir, policy, views, val_fraction, val_seed)
-    return LocatedDataset(metadata, find_by_path_suffix(Path(data_dir), metadata.table.image_ids, PATH_DEPTH))
+                           test_source=TEST_SOURCE if groundtruth is None else OFFICIAL_TEST_SOURCE), notes
 
 
 def _read_table(data_dir: Path, name: str) -> dict[str, np.ndarray]:
@@ -114,10 +150,42 @@ def _parse_paths(paths: list[str], source: str) -> tuple[np.ndarray, np.ndarray,
             np.array([f"{g[2]}/{g[3]}" for g in groups], dtype=str))
 
 
+def _read_test(path: Path, files: dict[str, str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The official test set's rows: each image found under ``test/patientN/studyM/`` of a
+    study groundtruth.csv lists, with that study's labels; notes count what is missing."""
+    columns = ("Study", NO_FINDING, *CLASSES)
+    table = read_csv_columns(path, columns, f"the official test labels have {', '.join(columns)}")
+    matches = [TEST_STUDY.match(value) for value in table["Study"]]
+    if not all(matches):
+        line = next(i for i, m in enumerate(matches) if m is None)
+        raise DataError(f"{path.name}: line {line + 2}: Study {table['Study'][line]!r} is not a CheXpert test "
+                        "study ([CheXpert-v1.0/]test/patientN/studyM)")
+    studies = np.array(["/".join(m.groups()) for m in matches], dtype=str)
+    refuse_duplicates(studies, path.name, "study ")
+    values = parse_values([table[c] for c in (*CLASSES, NO_FINDING)], (*CLASSES, NO_FINDING), path.name)
+    row_of = {study: i for i, study in enumerate(studies.tolist())}
+    images = [(key, m) for key in files if (m := TEST_IMAGE.match(key)) and f"{m[1]}/{m[2]}" in row_of]
+    if not images:
+        raise DataError(f"{path.name} lists {len(studies)} test studies, but no image "
+                        "test/patientN/studyM/viewK_frontal|lateral.jpg of them is under the data dir")
+    rows = np.array([row_of[f"{m[1]}/{m[2]}"] for _, m in images], dtype=np.int64)
+    notes = []
+    without = len(studies) - len(np.unique(rows))
+    if without:
+        notes.append(f"{path.name}: {without} of {len(studies)} test studies have no image under the data dir")
+    frontal = np.array([m[3] == "frontal" for _, m in images], dtype=bool)
+    return {
+        "image_ids": np.array([key for key, _ in images], dtype=str),
+        "patients": np.array([m[1] for _, m in images], dtype=str), "studies": studies[rows],
+        "values": values[rows, :-1], "no_finding": values[rows, -1], "frontal": frontal,
+        "ap_pa": np.where(frontal, FRONTAL_UNKNOWN, ""),
+    }, notes
+
+
 def _view_mask(frontal: np.ndarray, ap_pa: np.ndarray, views: str) -> np.ndarray:
     if views == "all":
         return np.ones(len(frontal), dtype=bool)
     if views == "lateral":
         return ~frontal
-    wanted = ("AP", "PA") if views == "frontal" else (views,)
+    wanted = ("AP", "PA", FRONTAL_UNKNOWN) if views == "frontal" else (views,)
     return frontal & np.isin(ap_pa, wanted)

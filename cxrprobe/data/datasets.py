@@ -54,7 +54,7 @@ def locate(data_dir: Path, options: DatasetOptions = DatasetOptions()) -> tuple[
         return locate_csv(data_dir, options.columns, options.labels_file, options.policy, options.val_fraction,
                           options.val_seed)
     if name == "chexpert":
-        return locate_chexpert(data_dir, options.policy, options.views, options.val_fraction, options.val_seed), []
+        return locate_chexpert(data_dir, options.policy, options.views, options.val_fraction, options.val_seed)
     if name == "mimic":  # its official split, validation included
         return locate_mimic(data_dir, options.policy, options.views, options.labeler), []
     return locate_nih(data_dir, options.val_fraction, options.val_seed), []

@@ -32,15 +32,28 @@ def _files(data_dir: Path) -> Iterator[tuple[tuple[str, ...], str, str]]:
             yield parts, name, os.path.join(root, name)
 
 
-def _match(data_dir: Path, image_ids: np.ndarray, key: Callable[[tuple[str, ...], str], str]) -> np.ndarray:
-    """Path (str) of each image id, the first file whose ``key`` equals it, or ``""``."""
-    wanted = set(image_ids.tolist())
+def index_files(data_dir: Path, key: Callable[[tuple[str, ...], str], str]) -> dict[str, str]:
+    """``key`` of every file below ``data_dir`` -> its path (str); where several files share a
+    key, the first in sorted walk order wins."""
     found: dict[str, str] = {}
     for parts, name, path in _files(data_dir):
-        k = key(parts, name)
-        if k in wanted and k not in found:
-            found[k] = path
-    return np.array([found.get(name, "") for name in image_ids.tolist()], dtype=object)
+        found.setdefault(key(parts, name), path)
+    return found
+
+
+def path_suffix(depth: int) -> Callable[[tuple[str, ...], str], str]:
+    """The key of a file: its last ``depth`` path components, joined by ``/``."""
+    return lambda parts, name: "/".join((*parts[max(0, len(parts) - depth + 1):], name))
+
+
+def _match(data_dir: Path, image_ids: np.ndarray, key: Callable[[tuple[str, ...], str], str]) -> np.ndarray:
+    """Path (str) of each image id, the first file whose ``key`` equals it, or ``""``."""
+    return paths_in(index_files(data_dir, key), image_ids)
+
+
+def paths_in(index: dict[str, str], image_ids: np.ndarray) -> np.ndarray:
+    """Path (str) of each image id in an ``index_files`` index, or ``""``."""
+    return np.array([index.get(name, "") for name in image_ids.tolist()], dtype=object)
 
 
 def find_images(data_dir: Path, image_ids: np.ndarray) -> np.ndarray:
@@ -53,7 +66,7 @@ def find_by_path_suffix(data_dir: Path, image_ids: np.ndarray, depth: int) -> np
     """Each image id, a relative path of ``depth`` components (``train/patient1/study1/view1_frontal.jpg``),
     matched against every file's last ``depth`` path components: for datasets whose file names
     repeat across folders."""
-    return _match(data_dir, image_ids, lambda parts, name: "/".join((*parts[max(0, len(parts) - depth + 1):], name)))
+    return _match(data_dir, image_ids, path_suffix(depth))
 
 
 def find_by_relative_path(data_dir: Path, image_ids: np.ndarray) -> np.ndarray:

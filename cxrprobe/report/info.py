@@ -40,7 +40,7 @@ def render_info(summary: dict, console: Console | None = None) -> None:
         f"preprocessing {prep.get('image_size')} px, {prep.get('resize_mode')} resize, {prep.get('interpolation')}, "
         f"mean {tuple(round(v, 4) for v in prep.get('mean', []))}, std {tuple(round(v, 4) for v in prep.get('std', []))}\n"
         f"dataset {summary['dataset']} ({summary['label_source']}{_origin(summary)}), "
-        f"fingerprint {str(summary['dataset_fingerprint'])[:12]}…\n"
+        f"fingerprint {str(summary['dataset_fingerprint'])[:12]}…; test split: {summary['test_source']}\n"
         f"metadata rows {summary['metadata_rows']:,}, without an image file {summary['missing_images']:,}, "
         f"failed to decode {len(summary['failures']):,}; text prompts {summary['text_prompts']}, "
         f"{_temperature(summary)}\n"

@@ -219,9 +219,11 @@ def write_results(out: Path, result: GridResult, protocol: str, image_ids: np.nd
 
 
 def label_record(attrs: dict) -> dict:
-    """What the labels mean: the normal rule support sets draw normals by, and the policy that
-    turned uncertain and unmentioned labels into 0, 1 or unknown (None: the dataset has neither)."""
+    """What the labels mean: the normal rule support sets draw normals by, the policy that
+    turned uncertain and unmentioned labels into 0, 1 or unknown (None: the dataset has neither),
+    and what the test split is."""
     policy = attrs.get("label_policy")
     return {"normal": str(attrs.get("normal_rule", NORMAL_IF_NONE_POSITIVE)),
             "policy": json.loads(str(policy)) if policy else None,
+            "test": str(attrs.get("test_source", "official test list")),
             "scored_over": "per class, the test images whose label is known"}
