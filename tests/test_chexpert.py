@@ -248,3 +248,42 @@ def test_bad_official_test_labels_end_in_one_line(tmp_path, real_rows, cli, chan
     result = cli("embed", "--data-dir", data, "--out", tmp_path / "out.h5", *TINY)
     assert_one_line_error(result, phrase)
     assert not (tmp_path / "out.h5").exists()
+
+
+def test_adapt_trains_on_chexpert_s_classes_with_unknown_labels_masked(tmp_path, real_rows, cli):
+    import h5py
+
+    from cxrprobe.data.synthetic import write_nih_folder
+
+    header, rows = real_rows
+    data = chexpert_folder(tmp_path / "chexpert", header, rows, n_train=60, n_valid=10)
+    run = tmp_path / "run"
+    adapt_flags = ("--model", "cxrprobe-tiny", "--pretrained", "none", "--device", "cpu", "--unfreeze", "1",
+                   "--batch-size", "16", "--workers", "0")
+    refused = cli("adapt", "--data-dir", data, "--out", run, *adapt_flags, "--hold-out", "Hernia")
+    assert_one_line_error(refused, "unknown finding 'Hernia' in --hold-out; expected some of Enlarged Cardiomediastinum")
+    assert not run.exists()
+    result = cli("adapt", "--data-dir", data, "--out", run, *adapt_flags, "--epochs", "2", "--hold-out", "Fracture")
+    assert result.code == 0, result.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert config["classes"] == list(CLASSES) and config["dataset_name"] == "chexpert"
+    assert (config["uncertain"], config["blank"], config["views"]) == ("ignore", "negative", "frontal")
+    with open(run / "metrics.csv", newline="") as f:
+        history = list(csv.DictReader(f))
+    # train.csv's uncertain labels are NaN targets: a leak would make the loss NaN
+    assert all(np.isfinite(float(r["train_loss"])) for r in history)
+    assert {f"val_auc_{c}" for c in CLASSES} <= set(history[0])
+    # embedding the same dataset stores the head's 13 logits; another dataset's cache gets none
+    cache = tmp_path / "adapted.h5"
+    assert cli("embed", "--data-dir", data, "--out", cache, "--checkpoint", run, "--device", "cpu",
+               "--workers", "0").code == 0
+    with h5py.File(cache) as f:
+        assert f["head/logits"].shape == (int((f["split"][()] != b"").sum()), len(CLASSES))
+    nih = tmp_path / "nih"
+    write_nih_folder(nih, 20, seed=3, image_size=64)
+    other = cli("embed", "--data-dir", nih, "--out", tmp_path / "nih.h5", "--checkpoint", run, "--device", "cpu",
+                "--workers", "0")
+    assert other.code == 0, other.stderr
+    assert "its logits are not stored" in other.stderr
+    with h5py.File(tmp_path / "nih.h5") as f:
+        assert "head" not in f

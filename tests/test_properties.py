@@ -21,7 +21,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cxrprobe.commands.adapt import parse_hold_out
+from cxrprobe.commands.adapt import check_hold_out, parse_hold_out
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.errors import DataError, InputError
 from cxrprobe.eval.options import parse_shots
@@ -96,8 +96,8 @@ def test_hold_out_round_trip(findings):
 
 @QUICK
 @given(option_text)
-def test_hold_out_any_text_parses_or_is_an_input_error(text):
-    findings = parsed_or_input_error(parse_hold_out, text)
+def test_hold_out_any_text_is_the_dataset_s_classes_or_an_input_error(text):
+    findings = parsed_or_input_error(lambda t: check_hold_out(parse_hold_out(t), FINDINGS), text)
     if findings is not None:
         assert set(findings) <= set(FINDINGS)
 

@@ -4,8 +4,10 @@ Top K visual blocks + ln_post + proj and the paper's MLP head train with focal B
 (1e-5 encoder, 1e-4 head, weight decay 1e-2), gradient clipping at 1.0, ReduceLROnPlateau and
 early stopping on validation mean AUC over a patient-disjoint validation split (never test),
 CLIP normalisation in training and evaluation alike. Images are decoded once into pixel caches.
-Held-out findings' labels are masked out of the loss and out of every selection, so few-shot
-curves on them measure label efficiency. Every epoch ends in a checkpoint (the trained
+Any dataset embed reads (NIH, CheXpert, MIMIC-CXR-JPG, a CSV export) trains the head over its
+own classes; unknown labels (an ``ignore`` policy's) and held-out findings' labels are masked
+out of the loss and out of every selection, so few-shot curves on held-out findings measure
+label efficiency. Every epoch ends in a checkpoint (the trained
 parameters only: the frozen ones are the base weights, whose sha256 the run records);
 ``--resume`` continues from it. On the CPU a resumed run ends with the very bytes of an
 uninterrupted one; on CUDA it continues from the same state, but GPU kernels (attention
@@ -18,6 +20,7 @@ is unfinished, and nothing downstream takes it for done. Every file is replaced 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,8 +29,8 @@ import numpy as np
 import torch
 
 from cxrprobe.cores import usable_cores
+from cxrprobe.data.datasets import DatasetOptions, locate
 from cxrprobe.data.images import Preprocessing
-from cxrprobe.data.nih import locate_dataset
 from cxrprobe.data.table import LocatedDataset
 from cxrprobe.errors import DataError, InputError
 from cxrprobe.fsutil import (
@@ -37,7 +40,6 @@ from cxrprobe.fsutil import (
     write_json,
     write_new_file,
 )
-from cxrprobe.labels import FINDINGS
 from cxrprobe.metrics.auc import mean_auc
 from cxrprobe.models.device import (
     choose_precision,
@@ -70,10 +72,14 @@ CHECKPOINT = "last.pt"
 # (the device type itself must agree: other kernels give other bits)
 NOT_COMPARED = ("epochs", "hardware")
 BASE = "base_weights_sha256"
+READ_LATER = (BASE, "dataset_name", "classes")  # config.json entries known once the data and weights are read
 
 
 @dataclass(frozen=True)
-class AdaptOptions:
+class AdaptOptions(DatasetOptions):
+    """What adapt trains on (``DatasetOptions``: which dataset, its policies, views and
+    validation carve-out), from which model, and how."""
+
     data_dir: Path
     out: Path
     model: str = "ViT-B-32"
@@ -93,8 +99,6 @@ class AdaptOptions:
     limit: int | None = None
     resume: bool = False
     force: bool = False
-    val_fraction: float = 0.1
-    val_seed: int = 7
 
 
 @dataclass
@@ -109,16 +113,17 @@ class RunState:
 
 
 def parse_hold_out(text: str) -> tuple[str, ...]:
-    """'Hernia,Pneumonia' -> ('Hernia', 'Pneumonia'): known findings, in the order given, once each."""
-    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    _check_findings(names)
-    return names
+    """'Hernia,Pneumonia' -> ('Hernia', 'Pneumonia'): in the order given, once each; checked
+    against the dataset's classes once it is read."""
+    return tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
 
 
-def _check_findings(names: tuple[str, ...]) -> None:
-    unknown = [f for f in names if f not in FINDINGS]
+def check_hold_out(names: tuple[str, ...], classes: tuple[str, ...]) -> tuple[str, ...]:
+    """``names``, each one of the dataset's ``classes``."""
+    unknown = [f for f in names if f not in classes]
     if unknown:
-        raise InputError(f"unknown finding {unknown[0]!r} in --hold-out; expected some of {', '.join(FINDINGS)}")
+        raise InputError(f"unknown finding {unknown[0]!r} in --hold-out; expected some of {', '.join(classes)}")
+    return names
 
 
 def _check(options: AdaptOptions) -> None:
@@ -126,7 +131,6 @@ def _check(options: AdaptOptions) -> None:
         raise InputError("--epochs and --batch-size must be at least 1")
     if options.workers is not None and options.workers < 0:
         raise InputError(f"--workers must be 0 or more, got {options.workers}")
-    _check_findings(options.hold_out)
     out = Path(options.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder; choose another --out")
@@ -165,25 +169,30 @@ class Training:
     step: TrainStep
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
     state: RunState
+    classes: tuple[str, ...]
 
 
 def _run(options: AdaptOptions, out: Path, device: torch.device, precision: str, notify: Notify) -> dict:
     """The stages in order; every input is checked before the run dir is touched."""
     config = _config(options, device, precision)
     previous = _previous_config(out, options)
-    if previous is not None and _compared(previous, BASE) != _compared(config, BASE):  # cheap checks first
+    if previous is not None and _compared(previous, *READ_LATER) != _compared(config):  # cheap checks first
         raise _different_run(out)
     saved = load_checkpoint(out / CHECKPOINT) if options.resume and (out / CHECKPOINT).is_file() else None
-    dataset = locate_dataset(Path(options.data_dir), options.val_fraction, options.val_seed)
+    dataset, notes = locate(Path(options.data_dir), options)
+    classes = dataset.metadata.table.classes
+    check_hold_out(options.hold_out, classes)
+    for note in notes:
+        notify(note)
     rows = _training_rows(options, dataset.paths, dataset.metadata.table.split)
-    loaded, head = _model_and_head(options, device, notify)
-    config[BASE] = loaded.weights_sha256
+    loaded, head = _model_and_head(options, len(classes), device, notify)
+    config.update({BASE: loaded.weights_sha256, "dataset_name": dataset.metadata.dataset, "classes": list(classes)})
     if previous is not None and _compared(previous) != _compared(config):
         raise _different_run(out)
     out.mkdir(exist_ok=True)
     remove_stale_temporaries(out)  # half-written files of killed runs (the run dir is ours)
     loaders = _loaders(options, out, dataset, rows, loaded, device, notify)
-    training = _training(options, loaded, head, loaders, precision, device, saved, notify)
+    training = _training(options, loaded, head, loaders, precision, device, saved, classes, notify)
     write_json(out / "config.json", config)
     if training.state.epoch < options.epochs and training.state.stale < options.patience:
         (out / DONE).unlink(missing_ok=True)  # a finished run given more epochs is unfinished until they end
@@ -196,13 +205,14 @@ def _run(options: AdaptOptions, out: Path, device: torch.device, precision: str,
     return _finish(training.state, options, rows, out)
 
 
-def _model_and_head(options: AdaptOptions, device: torch.device, notify: Notify) -> tuple[LoadedModel, torch.nn.Module]:
+def _model_and_head(options: AdaptOptions, n_classes: int, device: torch.device,
+                    notify: Notify) -> tuple[LoadedModel, torch.nn.Module]:
     """The base model with its top blocks unfrozen (the text tower stays idle on the CPU) and a
-    fresh paper head, seeded."""
+    fresh paper head of ``n_classes`` outputs, seeded."""
     loaded = load_model(options.model, options.pretrained, device, visual_only=True)
     unfreeze_top(loaded.model.visual, options.unfreeze)
     with seeded_cpu(options.seed):
-        head = PaperHead(loaded.embed_dim).to(device)
+        head = PaperHead(loaded.embed_dim, n_classes).to(device)
     trainable, total = trainable_count(loaded.model.visual, head), total_count(loaded.model.visual, head)
     notify(f"trainable parameters: {trainable:,} ({100 * trainable / total:.2f}% of visual encoder + head)")
     return loaded, head
@@ -210,13 +220,15 @@ def _model_and_head(options: AdaptOptions, device: torch.device, notify: Notify)
 
 def _loaders(options: AdaptOptions, out: Path, dataset: LocatedDataset, rows: dict, loaded: LoadedModel,
              device: torch.device, notify: Notify) -> dict:
-    """Training (augmented, shuffled) and validation loaders over the run dir's pixel caches."""
+    """Training (augmented, shuffled) and validation loaders over the run dir's pixel caches;
+    an unknown label is NaN, which the loss and the validation AUCs leave out."""
     table, workers = dataset.metadata.table, default_workers(options.workers, device)
     loaders = {}
     for split in ("train", "val"):
         pixels = _pixels_for(out, split, dataset.paths[rows[split]].tolist(), table.image_ids[rows[split]].tolist(),
                              loaded.preprocessing, workers, notify)
-        pixel_set = PixelDataset(pixels, table.labels[rows[split]], augment=split == "train", seed=options.seed)
+        targets = np.where(table.known[rows[split]], table.labels[rows[split]], np.nan).astype(np.float32)
+        pixel_set = PixelDataset(pixels, targets, augment=split == "train", seed=options.seed)
         batch_size = options.batch_size if split == "train" else options.batch_size * 2
         loaders[split] = pixel_loader(pixel_set, batch_size, split == "train", workers, device.type == "cuda",
                                       options.seed)
@@ -224,7 +236,7 @@ def _loaders(options: AdaptOptions, out: Path, dataset: LocatedDataset, rows: di
 
 
 def _training(options: AdaptOptions, loaded: LoadedModel, head: torch.nn.Module, loaders: dict, precision: str,
-              device: torch.device, saved: dict | None, notify: Notify) -> Training:
+              device: torch.device, saved: dict | None, classes: tuple[str, ...], notify: Notify) -> Training:
     """The optimiser, schedule and loss scaling, restored from ``saved`` (a checkpoint) when resuming."""
     optimiser = make_optimiser(loaded.model.visual, head, options.lr_encoder, options.lr_head, options.weight_decay,
                                device)
@@ -239,13 +251,13 @@ def _training(options: AdaptOptions, loaded: LoadedModel, head: torch.nn.Module,
         step.load_state_dict(saved.get("scaler", {}))
         state = RunState(**{f.name: saved[f.name] for f in dataclasses.fields(RunState)})
         notify(f"resuming after epoch {state.epoch}")
-    return Training(loaded, head, loaders, step, scheduler, state)
+    return Training(loaded, head, loaders, step, scheduler, state, classes)
 
 
 def _train(training: Training, options: AdaptOptions, precision: str, device: torch.device, out: Path,
            notify: Notify) -> None:
     """Epochs until the budget or the patience runs out; held-out findings' labels masked."""
-    keep = torch.tensor([f not in options.hold_out for f in FINDINGS], dtype=torch.float32, device=device)
+    keep = torch.tensor([f not in options.hold_out for f in training.classes], dtype=torch.float32, device=device)
     while training.state.epoch < options.epochs and training.state.stale < options.patience:
         _one_epoch(training, keep, options, precision, out, notify)
 
@@ -270,15 +282,13 @@ def _previous_config(out: Path, options: AdaptOptions) -> dict | None:
 
 def _config(options: AdaptOptions, device: torch.device, precision: str) -> dict:
     """config.json: every option that decides the run's bytes, as resolved, and the machine
-    (the base weights' sha256 joins it once they are loaded)."""
+    (the base weights' sha256 and the dataset's classes join it once read), in the form it
+    reads back as (paths as str, tuples as lists), so a resume compares like with like."""
     config = asdict(options)
-    for key in ("out", "data_dir"):
-        config[key] = str(config[key])
-    config["hold_out"] = list(options.hold_out)
     for key in ("resume", "force", "workers"):
         config.pop(key)
     config.update(device=device.type, precision=precision, hardware=hardware(device).as_dict())
-    return config
+    return json.loads(json.dumps(config, default=str))
 
 
 def _compared(config: dict, *also_ignored: str) -> dict:
@@ -341,7 +351,7 @@ def _one_epoch(training: Training, keep: torch.Tensor, options: AdaptOptions, pr
     state.history.append({
         "epoch": epoch, "train_loss": loss, "val_mean_auc": float(val_auc),
         "lr_encoder": groups[0]["lr"], "lr_head": groups[1]["lr"],
-        **{f"val_auc_{f}": float(a) for f, a in zip(FINDINGS, aucs)},
+        **{f"val_auc_{f}": float(a) for f, a in zip(training.classes, aucs)},
     })
     save_checkpoint(out / CHECKPOINT, {
         **asdict(state), "visual": visual, "head": head.state_dict(), "optimiser": step.optimiser.state_dict(),

@@ -7,6 +7,7 @@ the cache in one rename. See cache/shard.py for why a resumed run writes the sam
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,7 @@ from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, attr_json, manife
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
 from cxrprobe.cores import usable_cores
 from cxrprobe.data.datasets import DatasetOptions, locate
-from cxrprobe.data.generic import Columns
 from cxrprobe.data.images import DecodedBatch, DecodedBefore, make_loader
-from cxrprobe.data.policies import LabelPolicy
-from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
 from cxrprobe.data.table import DatasetMetadata, ImageTable
 from cxrprobe.errors import CacheError, DataError, InputError
 from cxrprobe.fsutil import check_output_path, exclusive_lock, remove_stale_temporaries, reporting_no_room
@@ -40,7 +38,8 @@ from cxrprobe.models.device import (
 from cxrprobe.models.encode import Encoded, launch_encode
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.text import default_prompts, encode_prompts
-from cxrprobe.train.adapted import adaptation_record, file_sha256, load_adapted
+from cxrprobe.train.adapted import adaptation_record, adapted_classes, file_sha256, load_adapted
+from cxrprobe.train.checkpoint import read_run_config
 from cxrprobe.train.pixels import decoded_by_adapt
 from cxrprobe.versions import package_versions
 
@@ -49,7 +48,10 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
-class EmbedOptions:
+class EmbedOptions(DatasetOptions):
+    """What embed reads (``DatasetOptions``: which dataset, its policies and views), with which
+    model, and how."""
+
     data_dir: Path
     out: Path
     model: str = "ViT-B-32"
@@ -63,15 +65,6 @@ class EmbedOptions:
     resume: bool = False
     force: bool = False
     require_all: bool = False
-    val_fraction: float = DEFAULT_VAL_FRACTION
-    val_seed: int = DEFAULT_VAL_SEED
-    dataset: str = "auto"  # nih, chexpert, or detected from the data dir
-    uncertain: str = "ignore"  # CheXpert's -1: ignore (unknown), zero or one
-    blank: str = "negative"  # an unmentioned label: negative or ignore (unknown)
-    views: str = "frontal"  # CheXpert, MIMIC-CXR: frontal (AP and PA), AP, PA, lateral or all
-    labeler: str = "chexpert"  # MIMIC-CXR's label table: chexpert or negbio
-    columns: Columns | None = None  # --dataset csv: which columns hold the image, labels, patient...
-    labels_file: Path | None = None  # --dataset csv: the table (default: imagefolder's metadata.csv / .jsonl)
     checkpoint: Path | None = None  # an adapt run dir: its encoder embeds, its head's logits are stored
 
 
@@ -102,9 +95,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
         remove_stale_temporaries(out.parent, out.name)  # left by killed runs; we hold the lock
         partial = partial_path(out)
         existing = _check_existing(out, partial, options)
-        dataset, notes = locate(Path(options.data_dir), DatasetOptions(
-            options.dataset, LabelPolicy(options.uncertain, options.blank), options.views, options.labeler,
-            options.columns, options.labels_file, options.val_fraction, options.val_seed))
+        dataset, notes = locate(Path(options.data_dir), options)
         for note in notes:
             notify(note)
         metadata, paths = dataset.metadata, dataset.paths
@@ -124,6 +115,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
         checkpoint_file = None
         if options.checkpoint is not None:
             loaded, checkpoint_file = load_adapted(Path(options.checkpoint), device)
+            loaded = _head_if_classes_match(loaded, Path(options.checkpoint), table.classes, notify)
         else:
             loaded = load_model(options.model, options.pretrained, device)
         spec = EmbedSpec(
@@ -176,10 +168,6 @@ def _check_options(options: EmbedOptions) -> None:
         raise InputError(f"--limit must be at least 1, got {options.limit}")
     if options.dtype not in EMBEDDING_DTYPES:
         raise InputError(f"unknown embedding dtype {options.dtype!r}; use {' or '.join(EMBEDDING_DTYPES)}")
-    try:
-        LabelPolicy(options.uncertain, options.blank)
-    except ValueError as exc:
-        raise InputError(f"--{str(exc)}") from None
 
 
 def _check_existing(out: Path, partial: Path, options: EmbedOptions) -> str:
@@ -198,6 +186,18 @@ def _check_existing(out: Path, partial: Path, options: EmbedOptions) -> str:
             raise InputError(f"an interrupted embed left {partial.name}; use --resume to finish it or --force to start over")
         return "partial"
     return "none"
+
+
+def _head_if_classes_match(loaded: LoadedModel, run_dir: Path, classes: tuple[str, ...],
+                           notify: Notify) -> LoadedModel:
+    """The adapted model, without its head where the head scores other classes than this
+    dataset's (an encoder adapted on NIH, embedding CheXpert): its encoder still embeds."""
+    adapted = adapted_classes(read_run_config(run_dir / "config.json", "give another --checkpoint"))
+    if adapted == classes:
+        return loaded
+    notify(f"the adapted head scores {len(adapted)} other classes than this dataset's {len(classes)}; "
+           "its logits are not stored (the adapted encoder embeds, the 'adapted' head cannot run on this cache)")
+    return dataclasses.replace(loaded, head=None)
 
 
 def _open_or_create_shard(

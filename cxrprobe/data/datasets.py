@@ -26,18 +26,30 @@ def detect(data_dir: Path) -> str:
     return "mimic" if is_mimic(Path(data_dir)) else "nih"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DatasetOptions:
-    """What names and reads a dataset: its adapter, and the choices the adapters take."""
+    """What names and reads a dataset: its adapter, and the choices the adapters take, flat as
+    on the command line (embed's and adapt's options extend it)."""
 
-    dataset: str = "auto"
-    policy: LabelPolicy = LabelPolicy()
-    views: str = "frontal"  # CheXpert, MIMIC-CXR
-    labeler: str = "chexpert"  # MIMIC-CXR
-    columns: Columns | None = None  # csv
-    labels_file: Path | None = None  # csv: default, imagefolder's metadata.csv / .jsonl
-    val_fraction: float = DEFAULT_VAL_FRACTION
+    dataset: str = "auto"  # nih, chexpert, mimic, csv, or detected from the data dir
+    uncertain: str = "ignore"  # CheXpert's -1: ignore (unknown), zero or one
+    blank: str = "negative"  # an unmentioned label: negative or ignore (unknown)
+    views: str = "frontal"  # CheXpert, MIMIC-CXR: frontal (AP and PA), AP, PA, lateral or all
+    labeler: str = "chexpert"  # MIMIC-CXR's label table: chexpert or negbio
+    columns: Columns | None = None  # csv: which columns hold the image, labels, patient...
+    labels_file: Path | None = None  # csv: the table (default: imagefolder's metadata.csv / .jsonl)
+    val_fraction: float = DEFAULT_VAL_FRACTION  # where validation is carved from train
     val_seed: int = DEFAULT_VAL_SEED
+
+    def __post_init__(self) -> None:
+        self.policy  # noqa: B018 -- an unknown policy name is an input error before anything is read
+
+    @property
+    def policy(self) -> LabelPolicy:
+        try:
+            return LabelPolicy(self.uncertain, self.blank)
+        except ValueError as exc:
+            raise InputError(f"--{exc}") from None  # "--uncertain must be one of ..."
 
 
 def locate(data_dir: Path, options: DatasetOptions = DatasetOptions()) -> tuple[LocatedDataset, list[str]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from cxrprobe.errors import InputError
+from cxrprobe.labels import FINDINGS
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.mlp_head import PaperHead
 from cxrprobe.models.unfreeze import load_trainable_state
@@ -38,6 +39,7 @@ def load_adapted(run_dir: Path, device: str | torch.device) -> tuple[LoadedModel
         raise InputError(f"{run_dir} is an unfinished cxrprobe adapt run (no {DONE}); finish it with adapt --resume")
     remedy = "give --checkpoint the folder of a finished cxrprobe adapt run"
     config = read_run_config(config_path, remedy)
+    adapted_classes(config, f"{config_path}: ")  # checked before the model loads
     if not isinstance(config.get("model"), str) or not isinstance(config.get("pretrained"), str):
         raise InputError(f"{config_path} names no model and pretrained weights; {remedy}")
     saved = load_checkpoint(best, remedy)
@@ -48,7 +50,7 @@ def load_adapted(run_dir: Path, device: str | torch.device) -> tuple[LoadedModel
                          "adapted from (their sha256 differs); give the same weights, or adapt again")
     try:
         load_trainable_state(loaded.model.visual, saved["visual"])
-        head = PaperHead(loaded.embed_dim)
+        head = PaperHead(loaded.embed_dim, len(adapted_classes(config)))
         head.load_state_dict(saved["head"])
     except (KeyError, RuntimeError, TypeError, AttributeError) as exc:  # not a dict of fitting tensors
         raise InputError(f"{best} does not fit {config['model']}: {str(exc).splitlines()[0][:160]}") from None
@@ -61,6 +63,15 @@ def load_adapted(run_dir: Path, device: str | torch.device) -> tuple[LoadedModel
         loaded, head=head, weights_sha256=identity, pretrained=f"{config['pretrained']}+adapted",
     )
     return adapted, best
+
+
+def adapted_classes(config: dict, where: str = "") -> tuple[str, ...]:
+    """The classes a run's head scores, from its config.json (runs from before they were
+    recorded adapted on NIH: its 14 findings)."""
+    classes = config.get("classes", list(FINDINGS))
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise InputError(f"{where}classes must be a list of class names, got {str(classes)[:80]}")
+    return tuple(classes)
 
 
 def adaptation_record(run_dir: Path) -> dict:

@@ -78,7 +78,9 @@ def train_epoch(loaded: LoadedModel, head: torch.nn.Module, loader: torch.utils.
             x = to_model_input(grey.to(device, non_blocking=True), loaded.preprocessing, torch.float32)
             with step.autocast():
                 features = loaded.model.encode_image(x)
-            loss = focal_bce_with_logits(head(features.float()), y.to(device, non_blocking=True), mask=keep[None])
+            y = y.to(device, non_blocking=True)
+            known = ~torch.isnan(y)  # an unknown label gives no gradient, as a held-out finding's
+            loss = focal_bce_with_logits(head(features.float()), torch.nan_to_num(y), mask=keep[None] * known)
             step(loss)
             total += loss.detach().double() * len(grey)
             count += len(grey)
@@ -87,7 +89,8 @@ def train_epoch(loaded: LoadedModel, head: torch.nn.Module, loader: torch.utils.
 
 def validate(loaded: LoadedModel, head: torch.nn.Module, loader: torch.utils.data.DataLoader,
              precision: str) -> np.ndarray:
-    """Per-finding AUC of the head's logits, computed exactly as embed --checkpoint stores them."""
+    """Per-finding AUC of the head's logits, computed exactly as embed --checkpoint stores them,
+    over the images whose label is known (NaN: unknown)."""
     loaded.model.visual.eval()
     head.eval()
     adapted = dataclasses.replace(loaded, head=head)
@@ -95,4 +98,6 @@ def validate(loaded: LoadedModel, head: torch.nn.Module, loader: torch.utils.dat
     for grey, y in loader:
         scores.append(encode_with_head(adapted, grey, precision)[1])
         labels.append(y.numpy())
-    return per_class_auc(np.concatenate(labels), np.concatenate(scores))
+    labels = np.concatenate(labels)
+    known = ~np.isnan(labels)
+    return per_class_auc(np.nan_to_num(labels).astype(np.uint8), np.concatenate(scores), known)
