@@ -19,6 +19,7 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
+from cxrprobe.cli_dataset import with_dataset_flags
 from cxrprobe.errors import CxrprobeError, InputError, OptionError
 from cxrprobe.eval.options import (
     at_least_one,
@@ -106,37 +107,9 @@ AGGREGATE = ("How test images are scored: image (each on its own), study-max or 
              "images' highest or mean score, for test labels given per study).")
 
 
-# The dataset flags embed and adapt share (cxrprobe.data.datasets.DatasetOptions).
-DatasetName = Annotated[str, typer.Option("--dataset", help="nih, chexpert, mimic, csv (your own table: --label-cols ...), or auto (detected from the data dir).")]
-Uncertain = Annotated[str, typer.Option(help="An uncertain label (CheXpert's -1): ignore (unknown: not fitted, not scored), zero or one.")]
-Blank = Annotated[str, typer.Option(help="An unmentioned label (blank): negative (as the CheXpert authors) or ignore (unknown).")]
-Views = Annotated[str, typer.Option(help="CheXpert / MIMIC-CXR views: frontal (AP and PA), AP, PA, lateral or all.")]
-Labeler = Annotated[str, typer.Option(help="MIMIC-CXR-JPG's label table: chexpert or negbio.")]
-LabelsTable = Annotated[Optional[Path], typer.Option("--labels", help="--dataset csv: the labels table (default: imagefolder's metadata.csv or metadata.jsonl in the data dir).")]
-ImageCol = Annotated[str, typer.Option(help="--dataset csv: the column of image paths, relative to the data dir.")]
-LabelCols = Annotated[Optional[str], typer.Option(help="--dataset csv: the label columns, comma-separated (values 1, 0, -1 or blank).")]
-PatientCol = Annotated[Optional[str], typer.Option(help="--dataset csv: the patient column (default: each image its own patient).")]
-SplitCol = Annotated[Optional[str], typer.Option(help="--dataset csv: the split column, train / val / test (default: a seeded patient-disjoint split).")]
-StudyCol = Annotated[Optional[str], typer.Option(help="--dataset csv: the study column.")]
-NormalCol = Annotated[Optional[str], typer.Option(help="--dataset csv: a 1/0 column marking normal images (default: no label positive).")]
-ValFraction = Annotated[float, typer.Option(help="Share of train patients carved out for validation (datasets without an official validation split).")]
-ValSeed = Annotated[int, typer.Option(help="Seed of the patient-wise validation carve-out.")]
-
-
-def _dataset_flags(dataset: str, uncertain: str, blank: str, views: str, labeler: str, labels: Path | None,
-                   image_col: str, label_cols: str | None, patient_col: str | None, split_col: str | None,
-                   study_col: str | None, normal_col: str | None, val_fraction: float, val_seed: int) -> dict:
-    """The DatasetOptions fields from the shared flags (the CSV columns parsed for --dataset csv)."""
-    from cxrprobe.data.generic import Columns
-
-    columns = Columns.parse(label_cols, image=image_col, patient=patient_col, split=split_col, study=study_col,
-                            normal=normal_col) if dataset == "csv" else None
-    return {"dataset": dataset, "uncertain": uncertain, "blank": blank, "views": views, "labeler": labeler,
-            "labels_file": labels, "columns": columns, "val_fraction": val_fraction, "val_seed": val_seed}
-
-
 @app.command()
 @guarded
+@with_dataset_flags
 def embed(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Dataset folder (NIH: metadata CSV, split lists, images anywhere below; CheXpert: train.csv, valid.csv and the images).")],
     out: Annotated[Path, typer.Option("--out", help="Cache file to write (HDF5).")],
@@ -151,22 +124,9 @@ def embed(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run (or check a finished one).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start over, replacing an existing cache when done.")] = False,
     require_all: Annotated[bool, typer.Option("--require-all", help="Fail when a metadata image has no file.")] = False,
-    val_fraction: ValFraction = 0.1,
-    val_seed: ValSeed = 7,
     checkpoint: Annotated[Optional[Path], typer.Option(help="An adapt run dir: embed with its encoder (model and weights from the run) and store its head's logits.")] = None,
-    dataset: DatasetName = "auto",
-    uncertain: Uncertain = "ignore",
-    blank: Blank = "negative",
-    views: Views = "frontal",
-    labeler: Labeler = "chexpert",
-    labels: LabelsTable = None,
-    image_col: ImageCol = "file_name",
-    label_cols: LabelCols = None,
-    patient_col: PatientCol = None,
-    split_col: SplitCol = None,
-    study_col: StudyCol = None,
-    normal_col: NormalCol = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes or progress on stderr.")] = False,
+    data: dict | None = None,  # the dataset flags (with_dataset_flags)
 ) -> None:
     """Embed every image of a dataset once into an HDF5 feature cache."""
     from cxrprobe.commands.embed import EmbedOptions
@@ -178,8 +138,7 @@ def embed(
         data_dir=data_dir, out=out, model=model, pretrained=pretrained, device=device,
         batch_size=batch_size, workers=workers, precision=precision, dtype=dtype, limit=limit,
         resume=resume, force=force, require_all=require_all, checkpoint=checkpoint,
-        **_dataset_flags(dataset, uncertain, blank, views, labeler, labels, image_col, label_cols, patient_col,
-                         split_col, study_col, normal_col, val_fraction, val_seed),
+        **data,
     )
     notify = _notes("cxrprobe", quiet)
     with _progress("embedding", quiet) as progress:
@@ -277,6 +236,7 @@ def list_heads_command(
 
 @app.command()
 @guarded
+@with_dataset_flags
 def adapt(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Dataset folder, as embed reads it (NIH, CheXpert, MIMIC-CXR-JPG or --dataset csv).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.csv, config.json.")],
@@ -292,21 +252,8 @@ def adapt(
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N train and N val images.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start over in a folder that holds a run.")] = False,
-    dataset: DatasetName = "auto",
-    uncertain: Uncertain = "ignore",
-    blank: Blank = "negative",
-    views: Views = "frontal",
-    labeler: Labeler = "chexpert",
-    labels: LabelsTable = None,
-    image_col: ImageCol = "file_name",
-    label_cols: LabelCols = None,
-    patient_col: PatientCol = None,
-    split_col: SplitCol = None,
-    study_col: StudyCol = None,
-    normal_col: NormalCol = None,
-    val_fraction: ValFraction = 0.1,
-    val_seed: ValSeed = 7,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes on stderr.")] = False,
+    data: dict | None = None,  # the dataset flags (with_dataset_flags)
 ) -> None:
     """The paper's partial CLIP adaptation (top blocks + MLP head), resumable, selected on validation only."""
     from cxrprobe.commands.adapt import AdaptOptions, parse_hold_out
@@ -318,8 +265,7 @@ def adapt(
         data_dir=data_dir, out=out, model=model, pretrained=pretrained, unfreeze=unfreeze, epochs=epochs,
         batch_size=batch_size, hold_out=parse_hold_out(hold_out), device=device, precision=precision,
         workers=workers, limit=limit, resume=resume, force=force,
-        **_dataset_flags(dataset, uncertain, blank, views, labeler, labels, image_col, label_cols, patient_col,
-                         split_col, study_col, normal_col, val_fraction, val_seed),
+        **data,
     )
     summary = run_adapt(options, notify=_notes("cxrprobe adapt", quiet))
     typer.echo(f"{out}: {summary['epochs_run']} epochs, best validation mean AUC {summary['best_val_auc']:.4f} "
