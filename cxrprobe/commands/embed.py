@@ -38,8 +38,7 @@ from cxrprobe.models.device import (
 from cxrprobe.models.encode import Encoded, launch_encode
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.text import default_prompts, encode_prompts
-from cxrprobe.train.adapted import adaptation_record, adapted_classes, file_sha256, load_adapted
-from cxrprobe.train.checkpoint import read_run_config
+from cxrprobe.train.adapted import adaptation_record, file_sha256, load_adapted
 from cxrprobe.train.pixels import decoded_by_adapt
 from cxrprobe.versions import package_versions
 
@@ -114,8 +113,8 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
         manifest = table.take(present)
         checkpoint_file = None
         if options.checkpoint is not None:
-            loaded, checkpoint_file = load_adapted(Path(options.checkpoint), device)
-            loaded = _head_if_classes_match(loaded, Path(options.checkpoint), table.classes, notify)
+            loaded, checkpoint_file, adapted = load_adapted(Path(options.checkpoint), device)
+            loaded = _head_if_classes_match(loaded, adapted, table.classes, notify)
         else:
             loaded = load_model(options.model, options.pretrained, device)
         spec = EmbedSpec(
@@ -188,11 +187,10 @@ def _check_existing(out: Path, partial: Path, options: EmbedOptions) -> str:
     return "none"
 
 
-def _head_if_classes_match(loaded: LoadedModel, run_dir: Path, classes: tuple[str, ...],
+def _head_if_classes_match(loaded: LoadedModel, adapted: tuple[str, ...], classes: tuple[str, ...],
                            notify: Notify) -> LoadedModel:
-    """The adapted model, without its head where the head scores other classes than this
-    dataset's (an encoder adapted on NIH, embedding CheXpert): its encoder still embeds."""
-    adapted = adapted_classes(read_run_config(run_dir / "config.json", "give another --checkpoint"))
+    """The adapted model, without its head where the head scores other ``adapted`` classes than
+    this dataset's (an encoder adapted on NIH, embedding CheXpert): its encoder still embeds."""
     if adapted == classes:
         return loaded
     notify(f"the adapted head scores {len(adapted)} other classes than this dataset's {len(classes)}; "

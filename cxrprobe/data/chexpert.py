@@ -138,11 +138,8 @@ def _read_table(data_dir: Path, name: str) -> dict[str, np.ndarray]:
 def _parse_paths(paths: list[str], source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image id, patient, study) of each ``Path``; a path of another shape (one that climbs
     out with '..', an absolute one, another file type) is refused."""
-    matches = [IMAGE_PATH.match(value) for value in paths]
-    if not all(matches):
-        line = next(i for i, m in enumerate(matches) if m is None)
-        raise DataError(f"{source}: line {line + 2}: Path {paths[line]!r} is not a CheXpert image path "
-                        "([CheXpert-v1.0[-small]/]train|valid/patientN/studyM/viewK_frontal|lateral.jpg)")
+    matches = _match_each(IMAGE_PATH, paths, source, "Path", "a CheXpert image path "
+                          "([CheXpert-v1.0[-small]/]train|valid/patientN/studyM/viewK_frontal|lateral.jpg)")
     groups = [m.groups() for m in matches]  # (id, folder, patient, study)
     ids = np.array([g[0] for g in groups], dtype=str)
     refuse_duplicates(ids, source)
@@ -150,16 +147,22 @@ def _parse_paths(paths: list[str], source: str) -> tuple[np.ndarray, np.ndarray,
             np.array([f"{g[2]}/{g[3]}" for g in groups], dtype=str))
 
 
+def _match_each(pattern: re.Pattern, values: list[str], source: str, column: str, shape: str) -> list[re.Match]:
+    """``pattern``'s match of every value; the first value of another shape is refused, naming its line."""
+    matches = [pattern.match(value) for value in values]
+    if not all(matches):
+        line = next(i for i, m in enumerate(matches) if m is None)
+        raise DataError(f"{source}: line {line + 2}: {column} {values[line]!r} is not {shape}")
+    return matches
+
+
 def _read_test(path: Path, files: dict[str, str]) -> tuple[dict[str, np.ndarray], list[str]]:
     """The official test set's rows: each image found under ``test/patientN/studyM/`` of a
     study groundtruth.csv lists, with that study's labels; notes count what is missing."""
     columns = ("Study", NO_FINDING, *CLASSES)
     table = read_csv_columns(path, columns, f"the official test labels have {', '.join(columns)}")
-    matches = [TEST_STUDY.match(value) for value in table["Study"]]
-    if not all(matches):
-        line = next(i for i, m in enumerate(matches) if m is None)
-        raise DataError(f"{path.name}: line {line + 2}: Study {table['Study'][line]!r} is not a CheXpert test "
-                        "study ([CheXpert-v1.0/]test/patientN/studyM)")
+    matches = _match_each(TEST_STUDY, table["Study"], path.name, "Study",
+                          "a CheXpert test study ([CheXpert-v1.0/]test/patientN/studyM)")
     studies = np.array(["/".join(m.groups()) for m in matches], dtype=str)
     refuse_duplicates(studies, path.name, "study ")
     values = parse_values([table[c] for c in (*CLASSES, NO_FINDING)], (*CLASSES, NO_FINDING), path.name)

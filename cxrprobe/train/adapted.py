@@ -29,8 +29,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_adapted(run_dir: Path, device: str | torch.device) -> tuple[LoadedModel, Path]:
-    """The run's base model with its adapted visual tower and head (the best epoch's)."""
+def load_adapted(run_dir: Path, device: str | torch.device) -> tuple[LoadedModel, Path, tuple[str, ...]]:
+    """The run's base model with its adapted visual tower and head (the best epoch's), its
+    checkpoint file, and the classes the head scores."""
     run_dir = Path(run_dir)
     config_path, best = run_dir / "config.json", run_dir / BEST
     if not config_path.is_file() or not best.is_file():
@@ -39,7 +40,7 @@ def load_adapted(run_dir: Path, device: str | torch.device) -> tuple[LoadedModel
         raise InputError(f"{run_dir} is an unfinished cxrprobe adapt run (no {DONE}); finish it with adapt --resume")
     remedy = "give --checkpoint the folder of a finished cxrprobe adapt run"
     config = read_run_config(config_path, remedy)
-    adapted_classes(config, f"{config_path}: ")  # checked before the model loads
+    classes = adapted_classes(config, f"{config_path}: ")  # checked before the model loads
     if not isinstance(config.get("model"), str) or not isinstance(config.get("pretrained"), str):
         raise InputError(f"{config_path} names no model and pretrained weights; {remedy}")
     saved = load_checkpoint(best, remedy)
@@ -50,7 +51,7 @@ def load_adapted(run_dir: Path, device: str | torch.device) -> tuple[LoadedModel
                          "adapted from (their sha256 differs); give the same weights, or adapt again")
     try:
         load_trainable_state(loaded.model.visual, saved["visual"])
-        head = PaperHead(loaded.embed_dim, len(adapted_classes(config)))
+        head = PaperHead(loaded.embed_dim, len(classes))
         head.load_state_dict(saved["head"])
     except (KeyError, RuntimeError, TypeError, AttributeError) as exc:  # not a dict of fitting tensors
         raise InputError(f"{best} does not fit {config['model']}: {str(exc).splitlines()[0][:160]}") from None
@@ -62,7 +63,7 @@ def load_adapted(run_dir: Path, device: str | torch.device) -> tuple[LoadedModel
     adapted = dataclasses.replace(
         loaded, head=head, weights_sha256=identity, pretrained=f"{config['pretrained']}+adapted",
     )
-    return adapted, best
+    return adapted, best, classes
 
 
 def adapted_classes(config: dict, where: str = "") -> tuple[str, ...]:
