@@ -96,6 +96,9 @@ def test_embed_info_fewshot_on_a_mimic_layout(tmp_path, cli):
     ("split", lambda rows: [{**rows[0], "split": "holdout"}, *rows[1:]], "split 'holdout' is none of"),
     ("split", lambda rows: [{**rows[0], "dicom_id": "../../etc/passwd"}, *rows[1:]], "dicom_id '../../etc/passwd' is malformed"),
     ("split", lambda rows: [rows[0], *rows], "is listed more than once"),
+    ("split", lambda rows: [{**rows[0], "dicom_id": rows[0]["dicom_id"].upper()}, *rows[1:]], "is malformed"),
+    ("split", lambda rows: [*rows[:-1], {**rows[-1], "subject_id": "\u0661\u0662"}], "subject_id '\u0661\u0662' is malformed"),
+    ("split", lambda rows: [*rows[:-1], {**rows[-1], "study_id": ""}], "line 43: study_id '' is malformed"),
     ("chexpert", lambda rows: [{**rows[0], "Edema": "yes"}, *rows[1:]], "a label must be 1, 0, -1 or blank"),
 ])
 def test_bad_mimic_tables_end_in_one_line(tmp_path, cli, table, change, phrase):
@@ -119,3 +122,15 @@ def test_a_missing_table_is_named(tmp_path):
     (tmp_path / f"{PREFIX}metadata.csv.gz").unlink()
     with pytest.raises(DataError, match="no MIMIC-CXR-JPG mimic-cxr-2.0.0-metadata.csv.gz"):
         load_mimic_metadata(tmp_path)
+
+
+def test_metadata_in_another_row_order_gives_the_same_table(tmp_path):
+    write_mimic_tables(tmp_path, 300, seed=5)
+    expected = load_mimic_metadata(tmp_path, views="all").table.fingerprint()
+    path = tmp_path / f"{PREFIX}metadata.csv.gz"
+    rows = read(path)
+    with gzip.open(path, "wt", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[::-1])
+    assert load_mimic_metadata(tmp_path, views="all").table.fingerprint() == expected

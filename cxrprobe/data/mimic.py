@@ -32,6 +32,8 @@ SPLITS = {"train": "train", "validate": "val", "test": "test"}
 FRONTAL = ("AP", "PA")
 DICOM_ID = r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}"
 NUMBER = r"[0-9]+"
+DICOM_ID_LENGTH = 44
+HEX_DIGIT = np.isin(np.arange(256), list(b"0123456789abcdef"))
 
 
 def is_mimic(data_dir: Path) -> bool:
@@ -44,37 +46,45 @@ def load_mimic_metadata(data_dir: Path, policy: LabelPolicy = LabelPolicy(), vie
         raise InputError(f"--views must be one of {', '.join(VIEWS)}, got {views!r}")
     if labeler not in LABELERS:
         raise InputError(f"--labeler must be one of {', '.join(LABELERS)}, got {labeler!r}")
-    data_dir = Path(data_dir)
     with collector_paused():
-        split = _read(data_dir, "split.csv", ("dicom_id", "study_id", "subject_id", "split"))
-        meta = _read(data_dir, "metadata.csv", ("dicom_id", "ViewPosition"))
-        labels = _read(data_dir, f"{labeler}.csv", ("subject_id", "study_id", NO_FINDING, *CLASSES))
-    dicom = _checked(split["dicom_id"], DICOM_ID, "dicom_id", "split.csv")
+        return _parse(Path(data_dir), policy, views, labeler)
+
+
+def _parse(data_dir: Path, policy: LabelPolicy, views: str, labeler: str) -> DatasetMetadata:
+    # Columns stay lists until the rows' order is known, then each becomes one array: iterating
+    # numpy string arrays is several times slower, and each large array costs time to allocate.
+    split = _read(data_dir, "split.csv", ("dicom_id", "study_id", "subject_id", "split"))
+    meta = _read(data_dir, "metadata.csv", ("dicom_id", "ViewPosition"))
+    labels = _read(data_dir, f"{labeler}.csv", ("subject_id", "study_id", NO_FINDING, *CLASSES))
+    dicom = split["dicom_id"]
+    _check(dicom, DICOM_ID, "dicom_id", "split.csv")
     refuse_duplicates(dicom, f"{PREFIX}split.csv", "dicom_id ")
-    studies = _checked(split["study_id"], NUMBER, "study_id", "split.csv")
-    subjects = _checked(split["subject_id"], NUMBER, "subject_id", "split.csv")
-    split_names, split_index = np.unique(np.asarray(split["split"], dtype=str), return_inverse=True)
-    bad = [s for s in split_names.tolist() if s not in SPLITS]
-    if bad:
-        raise DataError(f"{PREFIX}split.csv: split {bad[0]!r} is none of {', '.join(SPLITS)}")
-    splits = np.array([SPLITS[s] for s in split_names.tolist()], dtype=str)[split_index]
-    # lookups go through the tables' lists: iterating numpy string arrays is several times slower
-    view_of = dict(zip(meta["dicom_id"], meta["ViewPosition"]))
-    view = np.array([view_of.get(d, "") for d in split["dicom_id"]], dtype=str)
+    _check(split["study_id"], NUMBER, "study_id", "split.csv")
+    _check(split["subject_id"], NUMBER, "subject_id", "split.csv")
+    splits = list(map(SPLITS.get, split["split"]))
+    if None in splits:
+        bad = split["split"][splits.index(None)]
+        raise DataError(f"{PREFIX}split.csv: split {bad!r} is none of {', '.join(SPLITS)}")
+    if meta["dicom_id"] == dicom:  # the tables as PhysioNet ships them: the same rows
+        view = meta["ViewPosition"]
+    else:
+        view_of = dict(zip(meta["dicom_id"], meta["ViewPosition"]))
+        view = [view_of.get(d, "") for d in dicom]
     row_of = {s: i for i, s in enumerate(labels["study_id"])}
     label_row = np.array([row_of.get(s, -1) for s in split["study_id"]], dtype=np.int64)
-    keep = _view_mask(view, views) & (label_row >= 0)  # images of a study without labels are left out
-    order = np.flatnonzero(keep)[np.argsort(dicom[keep], kind="stable")]
-    label_rows = label_row[order]
+    keep = _view_mask(np.array(view, dtype=str), views) & (label_row >= 0)  # images of unlabelled studies are left out
+    order = sorted(np.flatnonzero(keep).tolist(), key=dicom.__getitem__)
+
+    def in_order(column: list[str]) -> np.ndarray:
+        return np.array([column[i] for i in order], dtype=str)
+
     names = (*CLASSES, NO_FINDING)
-    values = parse_values([labels[c] for c in names], names, f"{PREFIX}{labeler}.csv")[label_rows]
+    values = parse_values([labels[c] for c in names], names, f"{PREFIX}{labeler}.csv")[label_row[order]]
     label_matrix, known = policy.apply(values[:, :-1])
-    no_finding = values[:, -1]
     table = ImageTable(
-        image_ids=np.char.add(dicom[order], ".jpg"), patient_ids=subjects[order],
-        split=splits[order], labels=label_matrix,
-        view=np.where(np.isin(view[order], FRONTAL), view[order], np.char.lower(view[order])), known=known,
-        normal=no_finding == 1, study_ids=studies[order], label_set=LABELS,
+        image_ids=np.array([dicom[i] + ".jpg" for i in order], dtype=str), patient_ids=in_order(split["subject_id"]),
+        split=in_order(splits), labels=label_matrix, view=in_order([v if v in FRONTAL else v.lower() for v in view]),
+        known=known, normal=values[:, -1] == 1, study_ids=in_order(split["study_id"]), label_set=LABELS,
     )
     return DatasetMetadata(table=table, label_source=f"{PREFIX}{labeler}.csv", val_fraction=0.0, val_seed=0,
                            dataset=DATASET_NAME, label_policy={**policy.as_dict(), "labeler": labeler},
@@ -95,12 +105,29 @@ def _read(data_dir: Path, suffix: str, columns: tuple[str, ...]) -> dict[str, li
     return read_csv_columns(path, columns)
 
 
-def _checked(values: list[str], pattern: str, name: str, source: str) -> np.ndarray:
-    """``values`` as an array, each one matching ``pattern`` whole (one regex pass over them all)."""
-    if re.fullmatch(f"(?:{pattern}\n)*", "\n".join(values) + "\n" if values else "") is None:
+def _check(values: list[str], pattern: str, name: str, source: str) -> None:
+    """Each of ``values`` must match ``pattern`` whole; the first that does not is refused."""
+    if not _all_match(values, pattern):
         bad = next(i for i, v in enumerate(values) if re.fullmatch(pattern, v) is None)
         raise DataError(f"{PREFIX}{source}: line {bad + 2}: {name} {values[bad]!r} is malformed")
-    return np.asarray(values, dtype=str)
+
+
+def _all_match(values: list[str], pattern: str) -> bool:
+    """Whether each value matches ``pattern`` whole; the two patterns used here are checked
+    without a regex pass over the whole column, several times faster on MIMIC's tables."""
+    joined = "".join(values)
+    if not joined.isascii():  # isdigit and the hex check below would take other scripts' characters
+        return False
+    if pattern == NUMBER:
+        return all(values) and (joined.isdigit() or not joined)
+    if pattern == DICOM_ID:
+        if set(map(len, values)) - {DICOM_ID_LENGTH}:
+            return False
+        chars = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(len(values), DICOM_ID_LENGTH)
+        dashes = np.zeros(DICOM_ID_LENGTH, dtype=bool)
+        dashes[8::9] = True
+        return bool((chars[:, dashes] == ord("-")).all() and HEX_DIGIT[chars[:, ~dashes]].all())
+    return re.fullmatch(f"(?:{pattern}\n)*", "\n".join(values) + "\n" if values else "") is not None
 
 
 def _view_mask(view: np.ndarray, views: str) -> np.ndarray:
