@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY, metadata_bytes
+from helpers import assert_one_line_error, snapshot
+from PIL import Image
 from test_images import broken_files
 
 from cxrprobe.cache.reader import FeatureCache
@@ -168,3 +170,28 @@ def test_force_rebuilds_to_the_same_bytes(small_dataset, tmp_path, cli, monkeypa
     assert cli("embed", "--data-dir", small_dataset, "--out", out, *TINY, "--workers", "2", "--force").code == 0
     assert out.read_bytes() == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"]  # no partial, lock or temp left
+
+
+def test_intensity_policy_reads_sixteen_bit_images_and_is_recorded(small_dataset, tmp_path, cli):
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    wide = sorted((data / "images").glob("*.png"))[:3]
+    for path in wide:  # 12-bit values in a 16-bit PNG, and a marker far brighter than the rest
+        values = np.asarray(Image.open(path).convert("L"), dtype=np.uint16) * 16
+        values[:4, :4] = 65535
+        Image.fromarray(values).save(path)
+    caches = {}
+    for intensity in ("minmax", "percentile"):
+        caches[intensity] = out = tmp_path / f"{intensity}.h5"
+        assert cli("embed", "--data-dir", data, "--out", out, *TINY, "--workers", "0", "--intensity", intensity).code == 0
+        assert json.loads(cli("info", out, "--json").stdout)["preprocessing"]["intensity"] == intensity
+        assert f"16-bit intensity {intensity}" in cli("info", out).stdout
+    with FeatureCache(caches["minmax"]) as a, FeatureCache(caches["percentile"]) as b:
+        is_wide = np.isin(a.table.image_ids, [p.name for p in wide])
+        assert np.array_equal(a.table.image_ids, b.table.image_ids) and is_wide.sum() == 3
+        same = np.all(a.embeddings() == b.embeddings(), axis=1)
+        assert same[~is_wide].all() and not same[is_wide].any()  # 8-bit images are read as they are
+    before = snapshot(tmp_path)
+    result = cli("embed", "--data-dir", data, "--out", tmp_path / "minmax.h5", *TINY, "--force", "--intensity", "window")
+    assert_one_line_error(result, "--intensity must be one of bits, minmax, percentile")
+    assert snapshot(tmp_path) == before

@@ -74,14 +74,45 @@ def test_broken_files_raise_with_a_reason(tmp_path, real_nih, name, reason):
         load_grey(str(files[name]), PREP)
 
 
-def test_sixteen_bit_png_is_scaled_to_eight_bits(tmp_path):
-    ramp = (np.arange(256 * 256, dtype=np.uint32).reshape(256, 256) % 65536).astype(np.uint16)
-    path = tmp_path / "wide.png"
-    Image.fromarray(ramp).save(path)
+def sixteen_bit_png(path, values):
+    Image.fromarray(values.astype(np.uint16)).save(path)
     with Image.open(path) as img:
         assert img.mode.startswith("I")
-    grey = load_grey(str(path), Preprocessing(image_size=256))
-    assert np.array_equal(grey, (ramp >> 8).astype(np.uint8))
+    return str(path)
+
+
+def test_a_twelve_bit_png_is_scaled_by_its_bit_depth_not_left_dark(tmp_path):
+    ramp = (np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16)  # 0 .. 4095: 12 bits
+    path = sixteen_bit_png(tmp_path / "twelve.png", ramp)
+    prep = Preprocessing(image_size=64)
+    by_depth = load_grey(path, prep, bits_stored=12)
+    assert np.array_equal(by_depth, np.rint(ramp * (255 / 4095)).astype(np.uint8))
+    assert by_depth.max() == 255  # a fixed >> 8 would have left it at 15: nearly black
+    assert np.array_equal(load_grey(path, prep), by_depth)  # no depth given: its own range, the same here
+
+
+def test_each_intensity_policy_maps_the_values_it_says(tmp_path):
+    values = np.full((64, 64), 1000, dtype=np.uint16)
+    values[:32] = 3000
+    values[0, 0], values[0, 1] = 0, 60000  # a dead pixel and a burnt-in marker
+    path = sixteen_bit_png(tmp_path / "marker.png", values)
+    minmax = load_grey(path, Preprocessing(image_size=64, intensity="minmax"))
+    assert minmax[40, 40] == round(1000 * 255 / 60000) and minmax[0, 1] == 255
+    percentile = load_grey(path, Preprocessing(image_size=64, intensity="percentile"))
+    assert percentile[40, 40] == 0 and percentile[10, 10] == 255  # the two outliers are clipped away
+    bits = load_grey(path, Preprocessing(image_size=64, intensity="bits"), bits_stored=16)
+    assert bits[40, 40] == round(1000 * 255 / 65535)
+    flat = sixteen_bit_png(tmp_path / "flat.png", np.full((64, 64), 700))
+    assert not load_grey(flat, Preprocessing(image_size=64, intensity="minmax")).any()
+
+
+def test_eight_bit_images_are_taken_as_they_are_under_every_policy(real_nih):
+    path = str(real_nih / "images" / "00000284_000.png")
+    expected = load_grey(path, Preprocessing(image_size=64))
+    for intensity in ("minmax", "percentile"):
+        assert np.array_equal(load_grey(path, Preprocessing(image_size=64, intensity=intensity)), expected)
+    with pytest.raises(ValueError, match="intensity must be one of bits, minmax, percentile"):
+        Preprocessing(intensity="window")
 
 
 def test_non_square_images_are_resized_on_the_short_side_and_centre_cropped(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cxrprobe.data.chexpert import VIEWS, is_chexpert, locate_chexpert
 from cxrprobe.data.generic import Columns, locate_csv
+from cxrprobe.data.images import INTENSITIES
 from cxrprobe.data.mimic import is_mimic, locate_mimic
 from cxrprobe.data.nih import locate_dataset as locate_nih
 from cxrprobe.data.policies import LabelPolicy
@@ -40,9 +41,12 @@ class DatasetOptions:
     labels_file: Path | None = None  # csv: the table (default: imagefolder's metadata.csv / .jsonl)
     val_fraction: float = DEFAULT_VAL_FRACTION  # where validation is carved from train
     val_seed: int = DEFAULT_VAL_SEED
+    intensity: str = "bits"  # how a 16-bit image becomes 8 bits (data.images.Preprocessing)
 
     def __post_init__(self) -> None:
         self.policy  # noqa: B018 -- an unknown policy name is an input error before anything is read
+        if self.intensity not in INTENSITIES:
+            raise InputError(f"--intensity must be one of {', '.join(INTENSITIES)}, got {self.intensity!r}")
 
     @property
     def policy(self) -> LabelPolicy:

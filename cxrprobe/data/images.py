@@ -25,6 +25,10 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _INTERPOLATIONS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 _GREY_CONVERTIBLE = {"1", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "La", "PA", "RGBa", "RGBX"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+# How a 16-bit image becomes 8 bits. The file's container depth says nothing about the pixels'
+# range (PadChest stores 12-bit values in 16-bit PNGs), so none of these divides by 65535.
+INTENSITIES = ("bits", "minmax", "percentile")
+PERCENTILES = (0.5, 99.5)
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,11 @@ class Preprocessing:
     (open_clip's default); "squash" resizes both sides to ``image_size``.
     ``reducing_gap`` is Pillow's two-step resize: faster on 1024 px images than an exact
     bicubic resize (benchmarks/choices.py), and within a fraction of a grey level of it.
+    ``intensity`` is how a 16-bit image becomes 8 bits (8-bit images are taken as they are):
+    "bits" scales 0 .. 2**b - 1 to 0 .. 255 for the stored bit depth b the dataset's metadata
+    gives, and an image without one by its own range, as "minmax" does; "minmax" scales the
+    image's minimum .. maximum to 0 .. 255; "percentile" its 0.5th .. 99.5th percentiles,
+    clipping beyond them (a burnt-in marker or a dead pixel does not darken the rest).
     """
 
     image_size: int = 224
@@ -43,8 +52,11 @@ class Preprocessing:
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
     reducing_gap: float = 2.0
+    intensity: str = "bits"
 
     def __post_init__(self) -> None:
+        if self.intensity not in INTENSITIES:
+            raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {self.intensity!r}")
         if self.interpolation not in _INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}")
         if self.resize_mode not in ("shortest", "squash"):
@@ -58,8 +70,9 @@ class ImageDecodeError(Exception):
     """A file that cannot become an image; ``str(exc)`` is the reason kept in the cache."""
 
 
-def load_grey(path: str, prep: Preprocessing) -> np.ndarray:
-    """Decode ``path`` and resize it to a uint8 [size, size] grey image.
+def load_grey(path: str, prep: Preprocessing, bits_stored: int | None = None) -> np.ndarray:
+    """Decode ``path`` and resize it to a uint8 [size, size] grey image; ``bits_stored`` is the
+    bit depth of a 16-bit image's values where the dataset's metadata gives it.
 
     Raises ImageDecodeError with a one-line reason for an empty, truncated, corrupt or
     unsupported file. Pillow's decompression-bomb limit stays on.
@@ -69,7 +82,7 @@ def load_grey(path: str, prep: Preprocessing) -> np.ndarray:
             raise ImageDecodeError("empty file (0 bytes)")
         with Image.open(path) as img:
             img.load()
-            grey = _to_grey(img)
+            grey = _to_grey(img, prep.intensity, bits_stored)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
@@ -84,15 +97,29 @@ def load_grey(path: str, prep: Preprocessing) -> np.ndarray:
     return _resize(grey, prep)
 
 
-def _to_grey(img: Image.Image) -> Image.Image:
+def _to_grey(img: Image.Image, intensity: str, bits_stored: int | None) -> Image.Image:
     if img.mode == "L":
         return img
     if img.mode in _SIXTEEN_BIT:
-        wide = np.asarray(img, dtype=np.int64)
-        return Image.fromarray((np.clip(wide, 0, 65535) >> 8).astype(np.uint8), mode="L")
+        return Image.fromarray(to_eight_bits(np.asarray(img), intensity, bits_stored), mode="L")
     if img.mode in _GREY_CONVERTIBLE:
         return img.convert("L")
     raise ImageDecodeError(f"unsupported pixel format {img.mode!r}")
+
+
+def to_eight_bits(values: np.ndarray, intensity: str, bits_stored: int | None = None) -> np.ndarray:
+    """A grey image's values (any integer or float range) as uint8 under an ``intensity``
+    policy (``Preprocessing``); a flat image becomes black."""
+    values = np.asarray(values, dtype=np.float64)
+    if intensity == "bits" and bits_stored is not None:
+        low, high = 0.0, float(2**bits_stored - 1)
+    elif intensity == "percentile":
+        low, high = np.percentile(values, PERCENTILES)
+    else:  # minmax, and "bits" without a stored depth
+        low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.rint(np.clip((values - low) * (255.0 / (high - low)), 0.0, 255.0)).astype(np.uint8)
 
 
 def _resize(img: Image.Image, prep: Preprocessing) -> np.ndarray:

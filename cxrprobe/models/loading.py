@@ -10,7 +10,7 @@ they are there, and are downloaded only when they are not.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -41,6 +41,10 @@ class LoadedModel:
     head: torch.nn.Module | None = None  # an adapted run's MLP head, scored beside the embeddings
     logit_scale: float = OPENAI_LOGIT_SCALE  # exp(logit_scale): the temperature of image-text cosines
     logit_bias: float = 0.0  # SigLIP's; 0 for CLIP models
+
+    def reading_with(self, intensity: str) -> LoadedModel:
+        """This model with 16-bit images turned to 8 bits by ``intensity`` (``Preprocessing``)."""
+        return replace(self, preprocessing=replace(self.preprocessing, intensity=intensity))
 
     def tokenizer(self):  # noqa: ANN201 - open_clip's tokenizer classes share no base type
         return _open_clip().get_tokenizer(_open_clip_name(self.name))

@@ -38,7 +38,8 @@ def render_info(summary: dict, console: Console | None = None) -> None:
         f"embeddings {summary['rows']:,} x {summary['embed_dim']} {summary['dtype']}, "
         f"{'L2-normalised' if summary['l2_normalised'] else 'raw (not normalised)'}, precision {summary['precision']}\n"
         f"preprocessing {prep.get('image_size')} px, {prep.get('resize_mode')} resize, {prep.get('interpolation')}, "
-        f"mean {tuple(round(v, 4) for v in prep.get('mean', []))}, std {tuple(round(v, 4) for v in prep.get('std', []))}\n"
+        f"mean {tuple(round(v, 4) for v in prep.get('mean', []))}, std {tuple(round(v, 4) for v in prep.get('std', []))}, "
+        f"16-bit intensity {prep.get('intensity', 'top 8 bits')}\n"  # caches made before the policies kept the top 8
         f"dataset {summary['dataset']} ({summary['label_source']}{_origin(summary)}), "
         f"fingerprint {str(summary['dataset_fingerprint'])[:12]}…; test split: {summary['test_source']}\n"
         f"metadata rows {summary['metadata_rows']:,}, without an image file {summary['missing_images']:,}, "
