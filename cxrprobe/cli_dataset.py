@@ -26,6 +26,7 @@ FLAGS: tuple[tuple[str, Any, Any], ...] = (  # (parameter, type with its typer o
     ("val_fraction", Annotated[float, typer.Option(help="Share of train patients carved out for validation (datasets without an official validation split).")], 0.1),
     ("val_seed", Annotated[int, typer.Option(help="Seed of the patient-wise validation carve-out.")], 7),
     ("intensity", Annotated[str, typer.Option(help="A 16-bit image to 8 bits: bits (by the stored bit depth the metadata gives, else as minmax), minmax (its own range) or percentile (its 0.5-99.5th percentiles).")], "bits"),
+    ("dicom_window", Annotated[str, typer.Option(help="A DICOM file's values: voi (its VOI LUT or window, else as bits), minmax (its own range) or bits (its stored bit range); needs cxrprobe[dicom].")], "voi"),
 )
 
 
@@ -36,7 +37,8 @@ def dataset_options(flags: dict) -> dict:
     columns = Columns.parse(flags["label_cols"], image=flags["image_col"], patient=flags["patient_col"],
                             split=flags["split_col"], study=flags["study_col"],
                             normal=flags["normal_col"]) if flags["dataset"] == "csv" else None
-    named = ("dataset", "uncertain", "blank", "views", "labeler", "val_fraction", "val_seed", "intensity")
+    named = ("dataset", "uncertain", "blank", "views", "labeler", "val_fraction", "val_seed", "intensity",
+             "dicom_window")
     return {**{k: flags[k] for k in named}, "labels_file": flags["labels"], "columns": columns}
 
 

@@ -210,7 +210,7 @@ def _model_and_head(options: AdaptOptions, n_classes: int, device: torch.device,
     """The base model with its top blocks unfrozen (the text tower stays idle on the CPU) and a
     fresh paper head of ``n_classes`` outputs, seeded."""
     loaded = load_model(options.model, options.pretrained, device, visual_only=True)
-    loaded = loaded.reading_with(options.intensity)
+    loaded = loaded.reading_with(options.intensity, options.dicom_window)
     unfreeze_top(loaded.model.visual, options.unfreeze)
     with seeded_cpu(options.seed):
         head = PaperHead(loaded.embed_dim, n_classes).to(device)

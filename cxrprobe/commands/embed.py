@@ -117,7 +117,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             loaded = _head_if_classes_match(loaded, adapted, table.classes, notify)
         else:
             loaded = load_model(options.model, options.pretrained, device)
-        loaded = loaded.reading_with(options.intensity)
+        loaded = loaded.reading_with(options.intensity, options.dicom_window)
         spec = EmbedSpec(
             model=loaded.name,
             pretrained=loaded.pretrained,

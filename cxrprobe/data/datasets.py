@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxrprobe.data.chexpert import VIEWS, is_chexpert, locate_chexpert
+from cxrprobe.data.dicom import DICOM_WINDOWS
 from cxrprobe.data.generic import Columns, locate_csv
-from cxrprobe.data.images import INTENSITIES
+from cxrprobe.data.grey import INTENSITIES
 from cxrprobe.data.mimic import is_mimic, locate_mimic
 from cxrprobe.data.nih import locate_dataset as locate_nih
 from cxrprobe.data.policies import LabelPolicy
@@ -42,11 +43,14 @@ class DatasetOptions:
     val_fraction: float = DEFAULT_VAL_FRACTION  # where validation is carved from train
     val_seed: int = DEFAULT_VAL_SEED
     intensity: str = "bits"  # how a 16-bit image becomes 8 bits (data.images.Preprocessing)
+    dicom_window: str = "voi"  # how a DICOM file's values are shown (data.dicom)
 
     def __post_init__(self) -> None:
         self.policy  # noqa: B018 -- an unknown policy name is an input error before anything is read
         if self.intensity not in INTENSITIES:
             raise InputError(f"--intensity must be one of {', '.join(INTENSITIES)}, got {self.intensity!r}")
+        if self.dicom_window not in DICOM_WINDOWS:
+            raise InputError(f"--dicom-window must be one of {', '.join(DICOM_WINDOWS)}, got {self.dicom_window!r}")
 
     @property
     def policy(self) -> LabelPolicy:

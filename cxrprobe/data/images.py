@@ -18,6 +18,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from cxrprobe.data.dicom import DICOM_WINDOWS, is_dicom, read_dicom
+from cxrprobe.data.grey import INTENSITIES, ImageDecodeError, to_eight_bits
+
 # CLIP's statistics (open_clip.constants.OPENAI_DATASET_MEAN / STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -25,10 +28,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _INTERPOLATIONS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 _GREY_CONVERTIBLE = {"1", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "La", "PA", "RGBa", "RGBX"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
-# How a 16-bit image becomes 8 bits. The file's container depth says nothing about the pixels'
-# range (PadChest stores 12-bit values in 16-bit PNGs), so none of these divides by 65535.
-INTENSITIES = ("bits", "minmax", "percentile")
-PERCENTILES = (0.5, 99.5)
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,7 @@ class Preprocessing:
     gives, and an image without one by its own range, as "minmax" does; "minmax" scales the
     image's minimum .. maximum to 0 .. 255; "percentile" its 0.5th .. 99.5th percentiles,
     clipping beyond them (a burnt-in marker or a dead pixel does not darken the rest).
+    ``dicom_window`` is how a DICOM file's values are shown (``data.dicom``): voi, minmax or bits.
     """
 
     image_size: int = 224
@@ -53,10 +53,13 @@ class Preprocessing:
     resize_mode: str = "shortest"
     reducing_gap: float = 2.0
     intensity: str = "bits"
+    dicom_window: str = "voi"
 
     def __post_init__(self) -> None:
         if self.intensity not in INTENSITIES:
             raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {self.intensity!r}")
+        if self.dicom_window not in DICOM_WINDOWS:
+            raise ValueError(f"dicom_window must be one of {', '.join(DICOM_WINDOWS)}, got {self.dicom_window!r}")
         if self.interpolation not in _INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}")
         if self.resize_mode not in ("shortest", "squash"):
@@ -64,10 +67,6 @@ class Preprocessing:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-class ImageDecodeError(Exception):
-    """A file that cannot become an image; ``str(exc)`` is the reason kept in the cache."""
 
 
 def load_grey(path: str, prep: Preprocessing, bits_stored: int | None = None) -> np.ndarray:
@@ -80,9 +79,13 @@ def load_grey(path: str, prep: Preprocessing, bits_stored: int | None = None) ->
     try:
         if os.path.getsize(path) == 0:
             raise ImageDecodeError("empty file (0 bytes)")
-        with Image.open(path) as img:
-            img.load()
-            grey = _to_grey(img, prep.intensity, bits_stored)
+        with open(path, "rb") as handle:  # opened once: its first bytes say DICOM or not
+            if is_dicom(handle.read(132)):
+                return _resize(Image.fromarray(read_dicom(path, prep.dicom_window), mode="L"), prep)
+            handle.seek(0)
+            with Image.open(handle) as img:
+                img.load()
+                grey = _to_grey(img, prep.intensity, bits_stored)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
@@ -105,21 +108,6 @@ def _to_grey(img: Image.Image, intensity: str, bits_stored: int | None) -> Image
     if img.mode in _GREY_CONVERTIBLE:
         return img.convert("L")
     raise ImageDecodeError(f"unsupported pixel format {img.mode!r}")
-
-
-def to_eight_bits(values: np.ndarray, intensity: str, bits_stored: int | None = None) -> np.ndarray:
-    """A grey image's values (any integer or float range) as uint8 under an ``intensity``
-    policy (``Preprocessing``); a flat image becomes black."""
-    values = np.asarray(values, dtype=np.float64)
-    if intensity == "bits" and bits_stored is not None:
-        low, high = 0.0, float(2**bits_stored - 1)
-    elif intensity == "percentile":
-        low, high = np.percentile(values, PERCENTILES)
-    else:  # minmax, and "bits" without a stored depth
-        low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    return np.rint(np.clip((values - low) * (255.0 / (high - low)), 0.0, 255.0)).astype(np.uint8)
 
 
 def _resize(img: Image.Image, prep: Preprocessing) -> np.ndarray:

@@ -42,9 +42,10 @@ class LoadedModel:
     logit_scale: float = OPENAI_LOGIT_SCALE  # exp(logit_scale): the temperature of image-text cosines
     logit_bias: float = 0.0  # SigLIP's; 0 for CLIP models
 
-    def reading_with(self, intensity: str) -> LoadedModel:
-        """This model with 16-bit images turned to 8 bits by ``intensity`` (``Preprocessing``)."""
-        return replace(self, preprocessing=replace(self.preprocessing, intensity=intensity))
+    def reading_with(self, intensity: str, dicom_window: str) -> LoadedModel:
+        """This model with 16-bit images and DICOM files turned to 8 bits as these policies say
+        (``Preprocessing``)."""
+        return replace(self, preprocessing=replace(self.preprocessing, intensity=intensity, dicom_window=dicom_window))
 
     def tokenizer(self):  # noqa: ANN201 - open_clip's tokenizer classes share no base type
         return _open_clip().get_tokenizer(_open_clip_name(self.name))

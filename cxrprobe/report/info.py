@@ -39,7 +39,8 @@ def render_info(summary: dict, console: Console | None = None) -> None:
         f"{'L2-normalised' if summary['l2_normalised'] else 'raw (not normalised)'}, precision {summary['precision']}\n"
         f"preprocessing {prep.get('image_size')} px, {prep.get('resize_mode')} resize, {prep.get('interpolation')}, "
         f"mean {tuple(round(v, 4) for v in prep.get('mean', []))}, std {tuple(round(v, 4) for v in prep.get('std', []))}, "
-        f"16-bit intensity {prep.get('intensity', 'top 8 bits')}\n"  # caches made before the policies kept the top 8
+        f"16-bit intensity {prep.get('intensity', 'top 8 bits')}, "  # caches made before the policies kept the top 8
+        f"DICOM window {prep.get('dicom_window', 'none (no DICOM read)')}\n"
         f"dataset {summary['dataset']} ({summary['label_source']}{_origin(summary)}), "
         f"fingerprint {str(summary['dataset_fingerprint'])[:12]}…; test split: {summary['test_source']}\n"
         f"metadata rows {summary['metadata_rows']:,}, without an image file {summary['missing_images']:,}, "
