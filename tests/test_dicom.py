@@ -72,6 +72,21 @@ def test_stored_values_decode_as_each_window_says(tmp_path):
     assert np.array_equal(grey(without_window, "voi"), grey(path, "bits"))  # no window: the stored bit range
 
 
+def test_a_voi_lut_is_applied_before_a_window(tmp_path):
+    path = write_dicom(tmp_path / "lut.dcm", window=(2000, 1001))
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset as Item
+
+    ds = dcmread(path)
+    lut = Item()
+    lut.LUTDescriptor = [4096, 0, 16]  # 4096 entries from stored value 0, 16 bits out
+    lut.LUTData = ((4095 - np.arange(4096)) * 16).astype("<u2").tobytes()  # an inverting LUT
+    ds.VOILUTSequence = [lut]
+    ds.save_as(path, enforce_file_format=True)
+    assert np.array_equal(grey(path, "voi"), np.rint((4095.0 - RAMP) * 16 * 255 / 65535).astype(np.uint8))
+    assert np.array_equal(grey(path, "bits"), np.rint(RAMP * (255 / 4095)).astype(np.uint8))  # bits ignores it
+
+
 def test_monochrome1_is_inverted_and_rescale_is_applied_first(tmp_path):
     plain = grey(write_dicom(tmp_path / "m2.dcm"), "bits")
     assert plain[0, 0] == 0 and plain[-1, -1] == 255
