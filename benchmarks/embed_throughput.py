@@ -17,6 +17,9 @@ minute:
 - pipeline: ``cxrprobe embed`` itself (decode, model, crash-safe HDF5 commits), from its
   loader's start to its last batch; model loading and the final merge are reported apart.
 
+First, decoding on one core by format: the real PNGs, and 1024 x 1024 16-bit DICOMs of their
+pixels (uncompressed and RLE Lossless, written by pydicom), ``--per-format`` images each.
+
 The target is pipeline >= 0.9 x the slower of decode and model. The last line is
 ``decode_ips=<n> model_ips=<n> pipeline_ips=<n> ratio=<pipeline / slower stage>``.
 """
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from cxrprobe.commands.embed import EmbedOptions, embed
 from cxrprobe.cores import usable_cores
@@ -104,6 +108,32 @@ def pipeline(data_dir: Path, out: Path, args: argparse.Namespace) -> float:
     return steady_rate(marks)
 
 
+def decode_by_format(png_pool: list[Path], folder: Path, per_format: int, image_size: int) -> None:
+    """Images/s on one core (load_grey in this process) for the real 8-bit PNGs and for
+    1024 x 1024 16-bit DICOMs, uncompressed and RLE Lossless, of the PNGs' pixels."""
+    from cxrprobe.data.images import Preprocessing, load_grey
+    from cxrprobe.data.synthetic_dicom import write_dicom
+
+    folder.mkdir()
+    pngs = [str(png_pool[i % len(png_pool)]) for i in range(per_format)]
+    formats = {"PNG, 8-bit": pngs}
+    for rle in (False, True):
+        files = []
+        for i, png in enumerate(pngs[: len(png_pool)]):
+            with Image.open(png) as img:
+                values = np.asarray(img.convert("L"), dtype=np.uint16) * 257  # the whole 16-bit range
+            files.append(write_dicom(folder / f"{i}-{rle}.dcm", values, bits=16, rle=rle))
+        formats[f"DICOM, 16-bit, {'RLE Lossless' if rle else 'uncompressed'}"] = [files[i % len(files)]
+                                                                                  for i in range(per_format)]
+    prep = Preprocessing(image_size=image_size)
+    for name, paths in formats.items():
+        start = time.perf_counter()
+        for path in paths:
+            load_grey(path, prep)
+        seconds = time.perf_counter() - start
+        print(f"  decode on one core, {name + ':':34s} {len(paths) / seconds:6.1f} images/s ({len(paths)} images)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="cxrprobe-tiny")
@@ -116,6 +146,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="an NIH-layout folder to use instead of generated copies")
     parser.add_argument("--png-pool", type=Path, default=REPO / "tests" / "data" / "nih" / "images",
                         help="real PNGs copied under generated ids [default: the six real NIH images in tests/data]")
+    parser.add_argument("--per-format", type=int, default=24,
+                        help="images per format in the one-core decoding comparison (PNG, DICOM); 0 skips it")
     args = parser.parse_args()
     workers = usable_cores() if args.workers is None else args.workers
 
@@ -133,6 +165,9 @@ def main() -> None:
         precision = choose_precision(args.precision, device)
         print(f"{args.model} {running_on(device, precision)}, {os.cpu_count()} cpus, batch {args.batch_size}, "
               f"workers {workers}, torch threads {torch.get_num_threads()}")
+        if args.per_format:
+            decode_by_format(sorted(args.png_pool.glob("*.png")), Path(tmp) / "formats", args.per_format,
+                             loaded.preprocessing.image_size)
         n = len(load_nih_metadata(data_dir).table)
         rates: dict[str, list[float]] = {"decode": [], "model": [], "pipeline": []}
         for round_ in range(args.rounds):

@@ -12,41 +12,19 @@ import pytest
 from conftest import TINY
 from helpers import assert_one_line_error, snapshot
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import MPEG2MPML, ExplicitVRLittleEndian, RLELossless, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import MPEG2MPML
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.data.images import ImageDecodeError, Preprocessing, load_grey
+from cxrprobe.data.synthetic_dicom import write_dicom
 
 SIDE = 64
 RAMP = (np.arange(SIDE * SIDE).reshape(SIDE, SIDE) * 4096 // (SIDE * SIDE)).astype(np.uint16)  # 0 .. 4095
 
 
-def write_dicom(path, values=RAMP, bits=12, photometric="MONOCHROME2", window=None, rescale=None, rle=False,
-                frames=1, pixels=True):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = values.shape[-2:]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    if rescale is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = rescale
-    if pixels:
-        ds.PixelData = np.tile(values.astype(np.uint16), (frames, 1, 1)).tobytes()
-    if rle:
-        ds.compress(RLELossless)
-    ds.save_as(path, enforce_file_format=True)
-    return str(path)
+def write(path, values=None, **kwargs):
+    return write_dicom(path, RAMP if values is None else values, **kwargs)
 
 
 def grey(path, window):
@@ -63,17 +41,17 @@ def linear_window(x, center, width):
 
 def test_stored_values_decode_as_each_window_says(tmp_path):
     part = (1000 + RAMP // 2).astype(np.uint16)  # 1000 .. 3047 of a 12-bit range
-    path = write_dicom(tmp_path / "a.dcm", part, window=(2000, 1001))
+    path = write(tmp_path / "a.dcm", part, window=(2000, 1001))
     assert np.array_equal(grey(path, "bits"), np.rint(part * (255 / 4095)).astype(np.uint8))
     low, high = part.min(), part.max()
     assert np.array_equal(grey(path, "minmax"), np.rint((part - low) * (255 / (high - low))).astype(np.uint8))
     assert np.array_equal(grey(path, "voi"), linear_window(part, 2000, 1001))
-    without_window = write_dicom(tmp_path / "b.dcm", part)
+    without_window = write(tmp_path / "b.dcm", part)
     assert np.array_equal(grey(without_window, "voi"), grey(path, "bits"))  # no window: the stored bit range
 
 
 def test_a_voi_lut_is_applied_before_a_window(tmp_path):
-    path = write_dicom(tmp_path / "lut.dcm", window=(2000, 1001))
+    path = write(tmp_path / "lut.dcm", window=(2000, 1001))
     from pydicom import dcmread
     from pydicom.dataset import Dataset as Item
 
@@ -88,20 +66,20 @@ def test_a_voi_lut_is_applied_before_a_window(tmp_path):
 
 
 def test_monochrome1_is_inverted_and_rescale_is_applied_first(tmp_path):
-    plain = grey(write_dicom(tmp_path / "m2.dcm"), "bits")
+    plain = grey(write(tmp_path / "m2.dcm"), "bits")
     assert plain[0, 0] == 0 and plain[-1, -1] == 255
-    assert np.array_equal(grey(write_dicom(tmp_path / "m1.dcm", photometric="MONOCHROME1"), "bits"), 255 - plain)
+    assert np.array_equal(grey(write(tmp_path / "m1.dcm", photometric="MONOCHROME1"), "bits"), 255 - plain)
     # rescaled to -1024 .. 7166 and windowed in those units: the window sees 2x - 1024
-    rescaled = write_dicom(tmp_path / "r.dcm", rescale=(2, -1024), window=(0, 2001))
+    rescaled = write(tmp_path / "r.dcm", rescale=(2, -1024), window=(0, 2001))
     assert np.array_equal(grey(rescaled, "voi"), linear_window(2.0 * RAMP - 1024, 0, 2001))
     assert np.array_equal(grey(rescaled, "bits"), plain)  # the stored range moves with the rescale
 
 
 def test_rle_lossless_and_sixteen_bits_decode_and_names_do_not_matter(tmp_path):
     full = (RAMP.astype(np.uint32) * 16).astype(np.uint16)  # 0 .. 65520: 16 bits
-    plain = grey(write_dicom(tmp_path / "p.dcm", full, bits=16), "bits")
-    assert np.array_equal(grey(write_dicom(tmp_path / "rle.dcm", full, bits=16, rle=True), "bits"), plain)
-    assert np.array_equal(grey(write_dicom(tmp_path / "named.png", full, bits=16), "bits"), plain)  # by content
+    plain = grey(write(tmp_path / "p.dcm", full, bits=16), "bits")
+    assert np.array_equal(grey(write(tmp_path / "rle.dcm", full, bits=16, rle=True), "bits"), plain)
+    assert np.array_equal(grey(write(tmp_path / "named.png", full, bits=16), "bits"), plain)  # by content
     Image.fromarray(plain).save(tmp_path / "png.png")
     shutil.copyfile(tmp_path / "png.png", tmp_path / "png.dcm")
     assert np.array_equal(load_grey(str(tmp_path / "png.dcm"), Preprocessing(image_size=SIDE)), plain)
@@ -109,7 +87,7 @@ def test_rle_lossless_and_sixteen_bits_decode_and_names_do_not_matter(tmp_path):
 
 def mpeg_dicom(path):
     """A file that says its pixels are MPEG-2 video, which nothing installed decodes."""
-    write_dicom(path)
+    write(path)
     from pydicom import dcmread
 
     ds = dcmread(path)
@@ -122,9 +100,9 @@ def mpeg_dicom(path):
 
 
 @pytest.mark.parametrize("make, reason", [
-    (lambda p: write_dicom(p, pixels=False), "DICOM file without pixel data"),
-    (lambda p: write_dicom(p, photometric="PALETTE COLOR"), "photometric interpretation 'PALETTE COLOR' is not grey"),
-    (lambda p: write_dicom(p, frames=2), "multi-frame DICOM (2 frames)"),
+    (lambda p: write(p, pixels=False), "DICOM file without pixel data"),
+    (lambda p: write(p, photometric="PALETTE COLOR"), "photometric interpretation 'PALETTE COLOR' is not grey"),
+    (lambda p: write(p, frames=2), "multi-frame DICOM (2 frames)"),
     (mpeg_dicom, "compressed as MPEG2 Main Profile / Main Level, and no installed decoder reads it"),
     (lambda p: (p.write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40), str(p))[1], "DICOM file without pixel data"),
 ])
@@ -139,10 +117,10 @@ def test_a_dicom_export_embeds_with_its_window_recorded(tmp_path, cli):
     rows = []
     for i in range(12):
         values = (np.random.default_rng(i).integers(0, 4096, (SIDE, SIDE))).astype(np.uint16)
-        write_dicom(data / "scans" / f"{i}.dcm", values, window=(1500 + 100 * i, 2001), rle=i % 3 == 0,
+        write(data / "scans" / f"{i}.dcm", values, window=(1500 + 100 * i, 2001), rle=i % 3 == 0,
                     photometric="MONOCHROME1" if i % 2 else "MONOCHROME2")
         rows.append({"path": f"scans/{i}.dcm", "Edema": i % 2, "patient": f"p{i}", "split": ("train", "test")[i % 2]})
-    write_dicom(data / "scans" / "colour.dcm", photometric="RGB")
+    write(data / "scans" / "colour.dcm", photometric="RGB")
     rows.append({"path": "scans/colour.dcm", "Edema": 1, "patient": "p99", "split": "test"})
     with open(data / "labels.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
