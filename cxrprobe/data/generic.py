@@ -22,7 +22,7 @@ import numpy as np
 from cxrprobe.data.files import collector_paused, find_table, read_csv_columns, read_text, refuse_duplicates
 from cxrprobe.data.locate import find_by_relative_path
 from cxrprobe.data.policies import LabelPolicy, parse_values
-from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, carve_validation, shared_patients
+from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, seeded_split, shared_patients
 from cxrprobe.data.table import DatasetMetadata, ImageTable, LocatedDataset
 from cxrprobe.errors import DataError, InputError
 from cxrprobe.labels import NORMAL_IF_NO_FINDING, NORMAL_IF_NONE_POSITIVE, LabelSet
@@ -31,7 +31,6 @@ DATASET_NAME = "csv"
 IMAGEFOLDER_FILES = ("metadata.csv", "metadata.jsonl")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validate": "val", "validation": "val",
                "test": "test"}
-TEST_FRACTION = 0.2  # of patients, when the table has no split column
 
 
 @dataclass(frozen=True)
@@ -158,12 +157,7 @@ def _splits(table: dict[str, list[str]], columns: Columns, patients: np.ndarray,
             raise DataError(f"{source}: patient {shared[0]} has images in both {a} and {b}; splits must "
                             "be patient-disjoint")
         return split, f"the {columns.split!r} column"
-    # seeded and patient-disjoint: test first, then validation from the rest, as for NIH
-    members = np.unique(patients)
-    test_patients = members[np.random.default_rng(val_seed).permutation(len(members))[:int(round(TEST_FRACTION * len(members)))]]
-    is_test = np.isin(patients, test_patients)
     try:
-        split = carve_validation(patients, ~is_test, val_fraction, val_seed)
+        return seeded_split(patients, val_fraction, val_seed)
     except ValueError as exc:
         raise DataError(str(exc)) from None
-    return split, f"a seeded patient-disjoint split ({TEST_FRACTION:.0%} of patients, seed {val_seed})"

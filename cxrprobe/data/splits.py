@@ -1,4 +1,5 @@
-"""Patient-wise validation carve-out from the official train_val list."""
+"""Patient-wise splits: validation carved from an official train_val list, or a whole seeded
+split for datasets that have none."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_VAL_SEED = 7
+TEST_FRACTION = 0.2  # of patients, for a dataset without an official test split
 
 
 def carve_validation(
@@ -44,3 +46,14 @@ def shared_patients(split: np.ndarray, patients: np.ndarray) -> tuple[str, str, 
             if len(shared):
                 return a, b, shared
     return None
+
+
+def seeded_split(patient_ids: np.ndarray, val_fraction: float = DEFAULT_VAL_FRACTION,
+                 seed: int = DEFAULT_VAL_SEED) -> tuple[np.ndarray, str]:
+    """A seeded patient-disjoint split of a dataset without an official one: ``TEST_FRACTION``
+    of the sorted patients are test, then validation is carved from the rest as for NIH.
+    Returns the split per row and what it is, for the cache's ``test_source``."""
+    members = np.unique(patient_ids)
+    test_patients = members[np.random.default_rng(seed).permutation(len(members))[:int(round(TEST_FRACTION * len(members)))]]
+    split = carve_validation(patient_ids, ~np.isin(patient_ids, test_patients), val_fraction, seed)
+    return split, f"a seeded patient-disjoint split ({TEST_FRACTION:.0%} of patients, seed {seed})"
