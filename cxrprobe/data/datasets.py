@@ -1,5 +1,6 @@
-"""Which adapter reads a data dir: NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG or a user's CSV /
-imagefolder export (``csv``, named only: its columns must be given)."""
+"""Which adapter reads a data dir: NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG, SIIM-ACR
+Pneumothorax or a user's CSV / imagefolder export (``csv``, named only: its columns must be
+given)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,20 @@ from cxrprobe.data.grey import INTENSITIES
 from cxrprobe.data.mimic import is_mimic, locate_mimic
 from cxrprobe.data.nih import locate_dataset as locate_nih
 from cxrprobe.data.policies import LabelPolicy
+from cxrprobe.data.siim import is_siim, locate_siim
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
 from cxrprobe.data.table import LocatedDataset
 from cxrprobe.errors import InputError
 
-DATASETS = ("auto", "nih", "chexpert", "mimic", "csv")
+DATASETS = ("auto", "nih", "chexpert", "mimic", "siim", "csv")
 
 
 def detect(data_dir: Path) -> str:
     """``chexpert`` where the folder holds CheXpert's train.csv, ``mimic`` where it holds
-    MIMIC-CXR-JPG's split table, else ``nih``."""
-    if is_chexpert(Path(data_dir)):
-        return "chexpert"
-    return "mimic" if is_mimic(Path(data_dir)) else "nih"
+    MIMIC-CXR-JPG's split table, ``siim`` where SIIM-ACR's train-rle.csv, else ``nih``."""
+    found = next((name for name, holds in (("chexpert", is_chexpert), ("mimic", is_mimic), ("siim", is_siim))
+                  if holds(Path(data_dir))), None)
+    return found or "nih"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +35,7 @@ class DatasetOptions:
     """What names and reads a dataset: its adapter, and the choices the adapters take, flat as
     on the command line (embed's and adapt's options extend it)."""
 
-    dataset: str = "auto"  # nih, chexpert, mimic, csv, or detected from the data dir
+    dataset: str = "auto"  # nih, chexpert, mimic, siim, csv, or detected from the data dir
     uncertain: str = "ignore"  # CheXpert's -1: ignore (unknown), zero or one
     blank: str = "negative"  # an unmentioned label: negative or ignore (unknown)
     views: str = "frontal"  # CheXpert, MIMIC-CXR: frontal (AP and PA), AP, PA, lateral or all
@@ -75,6 +77,8 @@ def locate(data_dir: Path, options: DatasetOptions = DatasetOptions()) -> tuple[
                           options.val_seed)
     if name == "chexpert":
         return locate_chexpert(data_dir, options.policy, options.views, options.val_fraction, options.val_seed)
+    if name == "siim":
+        return locate_siim(data_dir, options.val_fraction, options.val_seed)
     if name == "mimic":  # its official split, validation included
         return locate_mimic(data_dir, options.policy, options.views, options.labeler), []
     return locate_nih(data_dir, options.val_fraction, options.val_seed), []
