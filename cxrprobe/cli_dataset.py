@@ -11,7 +11,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 FLAGS: tuple[tuple[str, Any, Any], ...] = (  # (parameter, type with its typer option, default)
-    ("dataset", Annotated[str, typer.Option("--dataset", help="nih, chexpert, mimic, siim, csv (your own table: --label-cols ...), or auto (detected from the data dir).")], "auto"),
+    ("dataset", Annotated[str, typer.Option("--dataset", help="nih, chexpert, mimic, siim, rsna, csv (your own table: --label-cols ...), or auto (detected from the data dir).")], "auto"),
     ("uncertain", Annotated[str, typer.Option(help="An uncertain label (CheXpert's -1): ignore (unknown: not fitted, not scored), zero or one.")], "ignore"),
     ("blank", Annotated[str, typer.Option(help="An unmentioned label (blank): negative (as the CheXpert authors) or ignore (unknown).")], "negative"),
     ("views", Annotated[str, typer.Option(help="CheXpert / MIMIC-CXR views: frontal (AP and PA), AP, PA, lateral or all.")], "frontal"),

@@ -1,5 +1,5 @@
 """Which adapter reads a data dir: NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG, SIIM-ACR
-Pneumothorax or a user's CSV / imagefolder export (``csv``, named only: its columns must be
+Pneumothorax, RSNA Pneumonia or a user's CSV / imagefolder export (``csv``, named only: its columns must be
 given)."""
 
 from __future__ import annotations
@@ -14,18 +14,21 @@ from cxrprobe.data.grey import INTENSITIES
 from cxrprobe.data.mimic import is_mimic, locate_mimic
 from cxrprobe.data.nih import locate_dataset as locate_nih
 from cxrprobe.data.policies import LabelPolicy
+from cxrprobe.data.rsna import is_rsna, locate_rsna
 from cxrprobe.data.siim import is_siim, locate_siim
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
 from cxrprobe.data.table import LocatedDataset
 from cxrprobe.errors import InputError
 
-DATASETS = ("auto", "nih", "chexpert", "mimic", "siim", "csv")
+DATASETS = ("auto", "nih", "chexpert", "mimic", "siim", "rsna", "csv")
 
 
 def detect(data_dir: Path) -> str:
     """``chexpert`` where the folder holds CheXpert's train.csv, ``mimic`` where it holds
-    MIMIC-CXR-JPG's split table, ``siim`` where SIIM-ACR's train-rle.csv, else ``nih``."""
-    found = next((name for name, holds in (("chexpert", is_chexpert), ("mimic", is_mimic), ("siim", is_siim))
+    MIMIC-CXR-JPG's split table, ``siim`` SIIM-ACR's train-rle.csv, ``rsna`` RSNA Pneumonia's
+    stage_2_train_labels.csv, else ``nih``."""
+    found = next((name for name, holds in (("chexpert", is_chexpert), ("mimic", is_mimic), ("siim", is_siim),
+                                                     ("rsna", is_rsna))
                   if holds(Path(data_dir))), None)
     return found or "nih"
 
@@ -35,7 +38,7 @@ class DatasetOptions:
     """What names and reads a dataset: its adapter, and the choices the adapters take, flat as
     on the command line (embed's and adapt's options extend it)."""
 
-    dataset: str = "auto"  # nih, chexpert, mimic, siim, csv, or detected from the data dir
+    dataset: str = "auto"  # nih, chexpert, mimic, siim, rsna, csv, or detected from the data dir
     uncertain: str = "ignore"  # CheXpert's -1: ignore (unknown), zero or one
     blank: str = "negative"  # an unmentioned label: negative or ignore (unknown)
     views: str = "frontal"  # CheXpert, MIMIC-CXR: frontal (AP and PA), AP, PA, lateral or all
@@ -77,8 +80,8 @@ def locate(data_dir: Path, options: DatasetOptions = DatasetOptions()) -> tuple[
                           options.val_seed)
     if name == "chexpert":
         return locate_chexpert(data_dir, options.policy, options.views, options.val_fraction, options.val_seed)
-    if name == "siim":
-        return locate_siim(data_dir, options.val_fraction, options.val_seed)
+    if name in ("siim", "rsna"):
+        return (locate_siim if name == "siim" else locate_rsna)(data_dir, options.val_fraction, options.val_seed)
     if name == "mimic":  # its official split, validation included
         return locate_mimic(data_dir, options.policy, options.views, options.labeler), []
     return locate_nih(data_dir, options.val_fraction, options.val_seed), []

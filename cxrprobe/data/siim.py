@@ -15,12 +15,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from cxrprobe.data.files import collector_paused, find_table, read_csv_columns
 from cxrprobe.data.locate import find_images
-from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, seeded_split
-from cxrprobe.data.table import DatasetMetadata, ImageTable, LocatedDataset
+from cxrprobe.data.one_finding import one_finding_metadata
+from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
+from cxrprobe.data.table import DatasetMetadata, LocatedDataset
 from cxrprobe.errors import DataError
 from cxrprobe.labels import LabelSet
 
@@ -44,31 +43,18 @@ def load_siim_metadata(data_dir: Path, val_fraction: float = DEFAULT_VAL_FRACTIO
         raise DataError(f"no SIIM-ACR {TABLE} in {data_dir} (or {TABLE}.gz)")
     with collector_paused():
         table = read_csv_columns(path, COLUMNS, f"the SIIM-ACR mask table has {', '.join(COLUMNS)}")
-    ids, masks = [v.strip() for v in table["ImageId"]], [v.strip() for v in table["EncodedPixels"]]
-    for line, (image, mask) in enumerate(zip(ids, masks), start=2):
+    positive: dict[str, bool] = {}
+    for line, (image, mask) in enumerate(zip(table["ImageId"], table["EncodedPixels"]), start=2):
+        image, mask = image.strip(), mask.strip()
         if UID.fullmatch(image) is None:
             raise DataError(f"{path.name}: line {line}: ImageId {image!r} is not a DICOM UID")
         if mask != NO_MASK and MASK.fullmatch(mask) is None:
             raise DataError(f"{path.name}: line {line}: EncodedPixels {mask[:40]!r} is neither -1 (no "
                             "pneumothorax) nor a run-length mask")
-    if not ids:
-        raise DataError(f"{path.name} lists no image")
-    positive: dict[str, bool] = {}
-    for image, mask in zip(ids, masks):
         positive[image] = positive.get(image, False) or mask != NO_MASK
-    names = sorted(positive)
-    image_ids = np.array([f"{name}.dcm" for name in names], dtype=str)
-    labels = np.array([[positive[name]] for name in names], dtype=np.uint8)
-    try:
-        split, test_source = seeded_split(image_ids, val_fraction, val_seed)
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
-    out = ImageTable(image_ids=image_ids, patient_ids=image_ids, split=split, labels=labels,
-                     view=np.full(len(names), "", dtype=str), label_set=LABELS)
-    notes = [f"{path.name} names no patients: each image is taken as its own patient, so a patient's "
-             "images may fall in different splits"]
-    return DatasetMetadata(table=out, label_source=path.name, val_fraction=val_fraction, val_seed=val_seed,
-                           dataset=DATASET_NAME, test_source=test_source), notes
+    metadata = one_finding_metadata(positive, LABELS, path.name, DATASET_NAME, val_fraction, val_seed)
+    return metadata, [f"{path.name} names no patients: each image is taken as its own patient, so a "
+                      "patient's images may fall in different splits"]
 
 
 def locate_siim(data_dir: Path, val_fraction: float = DEFAULT_VAL_FRACTION,

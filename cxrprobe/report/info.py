@@ -5,11 +5,14 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from cxrprobe.data.rsna import DATASET_NAME as RSNA_NAME
+from cxrprobe.data.rsna import OVERLAP as RSNA_OVERLAP
 from cxrprobe.data.table import SPLITS
 
 MAX_FAILURES_SHOWN = 20
 
 
+OVERLAPS = {RSNA_NAME: f"RSNA Pneumonia: {RSNA_OVERLAP}"}  # datasets that share images with another
 ORIGINS = {"bundled": ", the NIH metadata bundled with cxrprobe", "data dir": ", from the data dir"}
 
 
@@ -63,6 +66,8 @@ def render_info(summary: dict, console: Console | None = None) -> None:
     console.print(table)
     if summary.get("label_policy"):
         console.print("label policy " + ", ".join(f"{k} {v}" for k, v in summary["label_policy"].items()))
+    if summary["dataset"] in OVERLAPS:
+        console.print(f"note: {OVERLAPS[summary['dataset']]}")
     failures = summary["failures"]
     if failures:
         console.print(f"[bold]failed to decode ({len(failures)})[/bold]")
