@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 from conftest import TINY
-from helpers import assert_one_line_error, snapshot
+from helpers import assert_one_line_error, rewrite_csv, snapshot
 
 from cxrprobe.data.rsna import load_rsna_metadata
 from cxrprobe.data.synthetic_dicom import write_dicom
@@ -71,10 +71,7 @@ def test_embed_and_info_on_an_rsna_layout(tmp_path, cli):
 ])
 def test_bad_label_tables_end_in_one_line(tmp_path, cli, change, phrase):
     data, _, _ = rsna_folder(tmp_path / "rsna", n_images=10)
-    with open(data / "stage_2_train_labels.csv", newline="") as f:
-        rows = change(list(csv.reader(f)))
-    with open(data / "stage_2_train_labels.csv", "w", newline="") as f:
-        csv.writer(f).writerows(rows)
+    rewrite_csv(data / "stage_2_train_labels.csv", change)
     before = snapshot(tmp_path)
     assert_one_line_error(cli("embed", "--data-dir", data, "--out", tmp_path / "out.h5", *TINY), phrase)
     assert snapshot(tmp_path) == before

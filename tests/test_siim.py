@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 from conftest import TINY
-from helpers import assert_one_line_error, snapshot
+from helpers import assert_one_line_error, rewrite_csv, snapshot
 
 from cxrprobe.data.siim import load_siim_metadata
 from cxrprobe.data.synthetic_dicom import write_dicom
@@ -92,10 +92,7 @@ def test_embed_info_fewshot_on_a_siim_layout(tmp_path, cli):
 ])
 def test_bad_mask_tables_end_in_one_line(tmp_path, cli, change, phrase):
     data, _, _ = siim_folder(tmp_path / "siim", n_images=20)
-    with open(data / "train-rle.csv", newline="") as f:
-        rows = change(list(csv.reader(f)))
-    with open(data / "train-rle.csv", "w", newline="") as f:
-        csv.writer(f).writerows(rows)
+    rewrite_csv(data / "train-rle.csv", change)
     before = snapshot(tmp_path)
     assert_one_line_error(cli("embed", "--data-dir", data, "--out", tmp_path / "out.h5", *TINY), phrase)
     assert snapshot(tmp_path) == before

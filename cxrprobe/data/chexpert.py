@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrprobe.data.files import collector_paused, find_table, read_csv_columns, refuse_duplicates
+from cxrprobe.data.files import collector_paused, find_table, read_csv_columns, read_dataset_table, refuse_duplicates
 from cxrprobe.data.locate import index_files, path_suffix, paths_in
 from cxrprobe.data.policies import LabelPolicy, parse_values
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED, carve_validation
@@ -121,10 +121,8 @@ def _load(data_dir: Path, policy: LabelPolicy, views: str, val_fraction: float, 
 
 
 def _read_table(data_dir: Path, name: str) -> dict[str, np.ndarray]:
-    path = find_table(data_dir, name)
-    if path is None:
-        raise DataError(f"no CheXpert {name} in {data_dir} (or {name}.gz)")
-    table = read_csv_columns(path, REQUIRED_COLUMNS, f"a CheXpert table has {', '.join(REQUIRED_COLUMNS)}")
+    path, table = read_dataset_table(data_dir, name, REQUIRED_COLUMNS, "CheXpert",
+                                     f"a CheXpert table has {', '.join(REQUIRED_COLUMNS)}")
     image_ids, patients, studies = _parse_paths(table["Path"], path.name)
     values = parse_values([table[c] for c in (*CLASSES, NO_FINDING)], (*CLASSES, NO_FINDING), path.name)
     return {

@@ -69,6 +69,17 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def read_dataset_table(data_dir: Path, name: str, columns: tuple[str, ...], dataset: str,
+                       expected: str = "") -> tuple[Path, dict[str, list[str]]]:
+    """A dataset's table ``name`` (or its .gz) in ``data_dir``, and ``columns`` of it, read with
+    the collector paused; its absence names the dataset."""
+    path = find_table(Path(data_dir), name)
+    if path is None:
+        raise DataError(f"no {dataset} {name} in {data_dir} (or {name}.gz)")
+    with collector_paused():
+        return path, read_csv_columns(path, columns, expected)
+
+
 def read_csv_columns(path: Path, columns: tuple[str, ...] | None = None, expected: str = "") -> dict[str, list[str]]:
     """Column name -> its values, for ``columns`` (None: every column) of the CSV table at
     ``path``; a missing column (``expected`` says what the table should have), a short row or

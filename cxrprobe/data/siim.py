@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cxrprobe.data.files import collector_paused, find_table, read_csv_columns
+from cxrprobe.data.files import find_table, read_dataset_table
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.one_finding import one_finding_metadata
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
@@ -38,11 +38,7 @@ def is_siim(data_dir: Path) -> bool:
 
 def load_siim_metadata(data_dir: Path, val_fraction: float = DEFAULT_VAL_FRACTION,
                        val_seed: int = DEFAULT_VAL_SEED) -> tuple[DatasetMetadata, list[str]]:
-    path = find_table(Path(data_dir), TABLE)
-    if path is None:
-        raise DataError(f"no SIIM-ACR {TABLE} in {data_dir} (or {TABLE}.gz)")
-    with collector_paused():
-        table = read_csv_columns(path, COLUMNS, f"the SIIM-ACR mask table has {', '.join(COLUMNS)}")
+    path, table = read_dataset_table(data_dir, TABLE, COLUMNS, "SIIM-ACR", f"the SIIM-ACR mask table has {', '.join(COLUMNS)}")
     positive: dict[str, bool] = {}
     for line, (image, mask) in enumerate(zip(table["ImageId"], table["EncodedPixels"]), start=2):
         image, mask = image.strip(), mask.strip()
