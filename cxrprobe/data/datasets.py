@@ -1,5 +1,5 @@
-"""Which adapter reads a data dir: NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG, SIIM-ACR
-Pneumothorax, RSNA Pneumonia or a user's CSV / imagefolder export (``csv``, named only: its columns must be
+"""Which adapter reads a data dir: NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG, PadChest,
+SIIM-ACR Pneumothorax, RSNA Pneumonia or a user's CSV / imagefolder export (``csv``, named only: its columns must be
 given)."""
 
 from __future__ import annotations
@@ -7,12 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxrprobe.data.chexpert import VIEWS, is_chexpert, locate_chexpert
+from cxrprobe.data.chexpert import is_chexpert, locate_chexpert
 from cxrprobe.data.dicom import DICOM_WINDOWS
 from cxrprobe.data.generic import Columns, locate_csv
 from cxrprobe.data.grey import INTENSITIES
 from cxrprobe.data.mimic import is_mimic, locate_mimic
 from cxrprobe.data.nih import locate_dataset as locate_nih
+from cxrprobe.data.padchest import DEFAULT_TOP_CLASSES, is_padchest, locate_padchest
+from cxrprobe.data.padchest import VIEWS as PADCHEST_VIEWS
 from cxrprobe.data.policies import LabelPolicy
 from cxrprobe.data.rsna import is_rsna, locate_rsna
 from cxrprobe.data.siim import is_siim, locate_siim
@@ -20,15 +22,15 @@ from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
 from cxrprobe.data.table import LocatedDataset
 from cxrprobe.errors import InputError
 
-DATASETS = ("auto", "nih", "chexpert", "mimic", "siim", "rsna", "csv")
+DATASETS = ("auto", "nih", "chexpert", "mimic", "padchest", "siim", "rsna", "csv")
 
 
 def detect(data_dir: Path) -> str:
     """``chexpert`` where the folder holds CheXpert's train.csv, ``mimic`` where it holds
-    MIMIC-CXR-JPG's split table, ``siim`` SIIM-ACR's train-rle.csv, ``rsna`` RSNA Pneumonia's
+    MIMIC-CXR-JPG's split table, ``padchest`` PadChest's table, ``siim`` SIIM-ACR's train-rle.csv, ``rsna`` RSNA Pneumonia's
     stage_2_train_labels.csv, else ``nih``."""
-    found = next((name for name, holds in (("chexpert", is_chexpert), ("mimic", is_mimic), ("siim", is_siim),
-                                                     ("rsna", is_rsna))
+    found = next((name for name, holds in (("chexpert", is_chexpert), ("mimic", is_mimic),
+                                                     ("padchest", is_padchest), ("siim", is_siim), ("rsna", is_rsna))
                   if holds(Path(data_dir))), None)
     return found or "nih"
 
@@ -38,7 +40,7 @@ class DatasetOptions:
     """What names and reads a dataset: its adapter, and the choices the adapters take, flat as
     on the command line (embed's and adapt's options extend it)."""
 
-    dataset: str = "auto"  # nih, chexpert, mimic, siim, rsna, csv, or detected from the data dir
+    dataset: str = "auto"  # nih, chexpert, mimic, padchest, siim, rsna, csv, or detected from the data dir
     uncertain: str = "ignore"  # CheXpert's -1: ignore (unknown), zero or one
     blank: str = "negative"  # an unmentioned label: negative or ignore (unknown)
     views: str = "frontal"  # CheXpert, MIMIC-CXR: frontal (AP and PA), AP, PA, lateral or all
@@ -49,6 +51,9 @@ class DatasetOptions:
     val_seed: int = DEFAULT_VAL_SEED
     intensity: str = "bits"  # how a 16-bit image becomes 8 bits (data.images.Preprocessing)
     dicom_window: str = "voi"  # how a DICOM file's values are shown (data.dicom)
+    named_classes: tuple[str, ...] | None = None  # PadChest's --classes (default: the top_classes most frequent)
+    top_classes: int = DEFAULT_TOP_CLASSES
+    label_method: str = "all"  # PadChest: all, or physician (its radiologist-labelled images)
 
     def __post_init__(self) -> None:
         self.policy  # noqa: B018 -- an unknown policy name is an input error before anything is read
@@ -69,8 +74,8 @@ def locate(data_dir: Path, options: DatasetOptions = DatasetOptions()) -> tuple[
     """The dataset's metadata, each row's image file, and notes for the user."""
     if options.dataset not in DATASETS:
         raise InputError(f"--dataset must be one of {', '.join(DATASETS)}, got {options.dataset!r}")
-    if options.views not in VIEWS:
-        raise InputError(f"--views must be one of {', '.join(VIEWS)}, got {options.views!r}")
+    if options.views not in PADCHEST_VIEWS:  # CheXpert's and MIMIC's, and PadChest's AP_horizontal
+        raise InputError(f"--views must be one of {', '.join(PADCHEST_VIEWS)}, got {options.views!r}")
     if (options.dataset == "csv") != (options.columns is not None):
         raise InputError("--label-cols (and --image-col) go with --dataset csv, and it needs them")
     data_dir = Path(data_dir)
@@ -80,6 +85,10 @@ def locate(data_dir: Path, options: DatasetOptions = DatasetOptions()) -> tuple[
                           options.val_seed)
     if name == "chexpert":
         return locate_chexpert(data_dir, options.policy, options.views, options.val_fraction, options.val_seed)
+    if name == "padchest":
+        return locate_padchest(data_dir, classes=options.named_classes, top_classes=options.top_classes,
+                               views=options.views, label_method=options.label_method,
+                               val_fraction=options.val_fraction, val_seed=options.val_seed)
     if name in ("siim", "rsna"):
         return (locate_siim if name == "siim" else locate_rsna)(data_dir, options.val_fraction, options.val_seed)
     if name == "mimic":  # its official split, validation included
