@@ -1,6 +1,6 @@
 """Which adapter reads a data dir: NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG, PadChest,
-SIIM-ACR Pneumothorax, RSNA Pneumonia or a user's CSV / imagefolder export (``csv``, named only: its columns must be
-given)."""
+SIIM-ACR Pneumothorax, RSNA Pneumonia or a user's CSV / imagefolder export (``csv``, named
+only: its columns must be given)."""
 
 from __future__ import annotations
 
@@ -23,16 +23,15 @@ from cxrprobe.data.table import LocatedDataset
 from cxrprobe.errors import InputError
 
 DATASETS = ("auto", "nih", "chexpert", "mimic", "padchest", "siim", "rsna", "csv")
+DETECTED = (("chexpert", is_chexpert), ("mimic", is_mimic), ("padchest", is_padchest), ("siim", is_siim),
+            ("rsna", is_rsna))
 
 
 def detect(data_dir: Path) -> str:
-    """``chexpert`` where the folder holds CheXpert's train.csv, ``mimic`` where it holds
-    MIMIC-CXR-JPG's split table, ``padchest`` PadChest's table, ``siim`` SIIM-ACR's train-rle.csv, ``rsna`` RSNA Pneumonia's
-    stage_2_train_labels.csv, else ``nih``."""
-    found = next((name for name, holds in (("chexpert", is_chexpert), ("mimic", is_mimic),
-                                                     ("padchest", is_padchest), ("siim", is_siim), ("rsna", is_rsna))
-                  if holds(Path(data_dir))), None)
-    return found or "nih"
+    """The first dataset whose table the folder holds (CheXpert's train.csv, MIMIC-CXR-JPG's
+    split table, PadChest's table, SIIM-ACR's train-rle.csv, RSNA's stage_2_train_labels.csv),
+    else ``nih``."""
+    return next((name for name, holds in DETECTED if holds(Path(data_dir))), "nih")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +42,7 @@ class DatasetOptions:
     dataset: str = "auto"  # nih, chexpert, mimic, padchest, siim, rsna, csv, or detected from the data dir
     uncertain: str = "ignore"  # CheXpert's -1: ignore (unknown), zero or one
     blank: str = "negative"  # an unmentioned label: negative or ignore (unknown)
-    views: str = "frontal"  # CheXpert, MIMIC-CXR: frontal (AP and PA), AP, PA, lateral or all
+    views: str = "frontal"  # CheXpert, MIMIC-CXR, PadChest: frontal, AP, PA, AP_horizontal, lateral or all
     labeler: str = "chexpert"  # MIMIC-CXR's label table: chexpert or negbio
     columns: Columns | None = None  # csv: which columns hold the image, labels, patient...
     labels_file: Path | None = None  # csv: the table (default: imagefolder's metadata.csv / .jsonl)
