@@ -108,3 +108,28 @@ def test_pixel_cache_refuses_an_undecodable_training_image(small_dataset, tmp_pa
     with pytest.raises(DataError, match="empty file"):
         build_pixel_cache([good, str(broken)], tmp_path / "p.npy", Preprocessing(image_size=32), workers=0)
     assert not (tmp_path / "p.npy").exists() and len(list(tmp_path.iterdir())) == 1
+
+
+def test_pixel_cache_scales_sixteen_bit_images_by_their_recorded_depth(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from cxrprobe.data.images import Preprocessing
+    from cxrprobe.train.pixels import build_pixel_cache, decoded_by_adapt, pixel_record
+
+    values = (np.arange(32 * 32).reshape(32, 32) % 2048).astype(np.uint16)  # the lower half of 12 bits
+    paths = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    for path in paths:
+        Image.fromarray(values).save(path)
+    prep = Preprocessing(image_size=32)
+    pixels = build_pixel_cache(paths, tmp_path / "pixels-train.npy", prep, workers=0, bits_stored=[12, 0])
+    assert np.array_equal(pixels[0], np.rint(values * (255 / 4095)).astype(np.uint8))  # dim, as stored
+    assert pixels[1].max() == 255  # no depth recorded: its own range
+    (tmp_path / "pixels-train.source").write_text(pixel_record(["a", "b"], paths, prep, [12, 0]))
+    assert json.loads(pixel_record(["a"], paths[:1], prep))["files"][0][-1] != 12  # the depth is part of a file's record
+    # embed reuses a decoded image only when the metadata gives it the same depth
+    assert decoded_by_adapt(tmp_path, ["a", "b"], paths, prep, [12, 0]).where == ((0, 0), (0, 1))
+    assert decoded_by_adapt(tmp_path, ["a", "b"], paths, prep, [10, 0]).where == (None, (0, 1))
+    assert decoded_by_adapt(tmp_path, ["a", "b"], paths, prep).where == (None, (0, 1))

@@ -47,26 +47,32 @@ def test_the_whole_real_table(tmp_path, real_rows):
     assert "103 images have no label list" in notes[0]
     physician = load_padchest_metadata(tmp_path, views="all", label_method="physician")[0].table
     assert len(physician) == sum(r[col["MethodLabel"]] == "Physician" and r[col["Labels"]] != "nan" for r in real_rows[1:])
+    depth = {r[col["ImageID"]]: int(r[header.index("BitsStored_DICOM")]) for r in real_rows[1:]}
+    assert metadata.bits_stored.tolist() == [depth[i] for i in table.image_ids]  # 12 or 10, row by row
     named = load_padchest_metadata(tmp_path, classes=("pacemaker", "nodule"))[0]
     assert named.table.classes == ("pacemaker", "nodule") and named.label_policy["classes"] == "named"
 
 
 def padchest_folder(root, real_rows, n_images=120):
+    """The first ``n_images`` frontal labelled rows, each with a 16-bit PNG of values within
+    its ``BitsStored_DICOM`` depth (the first one's in the lower half only, as a dim image's)."""
     header = real_rows[0]
-    image, folder, projection, labels = (header.index(n) for n in ("ImageID", "ImageDir", "Projection", "Labels"))
+    image, folder, projection, labels, bits = (header.index(n) for n in ("ImageID", "ImageDir", "Projection",
+                                                                           "Labels", "BitsStored_DICOM"))
     rows = [r for r in real_rows[1:5000] if r[projection] in ("PA", "AP") and r[labels] != "nan"][:n_images]
     root.mkdir()
     with open(root / TABLE, "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
     rng = np.random.default_rng(0)
-    for row in rows:
+    for k, row in enumerate(rows):
         (root / row[folder]).mkdir(exist_ok=True)
-        Image.fromarray(rng.integers(0, 4096, (48, 48)).astype(np.uint16)).save(root / row[folder] / row[image])
-    return root
+        top = 2 ** int(row[bits]) // (2 if k == 0 else 1)
+        Image.fromarray(rng.integers(0, top, (48, 48)).astype(np.uint16)).save(root / row[folder] / row[image])
+    return root, rows[0][folder], rows[0][image], int(rows[0][bits])
 
 
 def test_embed_info_fewshot_on_a_padchest_layout(tmp_path, cli, real_rows):
-    data = padchest_folder(tmp_path / "padchest", real_rows)
+    data, folder, first, depth = padchest_folder(tmp_path / "padchest", real_rows)
     cache = tmp_path / "padchest.h5"
     embedded = cli("embed", "--data-dir", data, "--out", cache, *TINY, "--top-classes", "3")
     assert embedded.code == 0, embedded.stderr
@@ -77,17 +83,34 @@ def test_embed_info_fewshot_on_a_padchest_layout(tmp_path, cli, real_rows):
     grid = cli("fewshot", "--cache", cache, "--shots", "1", "--seeds", "2", "--heads", "prototype", "--jobs", "1",
                "--out", out, "--allow-undefined")
     assert grid.code == 0, grid.stderr
+    # the dim first image was scaled by its recorded depth: it embeds as the 8-bit PNG of those
+    # values does, not as its own range stretched to white would
+    sixteen = np.asarray(Image.open(data / folder / first)).astype(np.int64)
+    by_depth = np.rint(sixteen * (255 / (2**depth - 1))).astype(np.uint8)
+    assert by_depth.max() < 200
+    Image.fromarray(by_depth, mode="L").save(data / folder / first)
+    again = tmp_path / "eight-bit.h5"
+    assert cli("embed", "--data-dir", data, "--out", again, *TINY, "--top-classes", "3").code == 0
+    from cxrprobe.cache.reader import FeatureCache
+
+    with FeatureCache(cache) as a, FeatureCache(again) as b:
+        row, scaled, eight_bit = a.table.image_ids.tolist().index(first), a.embeddings(), b.embeddings()
+    assert np.array_equal(scaled[row], eight_bit[row])
+    others = np.arange(len(scaled)) != row
+    assert np.array_equal(scaled[others], eight_bit[others])
 
 
 @pytest.mark.parametrize("flags, change, phrase", [
     ((), lambda rows: [rows[0], [v if i != rows[0].index("Labels") else "pacemaker" for i, v in enumerate(rows[1])],
                        *rows[2:]], "line 2: Labels 'pacemaker' is not a list of quoted labels"),
+    ((), lambda rows: [rows[0], [v if i != rows[0].index("BitsStored_DICOM") else "twelve" for i, v in
+                                 enumerate(rows[1])], *rows[2:]], "line 2: BitsStored_DICOM 'twelve' is not a bit depth"),
     (("--classes", "pacemaker,dragon"), None, "--classes: 'dragon' is no PadChest label of these images"),
     (("--label-method", "nurse"), None, "--label-method must be one of all, physician"),
     (("--views", "sideways"), None, "--views must be one of"),
 ])
 def test_bad_padchest_input_ends_in_one_line(tmp_path, cli, real_rows, flags, change, phrase):
-    data = padchest_folder(tmp_path / "padchest", real_rows, n_images=30)
+    data = padchest_folder(tmp_path / "padchest", real_rows, n_images=30)[0]
     if change is not None:
         rewrite_csv(data / TABLE, change)
     before = snapshot(tmp_path)

@@ -226,8 +226,9 @@ def _loaders(options: AdaptOptions, out: Path, dataset: LocatedDataset, rows: di
     table, workers = dataset.metadata.table, default_workers(options.workers, device)
     loaders = {}
     for split in ("train", "val"):
+        bits = dataset.metadata.bit_depths(rows[split])
         pixels = _pixels_for(out, split, dataset.paths[rows[split]].tolist(), table.image_ids[rows[split]].tolist(),
-                             loaded.preprocessing, workers, notify)
+                             loaded.preprocessing, workers, notify, bits)
         targets = np.where(table.known[rows[split]], table.labels[rows[split]], np.nan).astype(np.float32)
         pixel_set = PixelDataset(pixels, targets, augment=split == "train", seed=options.seed)
         batch_size = options.batch_size if split == "train" else options.batch_size * 2
@@ -375,12 +376,12 @@ def _open_pixels(path: Path) -> np.ndarray:
 
 
 def _pixels_for(out: Path, split: str, paths: list[str], image_ids: list[str], prep: Preprocessing,
-                workers: int, notify: Notify) -> np.ndarray:
+                workers: int, notify: Notify, bits_stored: list[int] | None = None) -> np.ndarray:
     """The split's pixel cache in ``out``: reused when it records this very image set (its
     ``.source`` file) and has its shape, else decoded anew. A file there that is no pixel cache
     is refused."""
     cache, record = out / f"pixels-{split}.npy", out / f"pixels-{split}.source"
-    source = pixel_record(image_ids, paths, prep)
+    source = pixel_record(image_ids, paths, prep, bits_stored)
     if cache.is_file():
         pixels = _open_pixels(cache)
         recorded = record.read_text() if record.is_file() else None
@@ -388,6 +389,6 @@ def _pixels_for(out: Path, split: str, paths: list[str], image_ids: list[str], p
             return pixels
         del pixels  # its memory map, before the file is replaced
     notify(f"decoding {len(paths):,} {split} images once into {cache.name}")
-    pixels = build_pixel_cache(paths, cache, prep, workers)
+    pixels = build_pixel_cache(paths, cache, prep, workers, bits_stored=bits_stored)
     write_new_file(record, source.encode())
     return pixels

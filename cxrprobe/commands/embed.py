@@ -146,14 +146,16 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
         writer = _open_or_create_shard(partial, spec, options, manifest, loaded, metadata, missing, notify,
                                        checkpoint_file, hardware(device))
         workers = usable_cores() if options.workers is None else options.workers
+        bits = metadata.bit_depths(present)
         decoded = None
         if options.checkpoint is not None:  # the run decoded its train and val images once already
             decoded = decoded_by_adapt(Path(options.checkpoint), manifest.image_ids.tolist(), paths[present].tolist(),
-                                       loaded.preprocessing)
+                                       loaded.preprocessing, bits)
             notify(f"{decoded.count():,} of {len(manifest):,} images come decoded from the adapt run's pixel caches")
         notify(f"embedding {len(manifest):,} images {running_on(device, precision)}")
         with writer:
-            batches_run = fill_shard(writer, paths[present].tolist(), loaded, precision, workers, progress, decoded)
+            batches_run = fill_shard(writer, paths[present].tolist(), loaded, precision, workers, progress, decoded,
+                                     bits)
         summary = write_cache(out, [partial])
         partial.unlink()
     return EmbedResult(out, summary.rows, summary.failures, missing, len(table), batches_run, time.perf_counter() - started)
@@ -242,14 +244,16 @@ def _open_or_create_shard(
 
 def fill_shard(
     writer: ShardWriter, paths: list[str], loaded: LoadedModel, precision: str, workers: int,
-    progress: Progress | None = None, decoded: DecodedBefore | None = None,
+    progress: Progress | None = None, decoded: DecodedBefore | None = None, bits_stored: list[int] | None = None,
 ) -> int:
     """Embed the shard's pending batches; ``paths`` are the shard's own rows (``decoded``, rows
-    already decoded elsewhere). Returns batches run."""
+    already decoded elsewhere; ``bits_stored``, their bit depths, 0 where unknown). Returns
+    batches run."""
     if len(paths) != writer.n_rows:
         raise ValueError(f"{len(paths)} paths for a shard of {writer.n_rows} rows")
     batches = writer.pending_batches()
-    loader = make_loader(paths, loaded.preprocessing, batches, workers, loaded.device.type == "cuda", decoded)
+    loader = make_loader(paths, loaded.preprocessing, batches, workers, loaded.device.type == "cuda", decoded,
+                         bits_stored)
     done = writer.n_rows - sum(len(b) for b in batches)
     if progress:
         progress(done, writer.n_rows)

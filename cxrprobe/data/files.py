@@ -70,21 +70,22 @@ def collector_paused() -> Iterator[None]:
 
 
 def read_dataset_table(data_dir: Path, name: str, columns: tuple[str, ...], dataset: str,
-                       expected: str = "") -> tuple[Path, dict[str, list[str]]]:
-    """A dataset's table ``name`` (or its .gz) in ``data_dir``, and ``columns`` of it, read with
-    the collector paused; its absence names the dataset."""
+                       expected: str = "", optional: tuple[str, ...] = ()) -> tuple[Path, dict[str, list[str]]]:
+    """A dataset's table ``name`` (or its .gz) in ``data_dir``, and ``columns`` of it (and those
+    of ``optional`` it has), read with the collector paused; its absence names the dataset."""
     path = find_table(Path(data_dir), name)
     if path is None:
         raise DataError(f"no {dataset} {name} in {data_dir} (or {name}.gz)")
     with collector_paused():
-        return path, read_csv_columns(path, columns, expected)
+        return path, read_csv_columns(path, columns, expected, optional)
 
 
-def read_csv_columns(path: Path, columns: tuple[str, ...] | None = None, expected: str = "") -> dict[str, list[str]]:
+def read_csv_columns(path: Path, columns: tuple[str, ...] | None = None, expected: str = "",
+                     optional: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """Column name -> its values, for ``columns`` (None: every column) of the CSV table at
-    ``path``; a missing column (``expected`` says what the table should have), a short row or
-    an unreadable table is one DataError. Only the columns asked for are built: cheaper than
-    transposing every row."""
+    ``path``, and those of ``optional`` it has; a missing column (``expected`` says what the
+    table should have), a short row or an unreadable table is one DataError. Only the columns
+    asked for are built: cheaper than transposing every row."""
     data = read_bytes(path)
     text = decoded(path, data)
     plain = _plain_fields(data, text)
@@ -98,7 +99,7 @@ def read_csv_columns(path: Path, columns: tuple[str, ...] | None = None, expecte
         header, fields = plain
     header = [h.strip() for h in header]
     _check_columns(path, header, columns, expected)
-    wanted = header if columns is None else columns
+    wanted = header if columns is None else (*columns, *(c for c in optional if c in header))
     if plain is not None:
         return {c: fields[header.index(c)::len(header)] for c in wanted}
     if body and min(map(len, body)) < len(header):

@@ -171,12 +171,15 @@ class DecodedBefore:
 
 class ImageFiles(torch.utils.data.Dataset):
     """Map-style dataset over file paths; item ``i`` is row ``i`` decoded (or read from what
-    ``decoded_before`` holds), or its failure."""
+    ``decoded_before`` holds), or its failure. ``bits_stored``: each row's bit depth where the
+    metadata records one, else 0."""
 
-    def __init__(self, paths: Sequence[str], prep: Preprocessing, decoded_before: DecodedBefore | None = None) -> None:
+    def __init__(self, paths: Sequence[str], prep: Preprocessing, decoded_before: DecodedBefore | None = None,
+                 bits_stored: Sequence[int] | None = None) -> None:
         self.paths = list(paths)
         self.prep = prep
         self.decoded_before = decoded_before
+        self.bits_stored = None if bits_stored is None else [int(b) or None for b in bits_stored]
         self._maps: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -194,7 +197,10 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, row: int) -> DecodedItem:
         try:
             pixels = self._decoded_before(row)
-            return DecodedItem(row, pixels if pixels is not None else load_grey(self.paths[row], self.prep), "")
+            if pixels is None:
+                bits = self.bits_stored[row] if self.bits_stored is not None else None
+                pixels = load_grey(self.paths[row], self.prep, bits)
+            return DecodedItem(row, pixels, "")
         except ImageDecodeError as exc:
             return DecodedItem(row, None, str(exc))
         except OSError as exc:  # vanished or unreadable between listing and decoding
@@ -227,10 +233,11 @@ def make_loader(
     workers: int,
     pin_memory: bool = False,
     decoded_before: DecodedBefore | None = None,
+    bits_stored: Sequence[int] | None = None,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader yielding DecodedBatch for each given batch of rows, in order."""
     return torch.utils.data.DataLoader(
-        ImageFiles(paths, prep, decoded_before),
+        ImageFiles(paths, prep, decoded_before, bits_stored),
         batch_sampler=[list(b) for b in batches],
         num_workers=workers,
         collate_fn=collate_decoded,

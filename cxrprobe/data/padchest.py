@@ -8,7 +8,9 @@ and ``Labels``, a Python-list *string* (``['pacemaker', 'chronic changes']``), p
 a pattern, never evaluated. About 190 labels occur: the label set is the classes a user names
 or the ``top_classes`` most frequent among the *training* images (never counted on test),
 ``normal`` apart: it is the normal rule (``['normal']``). Rows without a label list (``nan``)
-are left out and counted. There is no official split: a seeded patient-disjoint one.
+are left out and counted. There is no official split: a seeded patient-disjoint one. The
+16-bit PNGs hold values of ``BitsStored_DICOM`` bits (12 or 10): the ``bits`` intensity
+policy scales each by its own depth.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from cxrprobe.labels import NORMAL_IF_NO_FINDING, LabelSet
 DATASET_NAME = "padchest"
 TABLE = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
 COLUMNS = ("ImageID", "PatientID", "StudyID", "Projection", "MethodLabel", "Labels")
+BITS_COLUMN = "BitsStored_DICOM"
 NORMAL = "normal"
 LABEL_LIST = re.compile(r"\[\s*(?:'[^']*'\s*(?:,\s*'[^']*'\s*)*)?\]")
 LABEL = re.compile(r"'([^']*)'")
@@ -53,7 +56,8 @@ def load_padchest_metadata(data_dir: Path, classes: tuple[str, ...] | None = Non
         raise InputError(f"--label-method must be one of {', '.join(LABEL_METHODS)}, got {label_method!r}")
     if top_classes < 1:
         raise InputError(f"--top-classes must be at least 1, got {top_classes}")
-    path, table = read_dataset_table(data_dir, TABLE, COLUMNS, "PadChest", f"the PadChest table has {', '.join(COLUMNS)}")
+    path, table = read_dataset_table(data_dir, TABLE, COLUMNS, "PadChest", f"the PadChest table has {', '.join(COLUMNS)}",
+                                     optional=(BITS_COLUMN,))
     lists = [_labels(cell, path.name, line) for line, cell in enumerate(table["Labels"], start=2)]
     projection = np.array([p.strip() for p in table["Projection"]], dtype=str)
     keep = _view_mask(projection, views) & np.array([found is not None for found in lists])
@@ -85,8 +89,15 @@ def load_padchest_metadata(data_dir: Path, classes: tuple[str, ...] | None = Non
         label_set=LabelSet.from_classes(chosen, NORMAL_IF_NO_FINDING),
     )
     policy = {"classes": how, "label_method": label_method}
+    if BITS_COLUMN in table:
+        bits = _bits_stored([table[BITS_COLUMN][i] for i in rows], rows, path.name)[order]
+    else:
+        bits = None
+        notes.append(f"{path.name} has no {BITS_COLUMN} column: 16-bit images are scaled by --intensity "
+                     "without their bit depth")
     return DatasetMetadata(table=out, label_source=path.name, val_fraction=val_fraction, val_seed=val_seed,
-                           dataset=DATASET_NAME, label_policy=policy, test_source=test_source), notes
+                           dataset=DATASET_NAME, label_policy=policy, test_source=test_source,
+                           bits_stored=bits), notes
 
 
 def locate_padchest(data_dir: Path, **options: object) -> tuple[LocatedDataset, list[str]]:
@@ -103,6 +114,19 @@ def _labels(cell: str, source: str, line: int) -> frozenset[str] | None:
     if LABEL_LIST.fullmatch(cell) is None:
         raise DataError(f"{source}: line {line}: Labels {cell[:60]!r} is not a list of quoted labels")
     return frozenset(label.strip() for label in LABEL.findall(cell) if label.strip())
+
+
+def _bits_stored(cells: list[str], rows: np.ndarray, source: str) -> np.ndarray:
+    """Each cell's bit depth, 1 to 16; a blank one is 0 (not recorded)."""
+    depths = np.zeros(len(cells), dtype=np.int64)
+    for k, cell in enumerate(cells):
+        cell = cell.strip()
+        if not cell or cell == NO_LABELS:
+            continue
+        if not cell.isdigit() or not 1 <= int(cell) <= 16:
+            raise DataError(f"{source}: line {rows[k] + 2}: {BITS_COLUMN} {cell[:20]!r} is not a bit depth of 1 to 16")
+        depths[k] = int(cell)
+    return depths
 
 
 def _classes(lists: list[frozenset[str]], split: np.ndarray, named: tuple[str, ...] | None,

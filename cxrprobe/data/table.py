@@ -124,7 +124,8 @@ class DatasetMetadata:
 
     ``origin`` is "bundled" when the label table is cxrprobe's own copy of NIH's, else "data
     dir"; ``label_policy`` what turned uncertain and unmentioned labels into 0, 1 or unknown
-    (None for datasets without them, as NIH).
+    (None for datasets without them, as NIH); ``bits_stored`` each row's bit depth of its 16-bit
+    values where the metadata records one (PadChest), else 0, or None for none recorded.
     """
 
     table: ImageTable
@@ -135,6 +136,11 @@ class DatasetMetadata:
     dataset: str = "nih-chestxray14"
     label_policy: dict | None = None
     test_source: str = "official test list"
+    bits_stored: np.ndarray | None = None
+
+    def bit_depths(self, rows: np.ndarray) -> list[int] | None:
+        """The bit depths of ``rows`` (0 where unknown), or None where the metadata records none."""
+        return None if self.bits_stored is None else self.bits_stored[rows].tolist()
 
 
 @dataclass(frozen=True)

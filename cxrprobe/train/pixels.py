@@ -27,8 +27,10 @@ if TYPE_CHECKING:
     from torchvision.transforms import v2
 
 
-def build_pixel_cache(paths: list[str], out: Path, prep: Preprocessing, workers: int, batch_size: int = 64) -> np.ndarray:
-    """Decode every path into ``out`` (a .npy memory map); returns it opened read-only.
+def build_pixel_cache(paths: list[str], out: Path, prep: Preprocessing, workers: int, batch_size: int = 64,
+                      bits_stored: list[int] | None = None) -> np.ndarray:
+    """Decode every path (its bit depth from ``bits_stored``, 0 where unknown) into ``out`` (a
+    .npy memory map); returns it opened read-only.
 
     Written under a temporary name and renamed, so a present file is always whole. A file that
     fails to decode is an error here: the training set is chosen before the cache is built.
@@ -40,7 +42,7 @@ def build_pixel_cache(paths: list[str], out: Path, prep: Preprocessing, workers:
         # The memory map starts sparse: on a full disk, writing its pages would kill the process
         # with SIGBUS. Reserving the blocks first turns that into an ordinary OSError (ENOSPC).
         reserve_blocks(tmp)
-        for batch in make_loader(paths, prep, batch_ranges(len(paths), batch_size), workers):
+        for batch in make_loader(paths, prep, batch_ranges(len(paths), batch_size), workers, bits_stored=bits_stored):
             if batch.failures:
                 row, reason = batch.failures[0]
                 raise DataError(f"{paths[row]} cannot be decoded ({reason}); leave it out of training")
@@ -50,14 +52,15 @@ def build_pixel_cache(paths: list[str], out: Path, prep: Preprocessing, workers:
     return np.load(out, mmap_mode="r")
 
 
-def pixel_record(image_ids: list[str], paths: list[str], prep: Preprocessing) -> str:
+def pixel_record(image_ids: list[str], paths: list[str], prep: Preprocessing,
+                 bits_stored: list[int] | None = None) -> str:
     """What a pixel cache holds, as JSON: which images, from which files (their size and
-    modification time too, so a file replaced in place counts as new), in which order, resized
-    how. A run dir's cache is reused only when its recorded ``.source`` is this very text
+    modification time too, so a file replaced in place counts as new, and the bit depth the
+    metadata gave), in which order, resized how. A run dir's cache is reused only when its recorded ``.source`` is this very text
     (``--force`` onto a run dir of another image set must not train on the old pixels, even
     when the counts agree), and embed reads an image from it only when its file and the
     resizing are the same (``decoded_by_adapt``)."""
-    files = [_file(p) for p in paths]
+    files = [_file(p, b) for p, b in zip(paths, _depths(bits_stored, len(paths)))]
     return json.dumps({"image_ids": [str(i) for i in image_ids], "files": files, "resize": _resize_settings(prep)},
                       sort_keys=True)
 
@@ -66,9 +69,11 @@ def _resize_settings(prep: Preprocessing) -> dict:
     return {k: v for k, v in asdict(prep).items() if k not in ("mean", "std")}  # the cache holds raw uint8
 
 
-def decoded_by_adapt(run_dir: Path, image_ids: list[str], paths: list[str], prep: Preprocessing) -> DecodedBefore:
+def decoded_by_adapt(run_dir: Path, image_ids: list[str], paths: list[str], prep: Preprocessing,
+                     bits_stored: list[int] | None = None) -> DecodedBefore:
     """Which of these images an adapt run dir's pixel caches already hold, decoded and resized
-    as ``prep`` says from the very same files: those need no PNG decoding again."""
+    as ``prep`` says from the very same files (of the same bit depth): those need no PNG
+    decoding again."""
     files, known = [], {}
     for split in ("train", "val"):
         cache, record = Path(run_dir) / f"pixels-{split}.npy", Path(run_dir) / f"pixels-{split}.source"
@@ -83,8 +88,8 @@ def decoded_by_adapt(run_dir: Path, image_ids: list[str], paths: list[str], prep
         for at, (image_id, file) in enumerate(entries):
             known[image_id] = (len(files), at, file)
         files.append(str(cache))
-    where = [None if (hit := known.get(str(image_id))) is None or hit[2] != _file(path) else hit[:2]
-             for image_id, path in zip(image_ids, paths)]
+    where = [None if (hit := known.get(str(image_id))) is None or hit[2] != _file(path, bits) else hit[:2]
+             for image_id, path, bits in zip(image_ids, paths, _depths(bits_stored, len(paths)))]
     return DecodedBefore(tuple(files), tuple(where))
 
 
@@ -96,17 +101,23 @@ def _entries(content: object, prep: Preprocessing) -> list[tuple[str, tuple]] | 
     ids, files = content.get("image_ids"), content.get("files")
     if not (isinstance(ids, list) and isinstance(files, list) and len(ids) == len(files)):
         return None
-    if not all(isinstance(f, list) and len(f) == 3 for f in files):
+    if not all(isinstance(f, list) and len(f) in (3, 4) for f in files):
         return None
     return [(str(i), tuple(f)) for i, f in zip(ids, files)]
 
 
-def _file(path: str) -> tuple[str, int, int] | None:
+def _file(path: str, bits_stored: int = 0) -> tuple | None:
+    """(path, size, mtime), and the bit depth where known: a record without one (an image of
+    a dataset that records none) reads as it always did."""
     try:
         stat = os.stat(path)
     except OSError:  # gone: decoding will say so
         return None
-    return str(path), stat.st_size, stat.st_mtime_ns
+    return (str(path), stat.st_size, stat.st_mtime_ns, *((int(bits_stored),) if bits_stored else ()))
+
+
+def _depths(bits_stored: list[int] | None, n: int) -> list[int]:
+    return [0] * n if bits_stored is None else list(bits_stored)
 
 
 def paper_augmentation() -> v2.Compose:
