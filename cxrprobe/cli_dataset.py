@@ -11,7 +11,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 FLAGS: tuple[tuple[str, Any, Any], ...] = (  # (parameter, type with its typer option, default)
-    ("dataset", Annotated[str, typer.Option("--dataset", help="nih, chexpert, mimic, padchest, siim, rsna, csv (your own table: --label-cols ...), or auto (detected from the data dir).")], "auto"),
+    ("dataset", Annotated[str, typer.Option("--dataset", help="nih, chexpert, mimic, padchest, siim, rsna, vindr, csv (your own table: --label-cols ...), or auto (detected from the data dir).")], "auto"),
     ("uncertain", Annotated[str, typer.Option(help="An uncertain label (CheXpert's -1): ignore (unknown: not fitted, not scored), zero or one.")], "ignore"),
     ("blank", Annotated[str, typer.Option(help="An unmentioned label (blank): negative (as the CheXpert authors) or ignore (unknown).")], "negative"),
     ("views", Annotated[str, typer.Option(help="CheXpert / MIMIC-CXR / PadChest views: frontal (AP and PA; PadChest's AP_horizontal too), AP, PA, AP_horizontal (PadChest), lateral or all.")], "frontal"),

@@ -1,6 +1,6 @@
 """Which adapter reads a data dir: NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG, PadChest,
-SIIM-ACR Pneumothorax, RSNA Pneumonia or a user's CSV / imagefolder export (``csv``, named
-only: its columns must be given)."""
+SIIM-ACR Pneumothorax, RSNA Pneumonia, VinDr-CXR or a user's CSV / imagefolder export
+(``csv``, named only: its columns must be given)."""
 
 from __future__ import annotations
 
@@ -20,17 +20,19 @@ from cxrprobe.data.rsna import is_rsna, locate_rsna
 from cxrprobe.data.siim import is_siim, locate_siim
 from cxrprobe.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SEED
 from cxrprobe.data.table import LocatedDataset
+from cxrprobe.data.vindr import is_vindr, locate_vindr
 from cxrprobe.errors import InputError
 
-DATASETS = ("auto", "nih", "chexpert", "mimic", "padchest", "siim", "rsna", "csv")
-DETECTED = (("chexpert", is_chexpert), ("mimic", is_mimic), ("padchest", is_padchest), ("siim", is_siim),
-            ("rsna", is_rsna))
+DATASETS = ("auto", "nih", "chexpert", "mimic", "padchest", "siim", "rsna", "vindr", "csv")
+# VinDr-CXR first: Kaggle's VinDr table is a train.csv too, which CheXpert's detector would claim
+DETECTED = (("vindr", is_vindr), ("chexpert", is_chexpert), ("mimic", is_mimic), ("padchest", is_padchest),
+            ("siim", is_siim), ("rsna", is_rsna))
 
 
 def detect(data_dir: Path) -> str:
-    """The first dataset whose table the folder holds (CheXpert's train.csv, MIMIC-CXR-JPG's
-    split table, PadChest's table, SIIM-ACR's train-rle.csv, RSNA's stage_2_train_labels.csv),
-    else ``nih``."""
+    """The first dataset whose table the folder holds (VinDr-CXR's annotations/image_labels_train.csv
+    or Kaggle train.csv, CheXpert's train.csv, MIMIC-CXR-JPG's split table, PadChest's table,
+    SIIM-ACR's train-rle.csv, RSNA's stage_2_train_labels.csv), else ``nih``."""
     return next((name for name, holds in DETECTED if holds(Path(data_dir))), "nih")
 
 
@@ -39,7 +41,7 @@ class DatasetOptions:
     """What names and reads a dataset: its adapter, and the choices the adapters take, flat as
     on the command line (embed's and adapt's options extend it)."""
 
-    dataset: str = "auto"  # nih, chexpert, mimic, padchest, siim, rsna, csv, or detected from the data dir
+    dataset: str = "auto"  # nih, chexpert, mimic, padchest, siim, rsna, vindr, csv, or detected from the data dir
     uncertain: str = "ignore"  # CheXpert's -1: ignore (unknown), zero or one
     blank: str = "negative"  # an unmentioned label: negative or ignore (unknown)
     views: str = "frontal"  # CheXpert, MIMIC-CXR, PadChest: frontal, AP, PA, AP_horizontal, lateral or all
@@ -90,6 +92,8 @@ def locate(data_dir: Path, options: DatasetOptions = DatasetOptions()) -> tuple[
                                val_fraction=options.val_fraction, val_seed=options.val_seed)
     if name in ("siim", "rsna"):
         return (locate_siim if name == "siim" else locate_rsna)(data_dir, options.val_fraction, options.val_seed)
+    if name == "vindr":  # PhysioNet's official test split, or a seeded one for Kaggle's table
+        return locate_vindr(data_dir, options.val_fraction, options.val_seed)
     if name == "mimic":  # its official split, validation included
         return locate_mimic(data_dir, options.policy, options.views, options.labeler), []
     return locate_nih(data_dir, options.val_fraction, options.val_seed), []
