@@ -194,6 +194,9 @@ def fewshot(
     normals: Annotated[str, typer.Option(help="\"No Finding\" images in a per-finding set: N (as many as shots), natural (their share of the training pool), or a number (0: none).")] = "N",
     test_bootstrap: Annotated[int, typer.Option(help="Also resample the test patients this many times in every run: summary.csv then gives a CI over seeds and test sampling together, beside the seed CI (costs about that many AUC passes a run).")] = 0,
     aggregate: Annotated[str, typer.Option(help=AGGREGATE)] = "image",
+    test_cache: Annotated[Optional[Path], typer.Option("--test-cache", help="Score another dataset's cache (same weights) instead: its test split, on the classes the two share (cross-dataset).")] = None,
+    test_labels: Annotated[Optional[Path], typer.Option("--test-labels", help="Score the cache's test images against another label table of them, such as google2019_nih-chest-xray-labels.csv.gz (radiologist-adjudicated NIH labels).")] = None,
+    class_map: Annotated[Optional[Path], typer.Option("--class-map", help="With --test-cache or --test-labels: a CSV of test_class,cache_class pairs (a test class with several rows is scored by the highest; an empty cache_class leaves it out). Default: the shipped synonyms, or for --test-labels the shipped Google 2019 NIH map.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Few-shot probes on a cache: shots x seeds x heads, mean AUC with 95% CIs over seeds."""
@@ -215,7 +218,10 @@ def fewshot(
         result = run_fewshot(cache, shots=shot_levels, seeds=seeds, heads=head_list, jobs=jobs,
                              strict_shots=strict_shots, progress=progress, search=search, protocol=protocol,
                              allow_undefined=allow_undefined, support=support, normals=normal_count,
-                             test_bootstrap=test_bootstrap, aggregate=aggregate, out=out)
+                             test_bootstrap=test_bootstrap, aggregate=aggregate, test_cache=test_cache,
+                             test_labels=test_labels, class_map=class_map, out=out)
+    for note in (result.config["test_set"] or {}).get("notes", []):
+        typer.echo(f"cxrprobe fewshot: {note}", err=True)
     render_result(summary_curves(result.summary), result.config)
     typer.echo(f"results in {out} (summary.csv, runs.csv, per_class.csv, paired.csv, supports.csv, auc_vs_shots.png)")
 

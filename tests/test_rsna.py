@@ -15,6 +15,7 @@ from conftest import TINY
 from helpers import assert_one_line_error, rewrite_csv, snapshot
 
 from cxrprobe.data.rsna import load_rsna_metadata
+from cxrprobe.data.synthetic import write_nih_folder
 from cxrprobe.data.synthetic_dicom import write_dicom
 
 
@@ -63,6 +64,16 @@ def test_embed_and_info_on_an_rsna_layout(tmp_path, cli):
     assert summary["dataset"] == "rsna-pneumonia" and summary["classes"] == ["Pneumonia"]
     assert summary["rows"] == len(chosen) and summary["splits"]["test"]["images"] > 0
     assert "note: RSNA Pneumonia: its images are a re-annotated subset" in cli("info", cache).stdout
+    # scored as the external test of an NIH cache: said to be none, on NIH's Pneumonia
+    write_nih_folder(tmp_path / "nih", 60, seed=2, image_size=64)
+    assert cli("embed", "--data-dir", tmp_path / "nih", "--out", tmp_path / "nih.h5", *TINY).code == 0
+    out = tmp_path / "cross"
+    cross = cli("fewshot", "--cache", tmp_path / "nih.h5", "--test-cache", cache, "--shots", "1", "--seeds", "2",
+                "--heads", "prototype", "--jobs", "1", "--out", out)
+    assert cross.code == 0, cross.stderr
+    assert "so this is no independent external test" in cross.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["classes"] == ["Pneumonia"] and "no independent external test" in config["test_set"]["notes"][0]
 
 
 @pytest.mark.parametrize("change, phrase", [

@@ -73,6 +73,7 @@ def run_fewshot(
     splits: np.ndarray | None = None, patients: np.ndarray | None = None, text: object = None,
     image_ids: np.ndarray | None = None, known: np.ndarray | None = None, normal: np.ndarray | None = None,
     classes: Sequence[str] | None = None, study_ids: np.ndarray | None = None, aggregate: str = "image",
+    test_cache: Path | str | None = None, test_labels: Path | str | None = None, class_map: Path | str | None = None,
     out: Path | str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> FewshotResult:
@@ -81,6 +82,11 @@ def run_fewshot(
     "test") and ``patients``, with ``text`` (a TextPrompts) for the heads that use it, and
     optionally ``known`` [n, C], ``normal`` [n], ``classes`` and ``study_ids`` (see ``grid_data``).
     ``aggregate`` "study-max" or "study-mean" scores each test study from its images.
+
+    ``test_cache`` (a cache of another dataset, from the same weights) or ``test_labels`` (a
+    re-annotation of the cache's test images, such as Google's 2019 NIH labels) scores other
+    test labels, through ``class_map`` (a CSV of test_class,cache_class pairs; by default the
+    shipped synonyms, or for ``test_labels`` the shipped Google 2019 NIH map).
 
     ``heads`` None is every head the data can run; ``jobs`` None one process per usable core.
     With ``out``, the results dir is written there (checked before the grid runs)."""
@@ -95,12 +101,14 @@ def run_fewshot(
     seeds, test_bootstrap = at_least_one(seeds, "seeds"), at_least_zero(test_bootstrap, "test_bootstrap")
     if (cache is None) == (embeddings is None):
         raise InputError("give either a cache or embeddings (with labels, splits and patients), not both or neither")
+    retest = _check_retest(cache, test_cache, test_labels, class_map, protocol)
     head_params: dict[str, dict] = {}
     if cache is not None:
         from cxrprobe.cache.reader import FeatureCache
 
         with FeatureCache(cache) as opened:
-            image_ids, has_head = opened.table.image_ids, "head" in opened.file
+            # an adapted head scores its own run's classes of its own images: not another test set's
+            image_ids, has_head = opened.table.image_ids, "head" in opened.file and not retest
             if protocol == "paper":
                 if not has_head:
                     raise InputError(f"the paper protocol continues training the adapted head, which {cache} does "
@@ -121,20 +129,54 @@ def run_fewshot(
                     test_bootstrap=test_bootstrap, head_params=head_params, aggregate=aggregate)
     if out is not None:
         check_results_dir(Path(out))
+    test_set = None
+    if retest:
+        test_set = _retest_data(Path(cache), test_cache, test_labels, class_map, spec)
+        source = test_set.data
     if cache is None:
         source = grid_data(embeddings, labels, splits, patients, text=text, heads=spec.heads,
                            allow_undefined=allow_undefined, test_bootstrap=test_bootstrap, known=known,
                            normal=normal, classes=None if classes is None else tuple(classes),
                            study_ids=study_ids, aggregate=aggregate)
     result = run_grid(source, spec, jobs=jobs, progress=progress)
-    fewshot = FewshotResult(result, spec, fewshot_config(cache, spec, result, protocol), image_ids)
+    if test_set is not None:
+        result.cache_attrs = test_set.attrs
+        image_ids = test_set.image_ids
+    config = fewshot_config(cache, spec, result, protocol, None if test_set is None else test_set.record)
+    fewshot = FewshotResult(result, spec, config, image_ids)
     if out is not None:
         fewshot.write(out)
     return fewshot
 
 
-def fewshot_config(cache: Path | str | None, spec: GridSpec, result: GridResult, protocol: str) -> dict:
-    """config.json: what was run, on what, and what its figures are."""
+def _check_retest(cache: object, test_cache: object, test_labels: object, class_map: object, protocol: str) -> bool:
+    """Whether the run scores other test labels than the cache's; the options checked."""
+    if test_cache is not None and test_labels is not None:
+        raise InputError("--test-cache and --test-labels exclude each other")
+    if test_cache is None and test_labels is None:
+        if class_map is not None:
+            raise InputError("--class-map goes with --test-cache or --test-labels")
+        return False
+    if cache is None:
+        raise InputError("--test-cache and --test-labels score a cache's support sets: give a cache, not arrays")
+    if protocol == "paper":
+        raise InputError("the paper protocol scores the cache's own test split; drop --test-cache / --test-labels")
+    return True
+
+
+def _retest_data(cache: Path, test_cache: object, test_labels: object, class_map: object, spec: GridSpec):
+    from cxrprobe.eval.retest import cross_dataset, relabelled
+
+    build = cross_dataset if test_cache is not None else relabelled
+    return build(cache, Path(test_cache if test_cache is not None else test_labels),
+                 None if class_map is None else Path(class_map), spec.heads, spec.allow_undefined,
+                 spec.test_bootstrap, spec.aggregate)
+
+
+def fewshot_config(cache: Path | str | None, spec: GridSpec, result: GridResult, protocol: str,
+                   test_set: dict | None = None) -> dict:
+    """config.json: what was run, on what, and what its figures are (``test_set``: where the
+    test labels came from, when not from the cache)."""
     from cxrprobe.report.results import label_record
 
     attrs = result.cache_attrs
@@ -146,7 +188,8 @@ def fewshot_config(cache: Path | str | None, spec: GridSpec, result: GridResult,
         "protocol": protocol,
         "label": f"{source}; "
                  + ("the paper's protocol (adapted head trained further, one draw)" if protocol == "paper" else "default protocol")
-                 + (f"; {encoder['summary']}" if encoder["adapted"] else ""),
+                 + (f"; {encoder['summary']}" if encoder["adapted"] else "")
+                 + (f"; test: {test_set.get('test_dataset') or test_set.get('test_labels')}" if test_set else ""),
         "encoder": encoder,
         "cache": None if cache is None else str(cache),
         "cache_fingerprint": {k: attrs.get(k) for k in ("weights_sha256", "dataset_fingerprint", "manifest_sha256", "model", "pretrained")},
@@ -175,7 +218,9 @@ def fewshot_config(cache: Path | str | None, spec: GridSpec, result: GridResult,
                               f"each test study scored by the {spec.aggregate.removeprefix('study-')} of its images' "
                               "scores, against the study's labels"},
         "classes": list(result.classes),
+        "support_classes": list(result.support_classes or result.classes),
         "labels": label_record(attrs),
+        "test_set": test_set,
         "undefined_findings": result.undefined_findings,
         "test_images": result.n_test,
         "labelled_images_used": {

@@ -36,13 +36,37 @@ class GridData:
     test_labels: np.ndarray | None = None  # what test scores are compared with: per image, or per study
     test_known: np.ndarray | None = None
     studies: Studies | None = None  # the test rows grouped by study, when scored per study
+    test_classes: tuple[str, ...] = ()  # test_labels' classes where they are not ``classes`` (OtherLabels)
+    test_columns: tuple[tuple[int, ...], ...] | None = None  # the columns that score each of them
 
     def known_at(self, rows: np.ndarray) -> np.ndarray | None:
         return None if self.known is None else self.known[rows]
 
+    @property
+    def scored_classes(self) -> tuple[str, ...]:
+        """The classes the test AUCs are of."""
+        return self.test_classes or self.classes
+
     def test_scores(self, scores: np.ndarray) -> np.ndarray:
-        """A head's test-image scores as they are compared with ``test_labels``."""
-        return scores if self.studies is None else self.studies.scores(scores)
+        """A head's test-image scores as they are compared with ``test_labels``: per study where
+        scored per study, each other label table's class by the highest of its columns."""
+        scores = scores if self.studies is None else self.studies.scores(scores)
+        if self.test_columns is None:
+            return scores
+        return np.stack([scores[:, list(columns)].max(axis=1) for columns in self.test_columns], axis=1)
+
+
+@dataclass(frozen=True)
+class OtherLabels:
+    """What the test images are scored against where it is another label table than the support
+    sets': another dataset's (a test cache) or a re-annotation of the same images. ``labels``
+    [test rows, K] (0 where unknown), ``known`` likewise, their ``classes``, and ``columns``:
+    the support label columns whose highest score is each class's score."""
+
+    labels: np.ndarray
+    known: np.ndarray | None
+    classes: tuple[str, ...]
+    columns: tuple[tuple[int, ...], ...]
 
 
 def class_names(n: int, classes: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -110,14 +134,15 @@ def grid_data(
     text: TextPrompts | None = None, head_logits: np.ndarray | None = None, heads: tuple[str, ...] = (),
     allow_undefined: bool = False, test_bootstrap: int = 0, source: str = "the embeddings",
     known: np.ndarray | None = None, normal: np.ndarray | None = None, classes: tuple[str, ...] | None = None,
-    study_ids: np.ndarray | None = None, aggregate: str = "image",
+    study_ids: np.ndarray | None = None, aggregate: str = "image", other_labels: OtherLabels | None = None,
 ) -> GridData:
     """The grid's arrays from embeddings [n, d], labels [n, C], each row's split ("train",
     "val" or "test") and patient; ``text`` for heads that use it, ``head_logits`` [n, C] for
     heads that score an adapted head's logits. ``known`` [n, C] marks the labels that are known
     (default all; ``labels`` must be 0 elsewhere), ``normal`` [n] the normal images (default:
     no finding positive), ``classes`` names the columns; ``aggregate`` "study-max" or
-    "study-mean" scores each test study (``study_ids`` [n]) from its images."""
+    "study-mean" scores each test study (``study_ids`` [n]) from its images; ``other_labels``
+    are the test images' labels where they come from another table."""
     embeddings = np.asarray(embeddings, dtype=np.float32)
     labels, split, patients = np.asarray(labels), np.asarray(split), np.asarray(patients)
     classes = class_names(labels.shape[1], classes)
@@ -143,11 +168,16 @@ def grid_data(
             raise CacheError(f"{source}: --aggregate {aggregate} needs each image's study")
         studies = Studies.of(np.asarray(study_ids)[test], aggregate)
     test_labels, test_known = labels[test], None if known is None else known[test]
+    test_classes = classes
+    if other_labels is not None:
+        if len(other_labels.labels) != len(test):
+            raise CacheError(f"{source}: {len(other_labels.labels)} other labels for {len(test)} test images")
+        test_labels, test_known, test_classes = other_labels.labels, other_labels.known, other_labels.classes
     test_patients = patients[test]
     if studies is not None:
         test_labels, test_known = studies.labels(test_labels, test_known)
         test_patients = studies.first(test_patients)
-    check_defined(test_labels, source, allow_undefined, classes, test_known)
+    check_defined(test_labels, source, allow_undefined, test_classes, test_known)
     if len(train) == 0:
         raise CacheError(f"{source} has no training images to draw support sets from")
     check_patient_disjoint(split, patients, source)
@@ -166,6 +196,8 @@ def grid_data(
         embeddings=embeddings, labels=labels, split=split, test_rows=test, center=center, text=text,
         test_inputs=inputs, test_weights=_test_weights(test_labels, test_patients, test_bootstrap),
         known=known, normal=normal, classes=classes, test_labels=test_labels, test_known=test_known, studies=studies,
+        test_classes=() if other_labels is None else test_classes,
+        test_columns=None if other_labels is None else other_labels.columns,
     )
 
 

@@ -82,8 +82,9 @@ class GridResult:
     undefined_findings: list[str] = field(default_factory=list)  # no AUC on this test split (--allow-undefined)
     test_prevalence: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [C] share of known test labels positive
     not_fitted: dict[str, str] = field(default_factory=dict)  # head -> why some support sets were too large for it
-    classes: tuple[str, ...] = ()  # the label columns, in order
+    classes: tuple[str, ...] = ()  # the classes each run's AUCs are of, in order
     n_test_units: int = 0  # what each AUC ranks: test images, or test studies with --aggregate
+    support_classes: tuple[str, ...] = ()  # the support sets' label columns, where not ``classes``
 
 
 VALIDATION_SHOTS_MAX = 4  # CoOp's K_val = min(K, 4)
@@ -286,5 +287,5 @@ def run_grid(
     prevalence = test_labels.mean(axis=0) if test_known is None else \
         (test_labels * test_known).sum(axis=0) / np.maximum(test_known.sum(axis=0), 1)
     return GridResult(runs, supports, len(data.test_rows), validation_images, attrs, seconds,
-                      undefined_findings(test_labels, data.classes, test_known), prevalence, not_fitted, data.classes,
-                      len(test_labels))
+                      undefined_findings(test_labels, data.scored_classes, test_known), prevalence, not_fitted,
+                      data.scored_classes, len(test_labels), data.classes if data.test_classes else ())

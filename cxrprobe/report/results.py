@@ -111,7 +111,8 @@ def summary_table(result: GridResult) -> list[list[object]]:
 def support_counts_table(result: GridResult) -> list[list[object]]:
     """What each (shots, seed) really drew: its images, its normal images, and each
     finding's effective positives (co-occurrence puts more than N of most findings in a set)."""
-    rows: list[list[object]] = [["shots", "seed", "images", "no_finding", *(f"positives_{f}" for f in result.classes)]]
+    classes = result.support_classes or result.classes
+    rows: list[list[object]] = [["shots", "seed", "images", "no_finding", *(f"positives_{f}" for f in classes)]]
     for support in result.supports:
         rows.append([support.shots, support.seed, len(support.rows), support.no_finding, *support.positives.tolist()])
     return rows
