@@ -133,6 +133,14 @@ CASES = [
     Case("zeroshot-no-test-positives-for-one-finding", zeroshot_(cache="no-hernia.h5"),
          "pass --allow-undefined"),
     Case("fewshot-incomplete-cache", fewshot_(*GRID, cache="incomplete.h5"), "is not complete"),
+    Case("fewshot-test-cache-of-other-weights", fewshot_(*GRID, "--test-cache", "tiny.h5"),
+         "was embedded with other weights than nih.h5"),
+    Case("fewshot-class-map-unknown-class", fewshot_(*GRID, "--test-cache", "nih.h5", "--class-map", "map-dragon.csv"),
+         "names 'Dragon', which is no class of the support cache"),
+    Case("fewshot-class-map-alone", fewshot_(*GRID, "--class-map", "map-dragon.csv"),
+         "--class-map goes with --test-cache or --test-labels"),
+    Case("fewshot-test-labels-of-no-test-image", fewshot_(*GRID, "--test-labels", "labels-elsewhere.csv"),
+         "none of the 2 images of --test-labels labels-elsewhere.csv is a test image of nih.h5"),
     Case("fewshot-cache-is-a-folder", fewshot_(*GRID, cache="data"), "data is a folder, not a cache file"),
     Case("fewshot-strict-shots-unmet", fewshot_("--shots", "4", "--seeds", "1", "--heads", "prototype",
                                                 "--strict-shots"),
@@ -185,8 +193,8 @@ CASES = [
 ]
 
 
-def test_the_matrix_spans_every_command_with_78_distinct_inputs():
-    assert len({case.name for case in CASES}) == len(CASES) >= 78
+def test_the_matrix_spans_every_command_with_86_distinct_inputs():
+    assert len({case.name for case in CASES}) == len(CASES) >= 86
     assert {case.args[0] for case in CASES} >= set(COMMANDS)
 
 
@@ -353,6 +361,9 @@ def _image_variants(root: Path) -> None:
 def _caches(root: Path, nih_metadata) -> None:  # noqa: ANN001
     rows = np.arange(0, len(nih_metadata.table), 50)  # 2,243 real rows, generated 16-d embeddings
     write_synthetic_cache(root / "nih.h5", nih_metadata, rows, SyntheticModel(dim=16))
+    (root / "map-dragon.csv").write_text("test_class,cache_class\nEffusion,Dragon\n")
+    (root / "labels-elsewhere.csv").write_text("Image Index,Pneumothorax,Nodule or mass,Airspace opacity,Fracture\n"
+                                               "99999999_000.png,YES,NO,NO,NO\n99999999_001.png,NO,NO,YES,NO\n")
 
     def variant(name: str, change) -> None:  # noqa: ANN001
         shutil.copyfile(root / "nih.h5", root / name)

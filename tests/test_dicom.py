@@ -105,6 +105,7 @@ def mpeg_dicom(path):
     (lambda p: write(p, frames=2), "multi-frame DICOM (2 frames)"),
     (mpeg_dicom, "compressed as MPEG2 Main Profile / Main Level, and no installed decoder reads it"),
     (lambda p: (p.write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40), str(p))[1], "DICOM file without pixel data"),
+    (lambda p: (p.write_bytes(b"patient,label\n" * 20), str(p))[1], "named as DICOM but no DICOM file (no DICM marker"),
 ])
 def test_files_that_cannot_be_shown_say_why(tmp_path, make, reason):
     with pytest.raises(ImageDecodeError, match=reason.replace("(", r"\(").replace(")", r"\)")):
@@ -121,7 +122,9 @@ def test_a_dicom_export_embeds_with_its_window_recorded(tmp_path, cli):
                     photometric="MONOCHROME1" if i % 2 else "MONOCHROME2")
         rows.append({"path": f"scans/{i}.dcm", "Edema": i % 2, "patient": f"p{i}", "split": ("train", "test")[i % 2]})
     write(data / "scans" / "colour.dcm", photometric="RGB")
-    rows.append({"path": "scans/colour.dcm", "Edema": 1, "patient": "p99", "split": "test"})
+    (data / "scans" / "report.dcm").write_text("not an image\n")
+    rows += [{"path": "scans/colour.dcm", "Edema": 1, "patient": "p99", "split": "test"},
+             {"path": "scans/report.dcm", "Edema": 0, "patient": "p98", "split": "test"}]
     with open(data / "labels.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -135,8 +138,9 @@ def test_a_dicom_export_embeds_with_its_window_recorded(tmp_path, cli):
         assert result.code == 0, result.stderr
         summary = json.loads(cli("info", out, "--json").stdout)
         assert summary["preprocessing"]["dicom_window"] == window
-        assert [failure["reason"] for failure in summary["failures"]] == [
-            "DICOM photometric interpretation 'RGB' is not grey (MONOCHROME1 or MONOCHROME2)"]
+        assert sorted(failure["reason"] for failure in summary["failures"]) == [
+            "DICOM photometric interpretation 'RGB' is not grey (MONOCHROME1 or MONOCHROME2)",
+            "named as DICOM but no DICOM file (no DICM marker at byte 128), nor an image Pillow can identify"]
     with FeatureCache(caches["voi"]) as a, FeatureCache(caches["minmax"]) as b:
         assert len(a.table) == len(b.table) == 12
         assert not np.all(a.embeddings() == b.embeddings(), axis=1).any()  # the window changes every image

@@ -69,6 +69,9 @@ class Preprocessing:
         return asdict(self)
 
 
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
 def load_grey(path: str, prep: Preprocessing, bits_stored: int | None = None) -> np.ndarray:
     """Decode ``path`` and resize it to a uint8 [size, size] grey image; ``bits_stored`` is the
     bit depth of a 16-bit image's values where the dataset's metadata gives it.
@@ -89,6 +92,9 @@ def load_grey(path: str, prep: Preprocessing, bits_stored: int | None = None) ->
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
+        if path.lower().endswith(DICOM_SUFFIXES):
+            raise ImageDecodeError("named as DICOM but no DICOM file (no DICM marker at byte 128), nor an image "
+                                   "Pillow can identify") from None
         raise ImageDecodeError("not an image file Pillow can identify") from None
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"refused as a decompression bomb: {exc}") from None
