@@ -64,6 +64,10 @@ def test_embed_and_info_on_an_rsna_layout(tmp_path, cli):
     assert summary["dataset"] == "rsna-pneumonia" and summary["classes"] == ["Pneumonia"]
     assert summary["rows"] == len(chosen) and summary["splits"]["test"]["images"] > 0
     assert "note: RSNA Pneumonia: its images are a re-annotated subset" in cli("info", cache).stdout
+    own = cli("fewshot", "--cache", cache, "--shots", "1,2", "--seeds", "2", "--heads", "prototype", "--jobs", "1",
+              "--out", tmp_path / "own")
+    assert own.code == 0, own.stderr
+    assert json.loads((tmp_path / "own" / "config.json").read_text())["labels"]["test"].startswith("a seeded")
     # scored as the external test of an NIH cache: said to be none, on NIH's Pneumonia
     write_nih_folder(tmp_path / "nih", 60, seed=2, image_size=64)
     assert cli("embed", "--data-dir", tmp_path / "nih", "--out", tmp_path / "nih.h5", *TINY).code == 0
