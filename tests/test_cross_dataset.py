@@ -62,6 +62,12 @@ def test_support_from_nih_scores_chexpert_s_test_split_on_the_shared_classes(two
     assert (out / "per_class.csv").read_text().splitlines()[0] == "head,shots,metric," + ",".join(config["classes"])
     assert "positives_Effusion" in (out / "support_counts.csv").read_text().splitlines()[0]
     assert "test: chexpert" in config["label"]
+    again = tmp_path / "again"
+    assert cli("fewshot", "--cache", two_caches["nih"], "--test-cache", two_caches["chexpert"], "--shots", "1,2",
+               "--seeds", "2", "--heads", "prototype,logreg,zeroshot", "--jobs", "2", "--allow-undefined",
+               "--out", again).code == 0
+    for name in ("runs.csv", "summary.csv", "per_class.csv", "supports.csv"):  # whatever --jobs
+        assert (again / name).read_bytes() == (out / name).read_bytes()
 
 
 def test_a_cross_dataset_run_is_the_grid_on_the_two_caches_rows_put_together(two_caches):

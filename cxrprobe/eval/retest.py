@@ -8,24 +8,24 @@ highest score of its mapped classes (``class_map``)."""
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 import numpy as np
 
 from cxrprobe.cache.reader import FeatureCache
 from cxrprobe.data.files import read_csv_columns, refuse_duplicates
+from cxrprobe.data.nih import DATASET_NAME as NIH
+from cxrprobe.data.rsna import DATASET_NAME as RSNA
+from cxrprobe.data.rsna import OVERLAP
 from cxrprobe.errors import DataError, InputError
 from cxrprobe.eval.class_map import GOOGLE_2019_NIH, ClassMap, map_by_name, map_by_table, read_pairs, shipped_map
 from cxrprobe.eval.grid_data import GridData, OtherLabels, grid_data
 from cxrprobe.heads.registry import head_class
 
-NIH = "nih-chestxray14"
-RSNA = "rsna-pneumonia"
-RSNA_OVERLAP = ("RSNA Pneumonia's images are a re-annotated subset of NIH ChestX-ray14 under new ids: the support "
-                "and test images may be the same radiographs, so this is no independent external test")
+RSNA_OVERLAP = (f"RSNA Pneumonia: {OVERLAP}; the support and test images may be the same radiographs, so this "
+                "is no independent external test")
 IMAGE_COLUMNS = ("Image Index", "image_id", "ImageID")  # NIH's and Google's name first
-POSITIVE, NEGATIVE = ("yes", "1", "1.0", "true"), ("no", "0", "0.0", "false")
+POSITIVE, NEGATIVE, BLANK = ("yes", "1", "1.0", "true"), ("no", "0", "0.0", "false"), ("", "nan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,15 +57,15 @@ def cross_dataset(support_path: Path, test_path: Path, class_map: Path | None, h
         if len(rows) == 0:
             raise DataError(f"--test-cache {test_path} has no test images")
         columns = [test.classes.index(name) for name in mapping.test_classes]
-        other = OtherLabels(test.labels[rows][:, columns], test.known[rows][:, columns], mapping.test_classes, ())
         datasets = {str(support.attrs.get("dataset")), str(test.attrs.get("dataset"))}
         notes = [RSNA_OVERLAP] if datasets == {NIH, RSNA} else []
         record = {"what": "cross-dataset: support sets from the support cache's training patients, the test "
                           "cache's test split scored", "test_cache": str(test_path),
                   "test_dataset": test.attrs.get("dataset"), "test_source": test.attrs.get("test_source"),
                   "test_fingerprint": test.attrs.get("dataset_fingerprint"), "notes": notes}
-        data = _grid(support, mapping, heads, other, test.embeddings(rows), test.table.patient_ids[rows],
-                     test.table.study_ids[rows], allow_undefined, test_bootstrap, aggregate, str(test_path))
+        data = _grid(support, mapping, heads, (test.labels[rows][:, columns], test.known[rows][:, columns]),
+                     test.embeddings(rows), test.table.patient_ids[rows], test.table.study_ids[rows],
+                     allow_undefined, test_bootstrap, aggregate, str(test_path))
         ids = np.concatenate([support.table.image_ids[support.table.split != "test"], test.table.image_ids[rows]])
         return Retest(data, ids, dict(support.attrs), {**record, "class_map": mapping.record()})
 
@@ -103,19 +103,19 @@ def relabelled(cache_path: Path, labels_path: Path, class_map: Path | None, head
             notes.append(f"left out, no counterpart among the cache's classes: {', '.join(mapping.left_out)}")
         record = {"what": "the cache's test images scored against another label table", "test_labels": str(labels_path),
                   "notes": notes}
-        other = OtherLabels(labels, known, mapping.test_classes, ())
-        data = _grid(cache, mapping, heads, other, cache.embeddings(rows), cache.table.patient_ids[rows],
+        data = _grid(cache, mapping, heads, (labels, known), cache.embeddings(rows), cache.table.patient_ids[rows],
                      cache.table.study_ids[rows], allow_undefined, test_bootstrap, aggregate, str(labels_path))
         ids = np.concatenate([cache.table.image_ids[cache.table.split != "test"], cache.table.image_ids[rows]])
         return Retest(data, ids, dict(cache.attrs), {**record, "class_map": mapping.record()})
 
 
-def _grid(support: FeatureCache, mapping: ClassMap, heads: tuple[str, ...], other: OtherLabels, test_embeddings: np.ndarray,
-          test_patients: np.ndarray, test_studies: np.ndarray, allow_undefined: bool, test_bootstrap: int,
-          aggregate: str, source: str) -> GridData:
+def _grid(support: FeatureCache, mapping: ClassMap, heads: tuple[str, ...], test_labels: tuple[np.ndarray, np.ndarray],
+          test_embeddings: np.ndarray, test_patients: np.ndarray, test_studies: np.ndarray, allow_undefined: bool,
+          test_bootstrap: int, aggregate: str, source: str) -> GridData:
     """The support cache's train and val rows on the classes the map uses, then the test rows
-    (whose support-class labels are unknown and never read); patients and studies are kept
-    apart by a prefix, as the two tables' ids may coincide."""
+    (whose support-class labels are unknown and never read), scored against ``test_labels``
+    (labels and known-mask in the map's test classes); patients and studies are kept apart by
+    a prefix, as the two tables' ids may coincide."""
     classes = mapping.support_classes(support.classes)
     columns = [support.classes.index(name) for name in classes]
     rows = np.flatnonzero(support.table.split != "test")
@@ -134,7 +134,7 @@ def _grid(support: FeatureCache, mapping: ClassMap, heads: tuple[str, ...], othe
         study_ids=np.concatenate([np.char.add("support:", support.table.study_ids[rows].astype(str)),
                                   np.char.add("test:", test_studies.astype(str))]),
         aggregate=aggregate, text=text, heads=heads, allow_undefined=allow_undefined, test_bootstrap=test_bootstrap,
-        source=source, other_labels=dataclasses.replace(other, columns=mapping.columns(classes)),
+        source=source, other_labels=OtherLabels(*test_labels, mapping.test_classes, mapping.columns(classes)),
     )
 
 
@@ -160,9 +160,7 @@ def _values(table: dict[str, list[str]], classes: tuple[str, ...], lines: list[i
             value = table[name][line].strip().casefold()
             if value in POSITIVE or value in NEGATIVE:
                 labels[k, c], known[k, c] = value in POSITIVE, True
-            elif not BLANK.fullmatch(value):
+            elif value not in BLANK:
                 raise DataError(f"{source}: line {line + 2}: {name} {value[:20]!r} is not YES/NO, 1/0 or blank")
     return labels, known
 
-
-BLANK = re.compile(r"(nan)?")
