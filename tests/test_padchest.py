@@ -100,6 +100,13 @@ def test_embed_info_fewshot_on_a_padchest_layout(tmp_path, cli, real_rows):
     assert np.array_equal(scaled[others], eight_bit[others])
 
 
+def test_padchest_s_flags_on_another_dataset_are_refused(tmp_path, cli, small_dataset):
+    before = snapshot(tmp_path)
+    assert_one_line_error(cli("embed", "--data-dir", small_dataset, "--out", tmp_path / "out.h5", *TINY,
+                              "--top-classes", "5"), "--top-classes chooses PadChest's classes; this data dir is read as nih")
+    assert snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("flags, change, phrase", [
     ((), lambda rows: [rows[0], [v if i != rows[0].index("Labels") else "pacemaker" for i, v in enumerate(rows[1])],
                        *rows[2:]], "line 2: Labels 'pacemaker' is not a list of quoted labels"),

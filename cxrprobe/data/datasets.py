@@ -81,6 +81,11 @@ def locate(data_dir: Path, options: DatasetOptions = DatasetOptions()) -> tuple[
         raise InputError("--label-cols (and --image-col) go with --dataset csv, and it needs them")
     data_dir = Path(data_dir)
     name = detect(data_dir) if options.dataset == "auto" else options.dataset
+    padchest_only = {"--classes": options.named_classes is not None, "--top-classes": options.top_classes !=
+                     DEFAULT_TOP_CLASSES, "--label-method": options.label_method != "all"}
+    if name != "padchest" and any(padchest_only.values()):  # ignored, they would leave the user misled
+        flag = next(flag for flag, given in padchest_only.items() if given)
+        raise InputError(f"{flag} chooses PadChest's classes; this data dir is read as {name}")
     if name == "csv":
         return locate_csv(data_dir, options.columns, options.labels_file, options.policy, options.val_fraction,
                           options.val_seed)
