@@ -113,8 +113,10 @@ AGGREGATE = ("How test images are scored: image (each on its own), study-max or 
 def embed(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Dataset folder (NIH: metadata CSV, split lists, images anywhere below; CheXpert: train.csv, valid.csv and the images).")],
     out: Annotated[Path, typer.Option("--out", help="Cache file to write (HDF5).")],
-    model: Annotated[str, typer.Option(help="open_clip model name, or a bundled one (cxrprobe-tiny).")] = "ViT-B-32",
+    model: Annotated[str, typer.Option(help="open_clip model name, a bundled one (cxrprobe-tiny), hf-hub:ORG/NAME (from the local Hugging Face cache), local-dir:FOLDER (an open_clip_config.json and weights), or xrv:NAME (a torchxrayvision classifier, image-only).")] = "ViT-B-32",
     pretrained: Annotated[str, typer.Option(help="open_clip weights tag, a local weights file, or 'none'.")] = "openai",
+    encoder: Annotated[Optional[str], typer.Option(help="A preset (cxrprobe encoders lists them): sets the model and its authors' preprocessing; weights still come from --pretrained.")] = None,
+    features: Annotated[Optional[str], typer.Option(help="projected (a CLIP model's image-text space, where text heads work) or pooled (before the projection: the CLIP paper's linear-probe features, image-only). Default: the encoder's own.")] = None,
     device: Annotated[str, typer.Option(help="auto (the first GPU if torch can use one), cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: one per usable core).")] = None,
@@ -135,7 +137,7 @@ def embed(
     if resume and force:
         raise InputError("--resume and --force exclude each other")
     options = EmbedOptions(
-        data_dir=data_dir, out=out, model=model, pretrained=pretrained, device=device,
+        data_dir=data_dir, out=out, model=model, pretrained=pretrained, encoder=encoder, features=features, device=device,
         batch_size=batch_size, workers=workers, precision=precision, dtype=dtype, limit=limit,
         resume=resume, force=force, require_all=require_all, checkpoint=checkpoint,
         **data,
@@ -240,6 +242,23 @@ def list_heads_command(
     typer.echo(heads_text(list_heads()))
 
 
+@app.command("encoders")
+@guarded
+def list_encoders_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Encoder presets for embed --encoder: the model, where its weights come from, its preprocessing, what it was trained on."""
+    from cxrprobe.models.encoders.presets import presets
+
+    listed = [preset.as_dict() for preset in presets()]
+    if as_json:
+        typer.echo(json.dumps(listed, indent=2))
+        return
+    from cxrprobe.report.encoders import encoders_text
+
+    typer.echo(encoders_text(listed), nl=False)
+
+
 @app.command()
 @guarded
 @with_dataset_flags
@@ -297,6 +316,8 @@ def zeroshot(
     result = run_zeroshot(cache, negative=negative, bootstrap=bootstrap, seed=seed, prompts_file=prompts,
                           allow_undefined=allow_undefined, aggregate=aggregate, out=out)
     render_zeroshot(result.rows, bootstrap)
+    if result.config["encoder"]["contamination"]:
+        typer.echo(f"warning: {result.config['encoder']['contamination']}")
     typer.echo(f"results in {out} (zeroshot.csv, config.json)")
 
 
@@ -307,11 +328,13 @@ def report(
     plot: Annotated[Optional[Path], typer.Option(help="Also draw every curve into this .png.")] = None,
 ) -> None:
     """Re-render the summary tables of results dirs, side by side, and optionally one plot."""
-    from cxrprobe.report.compare import combined_curves, load_results, write_plot
+    from cxrprobe.report.compare import combined_curves, contamination_notes, load_results, write_plot
     from cxrprobe.report.tables import render_curves
 
     loaded = load_results(results)
     render_curves(combined_curves(loaded))
+    for note in contamination_notes(results):
+        typer.echo(f"warning: {note}")
     if plot is not None:
         write_plot(loaded, plot)
         typer.echo(f"plot written to {plot}")

@@ -20,7 +20,8 @@ from cxrprobe.errors import InputError
 from cxrprobe.models import device as devices
 from cxrprobe.models.device import choose_precision, parse_device, resolve_device
 from cxrprobe.models.encode import encode_with_head
-from cxrprobe.models.loading import _embed_dim, load_model
+from cxrprobe.models.encoders.openclip import _embed_dim
+from cxrprobe.models.loading import load_model
 from cxrprobe.models.mlp_head import PaperHead
 from cxrprobe.train.loop import TrainStep
 
@@ -116,10 +117,11 @@ def test_fp32_on_cuda_turns_tf32_off_and_back(monkeypatch):
 def test_the_width_probe_runs_on_the_device_the_weights_are_on():
     """A timm tower names no output_dim: its width is probed, on its own device (meta here;
     before, a CPU tensor was fed to a model already on the GPU)."""
-    model = load_model("cxrprobe-tiny", "none", "cpu").model
+    loaded = load_model("cxrprobe-tiny", "none", "cpu")
+    model = loaded.model
     del model.visual.output_dim
     model.to("meta")
-    assert _embed_dim(model) == 32
+    assert _embed_dim(model, loaded.preprocessing) == 32
 
 
 def test_seeding_never_touches_a_cuda_generator(monkeypatch, small_dataset, tmp_path):

@@ -16,7 +16,7 @@ from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.errors import CacheError
 from cxrprobe.models.loading import load_model
-from cxrprobe.models.text import default_prompts, encode_prompts
+from cxrprobe.models.text import default_prompts
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def setup(small_dataset):
         manifest_sha256=manifest_sha256(meta.table.image_ids),
     )
     prompts = default_prompts()
-    text = encode_prompts(loaded.model, loaded.tokenizer(), prompts, loaded.device)
+    text = loaded.encode_texts(prompts.prompts)
     return meta.table, paths, loaded, spec, prompts, text
 
 

@@ -90,7 +90,7 @@ def _read_shard(path: Path) -> ShardContents:
             status=f["status"][()],
             embeddings=f["embeddings"][()],
             reasons=f["reason"][()],
-            text=read_text(f),
+            text=read_text(f) if "text" in f else (None, None),
             head_logits=f["head_logits"][()] if "head_logits" in f else None,
             head_state=read_head_state(f),
         )

@@ -128,7 +128,10 @@ def read_table(f: h5py.File, rows: np.ndarray | slice = slice(None)) -> ImageTab
     )
 
 
-def write_text(f: h5py.File, prompts: PromptSet, embeddings: np.ndarray) -> None:
+def write_text(f: h5py.File, prompts: PromptSet | None, embeddings: np.ndarray | None) -> None:
+    """The prompts and their embeddings; nothing for an image-only encoder (no text group)."""
+    if prompts is None or embeddings is None:
+        return
     group = f.create_group("text")
     group.create_dataset("prompt", data=np.array(prompts.prompts, dtype=STR))
     group.create_dataset("class", data=np.array(prompts.classes, dtype=STR))

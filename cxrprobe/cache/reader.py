@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 
 from cxrprobe.cache.layout import read_attrs, read_head_state, read_table, read_text
-from cxrprobe.cache.schema import FORMAT, READABLE_VERSIONS, STATUS_FAILED, STATUS_WRITTEN
+from cxrprobe.cache.schema import FORMAT, OPEN_CLIP_ENCODER, READABLE_VERSIONS, STATUS_FAILED, STATUS_WRITTEN
 from cxrprobe.data.table import SPLITS, ImageTable
 from cxrprobe.errors import CacheError
 from cxrprobe.labels import FINDINGS, LabelSet
@@ -216,6 +216,7 @@ class FeatureCache:
             "model": a.get("model"),
             "pretrained": a.get("pretrained"),
             "weights_sha256": a.get("weights_sha256"),
+            "encoder": self._json_attr("encoder") or json.loads(OPEN_CLIP_ENCODER),
             "preprocessing": self._json_attr("preprocessing"),
             "embed_dim": a.get("embed_dim"),
             "dtype": a.get("dtype"),

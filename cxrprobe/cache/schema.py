@@ -25,6 +25,9 @@ REASON_BYTES = 240  # failure reasons are cut to this many bytes in a shard
 ROW_CHUNK = 1024  # rows per HDF5 chunk of the final embeddings (1 MiB at 512 x float16)
 
 EMBEDDING_DTYPES = ("float16", "float32")
+# what every cache from before the encoder was recorded holds: an open_clip model's projected features
+OPEN_CLIP_ENCODER = json.dumps({"backend": "open_clip", "features": "projected", "text": True,
+                                "text_scoring": "softmax"}, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -46,15 +49,16 @@ class EmbedSpec:
     val_fraction: float
     val_seed: int
     manifest_sha256: str  # the ordered image ids this cache covers
+    encoder: str = OPEN_CLIP_ENCODER  # JSON: back-end, feature point, text tower (models LoadedModel.record)
 
     # Fields that must agree before a run may continue another's file. ``pretrained`` is
     # left out: the same weights may be named by a tag or by a file.
     IDENTITY = (
         "model", "weights_sha256", "preprocessing", "embed_dim", "dtype", "precision", "device",
-        "l2_normalised", "dataset_fingerprint", "val_fraction", "val_seed", "manifest_sha256",
+        "l2_normalised", "dataset_fingerprint", "val_fraction", "val_seed", "manifest_sha256", "encoder",
     )
     # Fields older caches lack, read as these values.
-    DEFAULTS = {"device": "unknown"}
+    DEFAULTS = {"device": "unknown", "encoder": OPEN_CLIP_ENCODER}
 
     def to_attrs(self) -> dict[str, object]:
         return asdict(self)

@@ -61,14 +61,15 @@ def create_shard(
     spec: EmbedSpec,
     plan: ShardPlan,
     table: ImageTable,
-    prompts: PromptSet,
-    text_embeddings: np.ndarray,
+    prompts: PromptSet | None,
+    text_embeddings: np.ndarray | None,
     extra_attrs: dict[str, object],
     with_head: bool = False,
     head_state: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Write a fresh shard (built in memory, written under a temporary name, renamed into place);
-    ``with_head`` reserves room for an adapted head's logits beside the embeddings."""
+    ``prompts`` and ``text_embeddings`` None for an image-only encoder; ``with_head`` reserves
+    room for an adapted head's logits beside the embeddings."""
     n = plan.row_stop - plan.row_start
     if len(table) != n:
         raise ValueError(f"table has {len(table)} rows for a shard of {n}")

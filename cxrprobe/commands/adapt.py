@@ -32,7 +32,7 @@ from cxrprobe.cores import usable_cores
 from cxrprobe.data.datasets import DatasetOptions, locate
 from cxrprobe.data.images import Preprocessing
 from cxrprobe.data.table import LocatedDataset
-from cxrprobe.errors import DataError, InputError
+from cxrprobe.errors import DataError, InputError, ModelError
 from cxrprobe.fsutil import (
     check_writable_folder,
     remove_stale_temporaries,
@@ -210,6 +210,9 @@ def _model_and_head(options: AdaptOptions, n_classes: int, device: torch.device,
     """The base model with its top blocks unfrozen (the text tower stays idle on the CPU) and a
     fresh paper head of ``n_classes`` outputs, seeded."""
     loaded = load_model(options.model, options.pretrained, device, visual_only=True)
+    if loaded.backend != "open_clip":  # the partial fine-tuning unfreezes a CLIP ViT's top blocks
+        raise ModelError(f"adapt trains open_clip ViTs (the paper's partial fine-tuning); {options.model} is a "
+                         f"{loaded.backend} encoder: embed it as it is")
     loaded = loaded.reading_with(options.intensity, options.dicom_window)
     unfreeze_top(loaded.model.visual, options.unfreeze)
     with seeded_cpu(options.seed):

@@ -11,7 +11,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -36,11 +36,15 @@ from cxrprobe.models.device import (
     use_device,
 )
 from cxrprobe.models.encode import Encoded, launch_encode
+from cxrprobe.models.encoders.presets import find_preset
 from cxrprobe.models.loading import LoadedModel, load_model
-from cxrprobe.models.text import default_prompts, encode_prompts
+from cxrprobe.models.text import default_prompts
 from cxrprobe.train.adapted import adaptation_record, file_sha256, load_adapted
 from cxrprobe.train.pixels import decoded_by_adapt
 from cxrprobe.versions import package_versions
+
+if TYPE_CHECKING:
+    import torch
 
 Notify = Callable[[str], None]
 Progress = Callable[[int, int], None]
@@ -55,6 +59,8 @@ class EmbedOptions(DatasetOptions):
     out: Path
     model: str = "ViT-B-32"
     pretrained: str = "openai"
+    encoder: str | None = None  # a preset (models.encoders.presets): names the model and its preprocessing
+    features: str | None = None  # projected or pooled; None: the encoder's own
     device: str = "auto"
     batch_size: int = 64
     workers: int | None = None  # None: one per usable core
@@ -116,7 +122,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             loaded, checkpoint_file, adapted = load_adapted(Path(options.checkpoint), device)
             loaded = _head_if_classes_match(loaded, adapted, table.classes, notify)
         else:
-            loaded = load_model(options.model, options.pretrained, device)
+            loaded = _load_encoder(options, device)
         loaded = loaded.reading_with(options.intensity, options.dicom_window)
         spec = EmbedSpec(
             model=loaded.name,
@@ -134,6 +140,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             val_fraction=metadata.val_fraction,
             val_seed=metadata.val_seed,
             manifest_sha256=manifest_sha256(manifest.image_ids),
+            encoder=attr_json(loaded.record()),
         )
         if existing == "complete":
             difference = spec.first_difference(EmbedSpec.from_attrs(peek_cache(out), out))
@@ -161,6 +168,14 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
     return EmbedResult(out, summary.rows, summary.failures, missing, len(table), batches_run, time.perf_counter() - started)
 
 
+def _load_encoder(options: EmbedOptions, device: torch.device) -> LoadedModel:
+    """The model ``--model`` names, or the one ``--encoder``'s preset names, read as it says."""
+    if options.encoder is None:
+        return load_model(options.model, options.pretrained, device, features=options.features)
+    preset = find_preset(options.encoder)
+    return preset.applied(load_model(preset.model, options.pretrained, device, features=options.features))
+
+
 def _check_options(options: EmbedOptions) -> None:
     if options.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {options.batch_size}")
@@ -168,6 +183,10 @@ def _check_options(options: EmbedOptions) -> None:
         raise InputError(f"--workers must be 0 or more, got {options.workers}")
     if options.limit is not None and options.limit < 1:
         raise InputError(f"--limit must be at least 1, got {options.limit}")
+    if options.encoder is not None:
+        find_preset(options.encoder)  # an unknown name costs nothing
+        if options.model != EmbedOptions.model or options.checkpoint is not None:
+            raise InputError("--encoder names the model itself: drop --model (and --checkpoint, whose run names its own)")
     if options.dtype not in EMBEDDING_DTYPES:
         raise InputError(f"unknown embedding dtype {options.dtype!r}; use {' or '.join(EMBEDDING_DTYPES)}")
 
@@ -215,8 +234,8 @@ def _open_or_create_shard(
             notify(f"resuming with the batch size the run started with ({writer.plan.batch_size})")
         return writer
     partial.unlink(missing_ok=True)
-    prompts = default_prompts(manifest.label_set)
-    text_embeddings = encode_prompts(loaded.model, loaded.tokenizer(), prompts, loaded.device)
+    prompts = default_prompts(manifest.label_set) if loaded.has_text else None  # image-only: no text group
+    text_embeddings = loaded.encode_texts(prompts.prompts) if prompts is not None else None
     extra = {
         "created": created_timestamp(),
         "n_metadata_rows": len(metadata.table),
@@ -227,8 +246,7 @@ def _open_or_create_shard(
         "limit": options.limit if options.limit is not None else -1,
         "versions": attr_json(package_versions()),
         "hardware": attr_json(machine.as_dict()),
-        "logit_scale": loaded.logit_scale,
-        "logit_bias": loaded.logit_bias,
+        **({"logit_scale": loaded.logit_scale, "logit_bias": loaded.logit_bias} if loaded.has_text else {}),
     }
     if checkpoint_file is not None:
         extra.update(checkpoint=str(checkpoint_file.parent), checkpoint_sha256=file_sha256(checkpoint_file),

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from cxrprobe.cache.schema import OPEN_CLIP_ENCODER
 from cxrprobe.cores import usable_cores
 from cxrprobe.errors import InputError
 from cxrprobe.eval.grid_data import TEST_BOOTSTRAP_SEED, GridData, grid_data
@@ -26,6 +27,7 @@ from cxrprobe.eval.options import (
 )
 from cxrprobe.eval.runner import VALIDATION_SHOTS_MAX, GridResult, GridSpec, run_grid
 from cxrprobe.heads.registry import check_heads
+from cxrprobe.models.encoders.presets import contamination
 from cxrprobe.versions import package_versions
 
 # The paper's few-shot code: continue training the adapted head on each support set for 5
@@ -109,6 +111,7 @@ def run_fewshot(
         with FeatureCache(cache) as opened:
             # an adapted head scores its own run's classes of its own images: not another test set's
             image_ids, has_head = opened.table.image_ids, "head" in opened.file and not retest
+            has_text = "text" in opened.file
             if protocol == "paper":
                 if not has_head:
                     raise InputError(f"the paper protocol continues training the adapted head, which {cache} does "
@@ -120,11 +123,11 @@ def run_fewshot(
             raise InputError("the paper protocol needs a cache embedded with --checkpoint (its adapted head)")
         if labels is None or splits is None or patients is None:
             raise InputError("embeddings need labels, splits and patients beside them")
-        has_head = False
+        has_head, has_text = False, text is not None
         image_ids = np.asarray([str(i) for i in range(len(embeddings))] if image_ids is None else image_ids)
     if protocol == "paper":
         seeds, heads, normals = 1, ("adapted", "paper-mlp"), 0  # one draw per N, no normals, as the paper's code ran
-    spec = GridSpec(shots=shots, seeds=seeds, heads=check_heads(heads, has_head), strict_shots=strict_shots,
+    spec = GridSpec(shots=shots, seeds=seeds, heads=check_heads(heads, has_head, has_text), strict_shots=strict_shots,
                     search=search, allow_undefined=allow_undefined, support=support, normals=normals,
                     test_bootstrap=test_bootstrap, head_params=head_params, aggregate=aggregate)
     if out is not None:
@@ -241,6 +244,18 @@ CL2N_NOTE = ("prototype and knn centre every embedding on the mean of the unlabe
 
 
 def encoder_record(attrs: dict) -> dict:
+    """The cache's encoder (back-end, feature point, text tower, the preset it was), what it
+    learned from labels (``learned_from_labels``), and whether its weights saw this dataset."""
+    try:
+        described = json.loads(str(attrs.get("encoder", OPEN_CLIP_ENCODER)))
+    except ValueError:
+        described = {}
+    described = described if isinstance(described, dict) else {}
+    overlap = contamination(described.get("trained_on") or [], str(attrs.get("dataset", "")))
+    return {**described, **learned_from_labels(attrs), "contamination": overlap}
+
+
+def learned_from_labels(attrs: dict) -> dict:
     """What the cache's encoder learned from labels: nothing (as pretrained), or an adapt run's
     labelled images, with the findings it held out. Few-shot curves measure label efficiency
     only where the encoder never saw the labels."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrprobe.commands.fewshot import encoder_record
 from cxrprobe.eval.grid_data import load_grid_data
 from cxrprobe.eval.options import check_aggregate
 from cxrprobe.heads.zeroshot import ZeroShotHead
@@ -97,6 +98,7 @@ def run_zeroshot(
         "model": attrs.get("model"),
         "pretrained": attrs.get("pretrained"),
         "weights_sha256": attrs.get("weights_sha256"),
+        "encoder": encoder_record(attrs),
         "test_images": int(len(X)),
         "aggregate": {"how": aggregate, "test_units": int(len(Y))},
         "classes": list(data.classes),

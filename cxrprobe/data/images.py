@@ -26,6 +26,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _INTERPOLATIONS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+RESIZE_MODES = ("shortest", "squash", "letterbox")
 _GREY_CONVERTIBLE = {"1", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "La", "PA", "RGBa", "RGBX"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
@@ -35,7 +36,11 @@ class Preprocessing:
     """How a file becomes model input; stored in every cache so a cache describes itself.
 
     ``resize_mode`` "shortest" scales the shorter side to ``image_size`` and centre-crops
-    (open_clip's default); "squash" resizes both sides to ``image_size``.
+    (open_clip's default); "squash" resizes both sides to ``image_size``; "letterbox" scales
+    the longer side to it and pads the rest with black, centred (CheXzero's preprocessing).
+    ``channels`` is 3 (the grey image replicated, as ``convert("RGB")`` gives) or 1
+    (torchxrayvision); each channel is (x / 255 - mean) / std, so torchxrayvision's range of
+    +-1024 is mean 0.5, std 1 / 2048.
     ``reducing_gap`` is Pillow's two-step resize: faster on 1024 px images than an exact
     bicubic resize (benchmarks/choices.py), and within a fraction of a grey level of it.
     ``intensity`` is how a 16-bit image becomes 8 bits (8-bit images are taken as they are):
@@ -47,13 +52,14 @@ class Preprocessing:
     """
 
     image_size: int = 224
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
+    mean: tuple[float, ...] = CLIP_MEAN
+    std: tuple[float, ...] = CLIP_STD
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
     reducing_gap: float = 2.0
     intensity: str = "bits"
     dicom_window: str = "voi"
+    channels: int = 3
 
     def __post_init__(self) -> None:
         if self.intensity not in INTENSITIES:
@@ -62,8 +68,11 @@ class Preprocessing:
             raise ValueError(f"dicom_window must be one of {', '.join(DICOM_WINDOWS)}, got {self.dicom_window!r}")
         if self.interpolation not in _INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}")
-        if self.resize_mode not in ("shortest", "squash"):
-            raise ValueError("resize_mode must be 'shortest' or 'squash'")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}")
+        if self.channels not in (1, 3) or len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"channels must be 1 or 3, with a mean and a std for each; got {self.channels}, "
+                             f"{len(self.mean)} means, {len(self.std)} stds")
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -119,6 +128,8 @@ def _to_grey(img: Image.Image, intensity: str, bits_stored: int | None) -> Image
 def _resize(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     size = prep.image_size
     width, height = img.size
+    if prep.resize_mode == "letterbox":
+        return _letterbox(img, prep)
     if prep.resize_mode == "squash":
         target = (size, size)
     elif width <= height:
@@ -134,14 +145,27 @@ def _resize(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     return np.array(img, dtype=np.uint8)  # a writable copy: torch.from_numpy wants one
 
 
+def _letterbox(img: Image.Image, prep: Preprocessing) -> np.ndarray:
+    """The longer side scaled to the input size (sides rounded down, as CheXzero's
+    ``preprocess`` does), centred on a black square."""
+    size = prep.image_size
+    ratio = size / max(img.size)
+    target = tuple(max(1, int(side * ratio)) for side in img.size)
+    if img.size != target:
+        img = img.resize(target, _INTERPOLATIONS[prep.interpolation], reducing_gap=prep.reducing_gap)
+    square = Image.new("L", (size, size))
+    square.paste(img, ((size - target[0]) // 2, (size - target[1]) // 2))
+    return np.array(square, dtype=np.uint8)
+
+
 def to_model_input(grey: torch.Tensor, prep: Preprocessing, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 [b, s, s] grey batch -> normalised float [b, 3, s, s] in ``dtype``.
+    """uint8 [b, s, s] grey batch -> normalised float [b, channels, s, s] in ``dtype``.
 
     (x / 255 - mean) / std is one multiply-add per channel, written straight into the
     output: on a CPU, faster than broadcasting over a [b, 1, s, s] view (benchmarks/choices.py).
     """
     x = grey.to(torch.float32)
-    out = torch.empty((grey.shape[0], 3, *grey.shape[1:]), dtype=torch.float32, device=grey.device)
+    out = torch.empty((grey.shape[0], prep.channels, *grey.shape[1:]), dtype=torch.float32, device=grey.device)
     for c, (mean, std) in enumerate(zip(prep.mean, prep.std)):
         torch.mul(x, 1.0 / (255.0 * std), out=out[:, c]).add_(-mean / std)
     return out.to(dtype)

@@ -116,7 +116,8 @@ def load_grid_data(cache_path: Path, heads: tuple[str, ...], allow_undefined: bo
     with FeatureCache(cache_path) as cache:
         needs_text = bool(_text_heads(heads))
         if needs_text and "text" not in cache.file:
-            raise CacheError(f"{cache_path} holds no text embeddings, which {_text_heads(heads)} need")
+            raise CacheError(f"{cache_path} holds no text embeddings ({cache.attrs.get('model')} is an image-only "
+                             f"encoder here), which {_text_heads(heads)} need; run the other heads")
         needs_logits = any(head_class(h).input_transform == "head_logits" for h in heads)
         data = grid_data(
             cache.embeddings(), cache.labels, cache.table.split, cache.table.patient_ids,

@@ -187,11 +187,13 @@ def split_heads(text: str) -> tuple[str, ...] | None:
     return None if names == ("all",) else check_heads(names or (text,))
 
 
-def check_heads(names: Sequence[str] | None, with_adapted: bool = False) -> tuple[str, ...]:
+def check_heads(names: Sequence[str] | None, with_adapted: bool = False, with_text: bool = True) -> tuple[str, ...]:
     """Known head names, once each, in the order given; None is every head, the adapted one
-    only ``with_adapted`` (a cache embedded from an adapt run)."""
+    only ``with_adapted`` (a cache embedded from an adapt run), those that score from text only
+    ``with_text`` (not on an image-only encoder's cache)."""
     if names is None:
-        return BASE_HEADS + ADAPTERS + (("adapted",) if with_adapted else ())
+        every = BASE_HEADS + ADAPTERS + (("adapted",) if with_adapted else ())
+        return every if with_text else tuple(n for n in every if not REGISTRY[n].uses_text)
     names = tuple(dict.fromkeys(names))
     unknown = [n for n in names if n not in REGISTRY]
     if unknown or not names:

@@ -54,7 +54,7 @@ def launch_encode(loaded: LoadedModel, grey: torch.Tensor, precision: str) -> En
     with torch.inference_mode():
         x = to_model_input(grey.to(device, non_blocking=True), loaded.preprocessing, torch.float32)
         with autocast:
-            features = loaded.model.encode_image(x)
+            features = loaded.encode_image(x)
         features = features.float()
         logits = loaded.head(features) if loaded.head is not None else None
         if device.type != "cuda":

@@ -19,7 +19,7 @@ import numpy as np
 from cxrprobe.errors import CacheError, InputError
 from cxrprobe.labels import FINDINGS
 from cxrprobe.models.loading import load_model
-from cxrprobe.models.text import PromptSet, encode_prompts
+from cxrprobe.models.text import PromptSet
 
 
 def read_prompt_file(path: Path, known_classes: tuple[str, ...] = FINDINGS) -> PromptSet:
@@ -59,7 +59,9 @@ def encode_with_weights(prompts: PromptSet, name: str, pretrained: str, expected
             f"the weights now found for {name}/{pretrained} are not the ones the cache was embedded with "
             "(their sha256 differs), so new prompts would not match its image embeddings"
         )
-    return encode_prompts(loaded.model, loaded.tokenizer(), prompts, loaded.device)
+    if not loaded.has_text:
+        raise CacheError(f"{name} has no text tower: it encodes no prompts")
+    return loaded.encode_texts(prompts.prompts)
 
 
 def merge_prompts(base: PromptSet, base_embeddings: np.ndarray, extra: PromptSet, extra_embeddings: np.ndarray):  # noqa: ANN201

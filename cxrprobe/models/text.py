@@ -10,14 +10,10 @@ the right way round rather than by negating a finding's prompt.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cxrprobe.labels import FINDINGS, NIH_LABELS, NO_FINDING, LabelSet
-
-if TYPE_CHECKING:  # torch is imported where prompts are encoded: reading a cache (info) needs no torch
-    import torch
 
 PAPER_TEMPLATE = "A chest X-ray showing {}"
 PAPER_NEGATIVE = "No finding"
@@ -101,12 +97,3 @@ def default_prompts(label_set: LabelSet = NIH_LABELS) -> PromptSet:
     for text in NORMAL_PROMPTS:
         add(text, NO_FINDING, "positive")
     return PromptSet(tuple(prompts), tuple(classes), tuple(polarity))
-
-
-def encode_prompts(model: torch.nn.Module, tokenizer, prompts: PromptSet, device: torch.device) -> np.ndarray:  # noqa: ANN001
-    """Raw (not normalised) float32 text embeddings [n_prompts, embed_dim]."""
-    import torch
-
-    with torch.inference_mode():
-        tokens = tokenizer(list(prompts.prompts)).to(device)
-        return model.encode_text(tokens).float().cpu().numpy()

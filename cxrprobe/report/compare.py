@@ -36,6 +36,17 @@ def load_results(dirs: list[Path]) -> dict[str, dict]:
     return loaded
 
 
+def contamination_notes(dirs: list[Path]) -> list[str]:
+    """Each results dir's warning that its encoder's weights saw the evaluated dataset (after
+    ``load_results`` has checked the dirs)."""
+    notes = []
+    for folder in dirs:
+        encoder = json.loads((Path(folder) / "config.json").read_text()).get("encoder") or {}
+        if isinstance(encoder, dict) and encoder.get("contamination"):
+            notes.append(f"{Path(folder).name}: {encoder['contamination']}")
+    return notes
+
+
 def combined_curves(loaded: dict[str, dict]) -> dict[str, list]:
     if len(loaded) == 1:
         return next(iter(loaded.values()))

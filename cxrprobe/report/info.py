@@ -28,6 +28,12 @@ def _temperature(summary: dict) -> str:
     return f"logit scale {summary['logit_scale']:.4g}" + (f", logit bias {bias:.4g}" if bias else "")
 
 
+def _encoder(encoder: dict) -> str:
+    text = (f"a text tower ({encoder.get('text_scoring')} scoring)" if encoder.get("text")
+            else "no text tower (image-only: the text heads cannot run)")
+    return f"{encoder.get('backend')}, {encoder.get('features')} features, {text}"
+
+
 def render_info(summary: dict, console: Console | None = None) -> None:
     console = console or Console(highlight=False)
     status = "complete" if summary["complete"] else "INCOMPLETE"
@@ -38,9 +44,11 @@ def render_info(summary: dict, console: Console | None = None) -> None:
     console.print(f"[bold]{summary['path']}[/bold]  {status}")
     console.print(
         f"model {summary['model']} / {summary['pretrained']}  (weights sha256 {str(summary['weights_sha256'])[:12]}…)\n"
+        f"encoder {_encoder(summary['encoder'])}\n"
         f"embeddings {summary['rows']:,} x {summary['embed_dim']} {summary['dtype']}, "
         f"{'L2-normalised' if summary['l2_normalised'] else 'raw (not normalised)'}, precision {summary['precision']}\n"
         f"preprocessing {prep.get('image_size')} px, {prep.get('resize_mode')} resize, {prep.get('interpolation')}, "
+        f"{prep.get('channels', 3)} channel(s), "
         f"mean {tuple(round(v, 4) for v in prep.get('mean', []))}, std {tuple(round(v, 4) for v in prep.get('std', []))}, "
         f"16-bit intensity {prep.get('intensity', 'top 8 bits')}, "  # caches made before the policies kept the top 8
         f"DICOM window {prep.get('dicom_window', 'none (no DICOM read)')}\n"

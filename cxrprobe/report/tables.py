@@ -32,6 +32,11 @@ def render_result(curves: dict[str, list], config: dict, console: Console | None
     for head, why in (config.get("not_fitted") or {}).items():
         console.print(f"{head}: {why}", soft_wrap=True)
     encoder = config.get("encoder") or {}
+    if encoder.get("text") is False:
+        console.print(f"image-only encoder ({encoder.get('backend')}, {encoder.get('features')} features): the heads "
+                      "that score from text are left out", soft_wrap=True)
+    if encoder.get("contamination"):
+        console.print(f"warning: {encoder['contamination']}", soft_wrap=True)
     if encoder.get("adapted"):
         console.print(f"{encoder['summary']}: {encoder['label_efficiency']}", soft_wrap=True)
 

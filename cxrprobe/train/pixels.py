@@ -66,7 +66,7 @@ def pixel_record(image_ids: list[str], paths: list[str], prep: Preprocessing,
 
 
 def _resize_settings(prep: Preprocessing) -> dict:
-    return {k: v for k, v in asdict(prep).items() if k not in ("mean", "std")}  # the cache holds raw uint8
+    return {k: v for k, v in asdict(prep).items() if k not in ("mean", "std", "channels")}  # the cache holds raw uint8 grey
 
 
 def decoded_by_adapt(run_dir: Path, image_ids: list[str], paths: list[str], prep: Preprocessing,
