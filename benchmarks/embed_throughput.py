@@ -2,6 +2,7 @@
 
     python benchmarks/embed_throughput.py --model cxrprobe-tiny --images 600   # decode-bound
     python benchmarks/embed_throughput.py --model ViT-B-32 --images 300        # model-bound on a CPU
+    python benchmarks/embed_throughput.py --encoder txv-densenet121-all          # a preset, random weights
 
 Images are copies of the real NIH PNGs in tests/data (1024x1024, 8-bit) under generated ids, so decoding
 costs what it costs on the real dataset; weights are random (``--pretrained none``), which
@@ -39,26 +40,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cxrprobe.commands.embed import EmbedOptions, embed
+from cxrprobe.commands.embed import EmbedOptions, embed, load_encoder
 from cxrprobe.cores import usable_cores
-from cxrprobe.data.images import batch_ranges, make_loader
+from cxrprobe.data.images import Preprocessing, batch_ranges, make_loader
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
 from cxrprobe.data.synthetic import write_nih_folder
 from cxrprobe.models.device import choose_precision, resolve_device, running_on, use_device
 from cxrprobe.models.encode import encode_images
-from cxrprobe.models.loading import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def decode_alone(data_dir: Path, batch_size: int, workers: int, image_size: int) -> float:
-    from cxrprobe.data.images import Preprocessing
-
+def decode_alone(data_dir: Path, batch_size: int, workers: int, prep: Preprocessing) -> float:
     table = load_nih_metadata(data_dir).table
     paths = find_images(data_dir, table.image_ids)
     paths = paths[paths != ""].tolist()
-    loader = make_loader(paths, Preprocessing(image_size=image_size), batch_ranges(len(paths), batch_size), workers)
+    loader = make_loader(paths, prep, batch_ranges(len(paths), batch_size), workers)
     marks = [(time.perf_counter(), 0)]
     for batch in loader:
         marks.append((time.perf_counter(), marks[-1][1] + len(batch.rows) + len(batch.failures)))
@@ -97,7 +95,9 @@ def synchronise(device: torch.device) -> None:
 def pipeline(data_dir: Path, out: Path, args: argparse.Namespace) -> float:
     marks: list[tuple[float, int]] = []
     options = EmbedOptions(
-        data_dir=data_dir, out=out, model=args.model, pretrained="none", device=args.device,
+        data_dir=data_dir, out=out, model=EmbedOptions.model if args.encoder else args.model,
+        pretrained=args.pretrained, encoder=args.encoder,
+        device=args.device,
         batch_size=args.batch_size, workers=args.workers, precision=args.precision, force=True,
     )
     start = time.perf_counter()
@@ -137,6 +137,8 @@ def decode_by_format(png_pool: list[Path], folder: Path, per_format: int, image_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="cxrprobe-tiny")
+    parser.add_argument("--encoder", help="a preset (cxrprobe encoders) instead of --model")
+    parser.add_argument("--pretrained", default="none", help="weights: random by default, which cost what real ones do")
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=None, help="default: one per usable core")
@@ -161,9 +163,9 @@ def main() -> None:
             write_nih_folder(data_dir, args.images, seed=0, png_pool=pool)
         device = resolve_device(args.device)
         use_device(device)
-        loaded = load_model(args.model, "none", device)
+        loaded = load_encoder(args.model, args.pretrained, device, args.encoder)
         precision = choose_precision(args.precision, device)
-        print(f"{args.model} {running_on(device, precision)}, {os.cpu_count()} cpus, batch {args.batch_size}, "
+        print(f"{args.encoder or args.model} ({loaded.backend}, {loaded.preprocessing.image_size} px) {running_on(device, precision)}, {os.cpu_count()} cpus, batch {args.batch_size}, "
               f"workers {workers}, torch threads {torch.get_num_threads()}")
         if args.per_format:
             decode_by_format(sorted(args.png_pool.glob("*.png")), Path(tmp) / "formats", args.per_format,
@@ -171,7 +173,7 @@ def main() -> None:
         n = len(load_nih_metadata(data_dir).table)
         rates: dict[str, list[float]] = {"decode": [], "model": [], "pipeline": []}
         for round_ in range(args.rounds):
-            rates["decode"].append(decode_alone(data_dir, args.batch_size, workers, loaded.preprocessing.image_size))
+            rates["decode"].append(decode_alone(data_dir, args.batch_size, workers, loaded.preprocessing))
             rates["model"].append(model_alone(loaded, n, args.batch_size, precision))
             rates["pipeline"].append(pipeline(data_dir, Path(tmp) / "cache.h5", args))
             print(f"  round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in rates.items()))

@@ -232,3 +232,5 @@ def test_presets_are_listed_and_an_unknown_one_is_one_line(cli, tmp_path, small_
                               "chexzer0", *CPU), "unknown encoder 'chexzer0'; did you mean chexzero")
     assert_one_line_error(cli("embed", "--data-dir", small_dataset, "--out", tmp_path / "x.h5", "--encoder",
                               "chexzero", "--model", "ViT-B-16", *CPU), "--encoder names the model itself")
+    assert_one_line_error(cli("embed", "--data-dir", small_dataset, "--out", tmp_path / "x.h5", "--encoder",
+                              "chexzero", *CPU), "--encoder chexzero takes its weights from --pretrained FILE")

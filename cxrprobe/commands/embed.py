@@ -36,6 +36,7 @@ from cxrprobe.models.device import (
     use_device,
 )
 from cxrprobe.models.encode import Encoded, launch_encode
+from cxrprobe.models.encoders.openclip import FOLDER_SCHEMAS
 from cxrprobe.models.encoders.presets import find_preset
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.text import default_prompts
@@ -122,7 +123,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             loaded, checkpoint_file, adapted = load_adapted(Path(options.checkpoint), device)
             loaded = _head_if_classes_match(loaded, adapted, table.classes, notify)
         else:
-            loaded = _load_encoder(options, device)
+            loaded = load_encoder(options.model, options.pretrained, device, options.encoder, options.features)
         loaded = loaded.reading_with(options.intensity, options.dicom_window)
         spec = EmbedSpec(
             model=loaded.name,
@@ -168,12 +169,13 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
     return EmbedResult(out, summary.rows, summary.failures, missing, len(table), batches_run, time.perf_counter() - started)
 
 
-def _load_encoder(options: EmbedOptions, device: torch.device) -> LoadedModel:
-    """The model ``--model`` names, or the one ``--encoder``'s preset names, read as it says."""
-    if options.encoder is None:
-        return load_model(options.model, options.pretrained, device, features=options.features)
-    preset = find_preset(options.encoder)
-    return preset.applied(load_model(preset.model, options.pretrained, device, features=options.features))
+def load_encoder(model: str, pretrained: str, device: torch.device, encoder: str | None = None,
+                 features: str | None = None) -> LoadedModel:
+    """The model ``model`` names, or the one ``encoder``'s preset names, read as it says."""
+    if encoder is None:
+        return load_model(model, pretrained, device, features=features)
+    preset = find_preset(encoder)
+    return preset.applied(load_model(preset.model, pretrained, device, features=features))
 
 
 def _check_options(options: EmbedOptions) -> None:
@@ -184,9 +186,13 @@ def _check_options(options: EmbedOptions) -> None:
     if options.limit is not None and options.limit < 1:
         raise InputError(f"--limit must be at least 1, got {options.limit}")
     if options.encoder is not None:
-        find_preset(options.encoder)  # an unknown name costs nothing
+        preset = find_preset(options.encoder)  # an unknown name costs nothing
         if options.model != EmbedOptions.model or options.checkpoint is not None:
             raise InputError("--encoder names the model itself: drop --model (and --checkpoint, whose run names its own)")
+        if options.pretrained == EmbedOptions.pretrained and not preset.model.startswith(FOLDER_SCHEMAS):
+            # the default tag would load other weights under the preset's name
+            raise InputError(f"--encoder {preset.name} takes its weights from --pretrained FILE (or none): "
+                             f"{preset.weights}")
     if options.dtype not in EMBEDDING_DTYPES:
         raise InputError(f"unknown embedding dtype {options.dtype!r}; use {' or '.join(EMBEDDING_DTYPES)}")
 

@@ -28,6 +28,7 @@ from cxrprobe.seeding import seeded_cpu
 RANDOM_INIT_SEED = 0
 NO_WEIGHTS = "none"
 FEATURES = ("projected", "pooled")
+FOLDER_SCHEMAS = ("hf-hub:", "local-dir:")  # names whose folder holds the config and its weights
 
 
 def _open_clip():  # noqa: ANN202 - the module
@@ -155,7 +156,7 @@ def _build(name: str, pretrained: str) -> tuple[torch.nn.Module, str]:
 
 def _built(name: str, pretrained: str) -> torch.nn.Module:
     with seeded_cpu(RANDOM_INIT_SEED):
-        model = _open_clip().create_model(_open_clip_name(name), pretrained=None)
+        model = _open_clip().create_model(_open_clip_name(name), pretrained=None, load_weights=False)
     if pretrained == NO_WEIGHTS:
         return model
     tags = [] if name in bundled_models() else _open_clip().list_pretrained_tags_by_model(name)
