@@ -163,7 +163,7 @@ def main() -> None:
             write_nih_folder(data_dir, args.images, seed=0, png_pool=pool)
         device = resolve_device(args.device)
         use_device(device)
-        loaded = load_encoder(args.model, args.pretrained, device, args.encoder)
+        loaded = load_encoder(None if args.encoder else args.model, args.pretrained, device, args.encoder)
         precision = choose_precision(args.precision, device)
         print(f"{args.encoder or args.model} ({loaded.backend}, {loaded.preprocessing.image_size} px) {running_on(device, precision)}, {os.cpu_count()} cpus, batch {args.batch_size}, "
               f"workers {workers}, torch threads {torch.get_num_threads()}")

@@ -10,6 +10,7 @@ import time
 from importlib import resources
 
 import numpy as np
+import pytest
 import torch
 from conftest import TINY
 from helpers import assert_one_line_error, snapshot
@@ -231,6 +232,44 @@ def test_presets_are_listed_and_an_unknown_one_is_one_line(cli, tmp_path, small_
     assert_one_line_error(cli("embed", "--data-dir", small_dataset, "--out", tmp_path / "x.h5", "--encoder",
                               "chexzer0", *CPU), "unknown encoder 'chexzer0'; did you mean chexzero")
     assert_one_line_error(cli("embed", "--data-dir", small_dataset, "--out", tmp_path / "x.h5", "--encoder",
-                              "chexzero", "--model", "ViT-B-16", *CPU), "--encoder names the model itself")
+                              "chexzero", "--model", "ViT-B-16", *CPU),
+                          "--encoder chexzero names its model (ViT-B-32-quickgelu); --model may only point it at")
     assert_one_line_error(cli("embed", "--data-dir", small_dataset, "--out", tmp_path / "x.h5", "--encoder",
                               "chexzero", *CPU), "--encoder chexzero takes its weights from --pretrained FILE")
+
+
+# every preset is embedded offline from local weights by one test: these, the CheXzero test
+# above, and the hub presets' in test_encoders_hf.py
+TXV_PRESETS = ("txv-densenet121-all", "txv-densenet121-nih", "txv-densenet121-chex", "txv-resnet50-all")
+HUB_PRESETS = ("biomedclip", "rad-dino", "medsiglip-448")
+
+
+def test_every_preset_has_its_offline_test():
+    from cxrprobe.models.encoders.presets import presets
+
+    assert {p.name for p in presets()} == {"chexzero", *TXV_PRESETS, *HUB_PRESETS}
+
+
+@pytest.mark.parametrize("name", TXV_PRESETS)
+def test_each_torchxrayvision_preset_embeds_from_a_state_dict(name, small_dataset, tmp_path, cli):
+    from cxrprobe.models.encoders.presets import find_preset
+
+    import torchvision
+    import torchxrayvision as xrv
+
+    preset = find_preset(name)
+    torch.manual_seed(2)
+    if "resnet" in name:  # torchxrayvision's ResNet wraps torchvision's as .model
+        inner = torchvision.models.resnet50(num_classes=18, weights=None)
+        inner.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        state = {f"model.{k}": v for k, v in inner.state_dict().items()}
+    else:
+        state = xrv.models.DenseNet(weights=None).state_dict()
+    torch.save(state, tmp_path / "w.pt")
+    cache = tmp_path / "c.h5"
+    embedded = cli("embed", "--data-dir", small_dataset, "--out", cache, "--encoder", name, "--pretrained",
+                   tmp_path / "w.pt", "--limit", "2", *CPU)
+    assert embedded.code == 0, embedded.stderr
+    summary = json.loads(cli("info", cache, "--json").stdout)
+    assert summary["encoder"]["preset"] == name and summary["rows"] == 2
+    assert summary["weights_sha256"] != load_model(preset.model, "none", "cpu").weights_sha256

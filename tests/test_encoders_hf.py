@@ -6,7 +6,9 @@ embedded end to end and run through fewshot; pixels against the model's own
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from importlib import resources
 
 import numpy as np
 import pytest
@@ -123,3 +125,44 @@ def test_a_hub_name_not_in_the_cache_fails_at_once(tmp_path, small_dataset, cli)
     assert time.perf_counter() - started < 10
     assert_one_line_error(failed, "is neither a folder nor in the local Hugging Face cache")
     assert snapshot(tmp_path) == before
+
+
+def hub_cache(root, repo, folder):
+    """A local Hugging Face cache holding ``folder``'s files as ``repo``'s snapshot, laid out as
+    huggingface_hub lays one out."""
+    snapshot_dir = root / f"models--{repo.replace('/', '--')}" / "snapshots" / "0123abc"
+    shutil.copytree(folder, snapshot_dir)
+    (snapshot_dir.parents[1] / "refs").mkdir()
+    (snapshot_dir.parents[1] / "refs" / "main").write_text("0123abc")
+
+
+@pytest.mark.parametrize("name, kind, text", [("rad-dino", "dinov2", False), ("medsiglip-448", "siglip", True),
+                                              ("biomedclip", "open_clip", True)])
+def test_each_hub_preset_loads_from_the_local_cache_offline(name, kind, text, folders, small_dataset, tmp_path, cli,
+                                                            monkeypatch):
+    """A preset's hub name resolved from the local cache alone (here a cache holding a tiny model
+    under the preset's repo name), and the same from a folder given with --model."""
+    import huggingface_hub.constants
+    from safetensors.torch import save_file
+
+    from cxrprobe.models.encoders.presets import find_preset
+
+    preset = find_preset(name)
+    source = folders / kind
+    if kind == "open_clip":  # the bundled tiny config and its random weights, as the hub folder holds them
+        source = tmp_path / "tiny-open-clip"
+        shutil.copytree(resources.files("cxrprobe.models") / "configs" / "cxrprobe-tiny", source)
+        save_file(load_model("cxrprobe-tiny", "none", "cpu").model.state_dict(), str(source / "open_clip_model.safetensors"))
+    cache_dir = tmp_path / "hub"
+    hub_cache(cache_dir, preset.model.split(":", 1)[1], source)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache_dir))
+    out = tmp_path / "c.h5"
+    embedded = cli("embed", "--data-dir", small_dataset, "--out", out, "--encoder", name, "--limit", "4", *CPU)
+    assert embedded.code == 0, embedded.stderr
+    summary = json.loads(cli("info", out, "--json").stdout)
+    assert summary["encoder"]["preset"] == name and summary["encoder"]["text"] is text
+    local = tmp_path / "local.h5"
+    folder = f"hf:{source}" if kind != "open_clip" else f"local-dir:{source}"
+    assert cli("embed", "--data-dir", small_dataset, "--out", local, "--encoder", name, "--model", folder,
+               "--limit", "4", *CPU).code == 0
+    assert json.loads(cli("info", local, "--json").stdout)["weights_sha256"] == summary["weights_sha256"]

@@ -36,7 +36,6 @@ from cxrprobe.models.device import (
     use_device,
 )
 from cxrprobe.models.encode import Encoded, launch_encode
-from cxrprobe.models.encoders.openclip import FOLDER_SCHEMAS
 from cxrprobe.models.encoders.presets import find_preset
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.text import default_prompts
@@ -123,7 +122,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
             loaded, checkpoint_file, adapted = load_adapted(Path(options.checkpoint), device)
             loaded = _head_if_classes_match(loaded, adapted, table.classes, notify)
         else:
-            loaded = load_encoder(options.model, options.pretrained, device, options.encoder, options.features)
+            loaded = load_encoder(_given_model(options), options.pretrained, device, options.encoder, options.features)
         loaded = loaded.reading_with(options.intensity, options.dicom_window)
         spec = EmbedSpec(
             model=loaded.name,
@@ -169,13 +168,19 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
     return EmbedResult(out, summary.rows, summary.failures, missing, len(table), batches_run, time.perf_counter() - started)
 
 
-def load_encoder(model: str, pretrained: str, device: torch.device, encoder: str | None = None,
+def load_encoder(model: str | None, pretrained: str, device: torch.device, encoder: str | None = None,
                  features: str | None = None) -> LoadedModel:
-    """The model ``model`` names, or the one ``encoder``'s preset names, read as it says."""
+    """The model ``model`` names, or the one ``encoder``'s preset names (from the folder
+    ``model`` names instead, where one is given), read as the preset says."""
     if encoder is None:
-        return load_model(model, pretrained, device, features=features)
+        return load_model(model or EmbedOptions.model, pretrained, device, features=features)
     preset = find_preset(encoder)
-    return preset.applied(load_model(preset.model, pretrained, device, features=features))
+    return preset.applied(load_model(preset.located(model), pretrained, device, features=features))
+
+
+def _given_model(options: EmbedOptions) -> str | None:
+    """``--model`` where given (not its default)."""
+    return None if options.model == EmbedOptions.model else options.model
 
 
 def _check_options(options: EmbedOptions) -> None:
@@ -187,9 +192,10 @@ def _check_options(options: EmbedOptions) -> None:
         raise InputError(f"--limit must be at least 1, got {options.limit}")
     if options.encoder is not None:
         preset = find_preset(options.encoder)  # an unknown name costs nothing
-        if options.model != EmbedOptions.model or options.checkpoint is not None:
-            raise InputError("--encoder names the model itself: drop --model (and --checkpoint, whose run names its own)")
-        if options.pretrained == EmbedOptions.pretrained and not preset.model.startswith(FOLDER_SCHEMAS):
+        if options.checkpoint is not None:
+            raise InputError("--encoder and --checkpoint exclude each other: the adapt run names its model")
+        preset.located(_given_model(options))
+        if options.pretrained == EmbedOptions.pretrained and not preset.from_folder:
             # the default tag would load other weights under the preset's name
             raise InputError(f"--encoder {preset.name} takes its weights from --pretrained FILE (or none): "
                              f"{preset.weights}")

@@ -16,6 +16,8 @@ from cxrprobe.models.encoders.base import LoadedModel
 
 # RSNA Pneumonia's images are NIH ChestX-ray14's: weights that saw NIH saw them
 OVERLAPS = {"nih-chestxray14": ("rsna-pneumonia",)}
+# model names whose folder holds the weights, by back-end: an open_clip hub or local folder, a transformers one
+FOLDER_KINDS = {"hf-hub:": "open_clip", "local-dir:": "open_clip", "hf:": "transformers"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,23 @@ class Preset:
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in self.preprocessing.items()}
         return dataclasses.replace(loaded, preprocessing=dataclasses.replace(loaded.preprocessing, **fields),
                                    preset=self.name, trained_on=self.trained_on)
+
+    @property
+    def from_folder(self) -> bool:
+        """Whether the weights come with the model's folder (a hub or local one), not a file."""
+        return self.model.startswith(tuple(FOLDER_KINDS))
+
+    def located(self, model: str | None) -> str:
+        """The model to load: the preset's, or the folder ``model`` names in its place (a local
+        copy of a hub model, of the same kind); any other ``--model`` is refused."""
+        if model is None:
+            return self.model
+        kind = next((k for k in FOLDER_KINDS if self.model.startswith(k)), None)
+        given = next((k for k in FOLDER_KINDS if model.startswith(k)), None)
+        if kind is None or given is None or FOLDER_KINDS[kind] != FOLDER_KINDS[given]:
+            raise ModelError(f"--encoder {self.name} names its model ({self.model}); --model may only point it at "
+                             "a local folder of the same kind (hf:FOLDER, local-dir:FOLDER)")
+        return model
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "trained_on": list(self.trained_on)}
