@@ -53,8 +53,9 @@ def folders(tmp_path_factory):
                  transformers.CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})),
         "siglip": (transformers.SiglipModel(transformers.SiglipConfig(text_config=text_config(), vision_config=vision)),
                    transformers.SiglipImageProcessor(size={"height": 64, "width": 64})),
+        # DINOv2's processor shape: the shorter side resized (256 for the real one), a smaller crop (224)
         "dinov2": (transformers.Dinov2Model(transformers.Dinov2Config(**vision)),
-                   transformers.BitImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})),
+                   transformers.BitImageProcessor(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64})),
     }
     for kind, (model, processor) in built.items():
         model.save_pretrained(root / kind)

@@ -35,8 +35,9 @@ _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 class Preprocessing:
     """How a file becomes model input; stored in every cache so a cache describes itself.
 
-    ``resize_mode`` "shortest" scales the shorter side to ``image_size`` and centre-crops
-    (open_clip's default); "squash" resizes both sides to ``image_size``; "letterbox" scales
+    ``resize_mode`` "shortest" scales the shorter side to ``resize_size`` (default
+    ``image_size``) and centre-crops ``image_size`` (open_clip's default; DINOv2's processor
+    resizes to 256 and crops 224); "squash" resizes both sides to ``image_size``; "letterbox" scales
     the longer side to it and pads the rest with black, centred (CheXzero's preprocessing).
     ``channels`` is 3 (the grey image replicated, as ``convert("RGB")`` gives) or 1
     (torchxrayvision); each channel is (x / 255 - mean) / std, so torchxrayvision's range of
@@ -60,6 +61,7 @@ class Preprocessing:
     intensity: str = "bits"
     dicom_window: str = "voi"
     channels: int = 3
+    resize_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.intensity not in INTENSITIES:
@@ -70,6 +72,8 @@ class Preprocessing:
             raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}")
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}")
+        if self.resize_size is not None and (self.resize_mode != "shortest" or self.resize_size < self.image_size):
+            raise ValueError("resize_size goes with resize_mode 'shortest' and is at least image_size")
         if self.channels not in (1, 3) or len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError(f"channels must be 1 or 3, with a mean and a std for each; got {self.channels}, "
                              f"{len(self.mean)} means, {len(self.std)} stds")
@@ -130,12 +134,13 @@ def _resize(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     width, height = img.size
     if prep.resize_mode == "letterbox":
         return _letterbox(img, prep)
+    short = prep.resize_size or size
     if prep.resize_mode == "squash":
         target = (size, size)
     elif width <= height:
-        target = (size, max(size, int(size * height / width)))
+        target = (short, max(short, int(short * height / width)))
     else:
-        target = (max(size, int(size * width / height)), size)
+        target = (max(short, int(short * width / height)), short)
     if img.size != target:
         img = img.resize(target, _INTERPOLATIONS[prep.interpolation], reducing_gap=prep.reducing_gap)
     left = int(round((target[0] - size) / 2.0))

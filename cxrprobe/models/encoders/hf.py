@@ -115,17 +115,19 @@ def _text_encoder(transformers, source: str, model: torch.nn.Module, kind: str, 
 
 def _preprocessing(processor, name: str) -> Preprocessing:  # noqa: ANN001
     """The processor's resize, crop, interpolation, mean and std as cxrprobe's preprocessing:
-    a resize of the shorter side then a centre crop of the same size (CLIP's, RAD-DINO's), or
-    a resize of both sides (SigLIP's)."""
+    a resize of the shorter side then a centre crop (CLIP's, RAD-DINO's of the same size,
+    DINOv2's smaller), or a resize of both sides (SigLIP's)."""
     size, crop = processor.size, getattr(processor, "crop_size", None)
     shortest, height, width = (getattr(size, side, None) for side in ("shortest_edge", "height", "width"))
     cropped = bool(getattr(processor, "do_center_crop", False)) and crop is not None
+    resize = None
     if shortest:
-        target = int(shortest)
+        target, mode = int(shortest), "shortest"
         if cropped and (crop.height, crop.width) != (target, target):
-            raise ModelError(f"{name} resizes to {target} px and crops {crop.height} x {crop.width}: "
-                             "a crop smaller than the resize is not supported")
-        mode = "shortest"
+            if crop.height != crop.width or crop.height > target:
+                raise ModelError(f"{name} resizes to {target} px and crops {crop.height} x {crop.width}: only a "
+                                 "square crop no larger than the resize is supported")
+            target, resize = int(crop.height), target  # DINOv2's: the shorter side to 256, then 224 cropped
     elif height and height == width:
         target, mode = int(height), "squash"
     else:
@@ -134,7 +136,8 @@ def _preprocessing(processor, name: str) -> Preprocessing:  # noqa: ANN001
     if resample not in RESAMPLE:
         raise ModelError(f"{name}'s image processor resamples with PIL filter {resample}; bilinear or bicubic only")
     mean, std = tuple(float(v) for v in processor.image_mean), tuple(float(v) for v in processor.image_std)
-    return Preprocessing(image_size=target, mean=mean, std=std, interpolation=RESAMPLE[resample], resize_mode=mode)
+    return Preprocessing(image_size=target, mean=mean, std=std, interpolation=RESAMPLE[resample], resize_mode=mode,
+                         resize_size=resize)
 
 
 def _width(encode_image, preprocessing: Preprocessing, device: torch.device) -> int:  # noqa: ANN001
