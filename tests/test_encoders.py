@@ -221,6 +221,8 @@ def test_pooled_features_drop_the_projection_and_the_text(small_dataset, tmp_pat
     # a resumed run of the other feature point is another run
     assert_one_line_error(cli("embed", "--data-dir", small_dataset, "--out", cache, *TINY, "--resume"),
                           "was written by another run")
+    assert_one_line_error(cli("embed", "--data-dir", small_dataset, "--out", tmp_path / "x.h5", *TINY, "--features",
+                              "raw"), "--features must be one of projected, pooled, got 'raw'")
 
 
 def test_presets_are_listed_and_an_unknown_one_is_one_line(cli, tmp_path, small_dataset):
@@ -252,10 +254,10 @@ def test_every_preset_has_its_offline_test():
 
 @pytest.mark.parametrize("name", TXV_PRESETS)
 def test_each_torchxrayvision_preset_embeds_from_a_state_dict(name, small_dataset, tmp_path, cli):
-    from cxrprobe.models.encoders.presets import find_preset
-
     import torchvision
     import torchxrayvision as xrv
+
+    from cxrprobe.models.encoders.presets import find_preset
 
     preset = find_preset(name)
     torch.manual_seed(2)

@@ -36,6 +36,7 @@ from cxrprobe.models.device import (
     use_device,
 )
 from cxrprobe.models.encode import Encoded, launch_encode
+from cxrprobe.models.encoders.base import FEATURES
 from cxrprobe.models.encoders.presets import find_preset
 from cxrprobe.models.loading import LoadedModel, load_model
 from cxrprobe.models.text import default_prompts
@@ -190,6 +191,8 @@ def _check_options(options: EmbedOptions) -> None:
         raise InputError(f"--workers must be 0 or more, got {options.workers}")
     if options.limit is not None and options.limit < 1:
         raise InputError(f"--limit must be at least 1, got {options.limit}")
+    if options.features is not None and options.features not in FEATURES:
+        raise InputError(f"--features must be one of {', '.join(FEATURES)}, got {options.features!r}")
     if options.encoder is not None:
         preset = find_preset(options.encoder)  # an unknown name costs nothing
         if options.checkpoint is not None:

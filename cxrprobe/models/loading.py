@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import torch
 
+from cxrprobe.errors import ModelError
 from cxrprobe.models.device import resolve_device
-from cxrprobe.models.encoders.base import LoadedModel
+from cxrprobe.models.encoders.base import FEATURES, LoadedModel
 
 __all__ = ["LoadedModel", "load_model"]
 
@@ -22,6 +23,8 @@ def load_model(name: str, pretrained: str, device: str | torch.device = "cpu", v
     from cxrprobe.models.encoders.hf import is_hf, load_hf
     from cxrprobe.models.encoders.xrv import is_xrv, load_xrv
 
+    if features is not None and features not in FEATURES:
+        raise ModelError(f"--features must be one of {', '.join(FEATURES)}, got {features!r}")
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     if is_xrv(name):
         return load_xrv(name, pretrained, torch_device, features or "pooled")

@@ -5,6 +5,7 @@ everything a cache records about it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -14,6 +15,9 @@ from cxrprobe.data.images import Preprocessing
 from cxrprobe.models.text import OPENAI_LOGIT_SCALE
 
 SOFTMAX, SIGMOID = "softmax", "sigmoid"  # how a text tower's cosines become scores: CLIP's, SigLIP's
+FEATURES = ("projected", "pooled")
+NO_WEIGHTS = "none"  # --pretrained none: random weights, drawn from RANDOM_INIT_SEED
+RANDOM_INIT_SEED = 0  # the same random model in every process: a resumed embed continues with its weights
 
 
 @dataclass
@@ -58,3 +62,17 @@ class LoadedModel:
         return {"backend": self.backend, "features": self.features, "text": self.has_text,
                 "text_scoring": self.text_scoring if self.has_text else None,
                 **({"preset": self.preset, "trained_on": list(self.trained_on)} if self.preset else {})}
+
+
+def cached_snapshot(repo: str, filename: str) -> Path | None:
+    """The folder of ``repo``'s snapshot in the local Hugging Face cache that holds
+    ``filename``, found without touching the network; None where there is none (or ``repo``
+    is no hub name at all)."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        found = try_to_load_from_cache(repo_id=repo, filename=filename)
+    except HFValidationError:
+        return None
+    return Path(found).parent if isinstance(found, str) else None

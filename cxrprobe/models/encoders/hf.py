@@ -16,13 +16,11 @@ import torch
 
 from cxrprobe.data.images import Preprocessing
 from cxrprobe.errors import ModelError
-from cxrprobe.models.encoders.base import SIGMOID, SOFTMAX, LoadedModel
+from cxrprobe.models.encoders.base import NO_WEIGHTS, RANDOM_INIT_SEED, SIGMOID, SOFTMAX, LoadedModel, cached_snapshot
 from cxrprobe.models.weights import weights_sha256
 from cxrprobe.seeding import seeded_cpu
 
 PREFIX = "hf:"
-RANDOM_INIT_SEED = 0
-NO_WEIGHTS = "none"
 TEXT_MODELS = {"clip": SOFTMAX, "siglip": SIGMOID}  # model_type -> how its text scores
 RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's numbering, which the processors' configs use
 
@@ -80,18 +78,12 @@ def _source(name: str) -> str:
     """A local folder, or a hub name's snapshot folder in the local cache (no network)."""
     if Path(name).is_dir():
         return name
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.errors import HFValidationError
-
-    try:
-        found = try_to_load_from_cache(repo_id=name, filename="config.json")
-    except HFValidationError:  # a path that is no folder, or no hub name at all
-        found = None
-    if not isinstance(found, str):
+    folder = cached_snapshot(name, "config.json")
+    if folder is None:
         raise ModelError(f"hf:{name} is neither a folder nor in the local Hugging Face cache, and cxrprobe downloads "
                          f"no model: fetch it once where there is a network (huggingface-cli download {name}), "
                          "then give --model hf:FOLDER or the hub name again")
-    return str(Path(found).parent)
+    return str(folder)
 
 
 def _pooled(model: torch.nn.Module, kind: str):  # noqa: ANN202

@@ -21,14 +21,9 @@ import torch
 
 from cxrprobe.data.images import RESIZE_MODES, Preprocessing
 from cxrprobe.errors import ModelError
-from cxrprobe.models.encoders.base import SIGMOID, SOFTMAX, LoadedModel
+from cxrprobe.models.encoders.base import NO_WEIGHTS, RANDOM_INIT_SEED, SIGMOID, SOFTMAX, LoadedModel, cached_snapshot
 from cxrprobe.models.weights import load_into, read_state_dict, weights_sha256
 from cxrprobe.seeding import seeded_cpu
-
-RANDOM_INIT_SEED = 0
-NO_WEIGHTS = "none"
-FEATURES = ("projected", "pooled")
-FOLDER_SCHEMAS = ("hf-hub:", "local-dir:")  # names whose folder holds the config and its weights
 
 
 def _open_clip():  # noqa: ANN202 - the module
@@ -66,8 +61,6 @@ def load_open_clip(name: str, pretrained: str, device: torch.device, visual_only
     ``device``; ``visual_only`` leaves the text tower on the CPU, for work that only encodes
     images. ``features`` "pooled" drops the visual projection (its text tower then has no
     common space with the images, so the model counts as image-only)."""
-    if features not in FEATURES:
-        raise ModelError(f"--features must be one of {', '.join(FEATURES)}, got {features!r}")
     folder = _schema_folder(name)
     if folder is None:
         check_model_name(name)
@@ -116,16 +109,14 @@ def _schema_folder(name: str) -> Path | None:
         return folder
     if not name.startswith("hf-hub:"):
         return None
-    from huggingface_hub import try_to_load_from_cache
-
     repo = name.removeprefix("hf-hub:")
-    found = try_to_load_from_cache(repo_id=repo, filename="open_clip_config.json")
-    if not isinstance(found, str):
+    folder = cached_snapshot(repo, "open_clip_config.json")
+    if folder is None:
         raise ModelError(f"{name} is not in the local Hugging Face cache, and cxrprobe downloads no model: fetch it "
                          f"once where there is a network (huggingface-cli download {repo}), or give --model "
                          "local-dir:FOLDER (its open_clip_config.json and weights), or --pretrained FILE with the "
                          "matching open_clip model name")
-    return Path(found).parent
+    return folder
 
 
 def _build_from_folder(folder: Path, pretrained: str) -> tuple[torch.nn.Module, str]:

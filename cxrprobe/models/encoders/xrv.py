@@ -19,13 +19,11 @@ import torch
 
 from cxrprobe.data.images import Preprocessing
 from cxrprobe.errors import ModelError
-from cxrprobe.models.encoders.base import LoadedModel
+from cxrprobe.models.encoders.base import NO_WEIGHTS, RANDOM_INIT_SEED, LoadedModel
 from cxrprobe.models.weights import load_into, read_state_dict, weights_sha256
 from cxrprobe.seeding import seeded_cpu
 
 PREFIX = "xrv:"
-RANDOM_INIT_SEED = 0
-NO_WEIGHTS = "none"
 # torchxrayvision's normalize: (2 x / 255 - 1) * 1024 = (x / 255 - 0.5) / (1 / 2048)
 XRV_MEAN, XRV_STD = (0.5,), (1 / 2048,)
 DENSENET_CLASSES = 18  # torchxrayvision's default pathologies; a state dict's classifier says its own
