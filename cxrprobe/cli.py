@@ -198,6 +198,8 @@ def fewshot(
     aggregate: Annotated[str, typer.Option(help=AGGREGATE)] = "image",
     test_cache: Annotated[Optional[Path], typer.Option("--test-cache", help="Score another dataset's cache (same weights) instead: its test split, on the classes the two share (cross-dataset).")] = None,
     test_labels: Annotated[Optional[Path], typer.Option("--test-labels", help="Score the cache's test images against another label table of them, such as google2019_nih-chest-xray-labels.csv.gz (radiologist-adjudicated NIH labels).")] = None,
+    backend: Annotated[str, typer.Option(help="local (a process pool on this machine) or dask (the tasks on an existing dask.distributed cluster, through joblib's Dask backend; the same results).")] = "local",
+    scheduler: Annotated[Optional[str], typer.Option(help="--backend dask: the scheduler's address (default: DASK_SCHEDULER_ADDRESS).")] = None,
     class_map: Annotated[Optional[Path], typer.Option("--class-map", help="With --test-cache or --test-labels: a CSV of test_class,cache_class pairs (a test class with several rows is scored by the highest; an empty cache_class leaves it out). Default: the shipped synonyms, or for --test-labels the shipped Google 2019 NIH map.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
@@ -221,7 +223,8 @@ def fewshot(
                              strict_shots=strict_shots, progress=progress, search=search, protocol=protocol,
                              allow_undefined=allow_undefined, support=support, normals=normal_count,
                              test_bootstrap=test_bootstrap, aggregate=aggregate, test_cache=test_cache,
-                             test_labels=test_labels, class_map=class_map, out=out)
+                             test_labels=test_labels, class_map=class_map, backend=backend, scheduler=scheduler,
+                             out=out)
     for note in (result.config["test_set"] or {}).get("notes", []):
         typer.echo(f"cxrprobe fewshot: {note}", err=True)
     render_result(summary_curves(result.summary), result.config)

@@ -33,6 +33,7 @@ from cxrprobe.versions import package_versions
 # The paper's few-shot code: continue training the adapted head on each support set for 5
 # epochs (AdamW 1e-4, batch 16), support sets without explicit normals, one draw per N.
 PAPER_EPOCHS = 5
+BACKENDS = ("local", "dask")  # where the grid's tasks run: a local process pool, or an existing Dask cluster
 
 
 @dataclass
@@ -76,7 +77,7 @@ def run_fewshot(
     image_ids: np.ndarray | None = None, known: np.ndarray | None = None, normal: np.ndarray | None = None,
     classes: Sequence[str] | None = None, study_ids: np.ndarray | None = None, aggregate: str = "image",
     test_cache: Path | str | None = None, test_labels: Path | str | None = None, class_map: Path | str | None = None,
-    out: Path | str | None = None,
+    backend: str = "local", scheduler: str | None = None, out: Path | str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> FewshotResult:
     """The few-shot grid: ``shots`` (counts, or "all") x ``seeds`` x ``heads`` on a cache, or on
@@ -91,6 +92,8 @@ def run_fewshot(
     shipped synonyms, or for ``test_labels`` the shipped Google 2019 NIH map).
 
     ``heads`` None is every head the data can run; ``jobs`` None one process per usable core.
+    ``backend`` "dask" runs the grid's tasks on the Dask cluster at ``scheduler`` (default: the
+    DASK_SCHEDULER_ADDRESS variable) instead of a local pool, with the same results.
     With ``out``, the results dir is written there (checked before the grid runs)."""
     from cxrprobe.report.results import check_results_dir
 
@@ -104,6 +107,7 @@ def run_fewshot(
     if (cache is None) == (embeddings is None):
         raise InputError("give either a cache or embeddings (with labels, splits and patients), not both or neither")
     retest = _check_retest(cache, test_cache, test_labels, class_map, protocol)
+    address = _scheduler(backend, scheduler)
     head_params: dict[str, dict] = {}
     if cache is not None:
         from cxrprobe.cache.reader import FeatureCache
@@ -141,7 +145,7 @@ def run_fewshot(
                            allow_undefined=allow_undefined, test_bootstrap=test_bootstrap, known=known,
                            normal=normal, classes=None if classes is None else tuple(classes),
                            study_ids=study_ids, aggregate=aggregate)
-    result = run_grid(source, spec, jobs=jobs, progress=progress)
+    result = run_grid(source, spec, jobs=jobs, progress=progress, scheduler=address)
     if test_set is not None:
         result.cache_attrs = test_set.attrs
         image_ids = test_set.image_ids
@@ -150,6 +154,19 @@ def run_fewshot(
     if out is not None:
         fewshot.write(out)
     return fewshot
+
+
+def _scheduler(backend: str, scheduler: str | None) -> str | None:
+    """The Dask scheduler's address for ``backend`` dask, None for the local pool."""
+    if backend not in BACKENDS:
+        raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "local":
+        if scheduler is not None:
+            raise InputError("--scheduler goes with --backend dask")
+        return None
+    from cxrprobe.eval.cluster import scheduler_address
+
+    return scheduler_address(scheduler)
 
 
 def _check_retest(cache: object, test_cache: object, test_labels: object, class_map: object, protocol: str) -> bool:

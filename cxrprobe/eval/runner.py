@@ -165,8 +165,9 @@ def run_task(data: GridData, spec: GridSpec, shots: Shots, seed: int) -> tuple[S
     return support, results, 0 if validation is None else len(validation.rows)
 
 
-def memory_mapped(data: GridData, folder: Path) -> GridData:
-    """``data`` with its large arrays as read-only memory maps of files in ``folder``.
+def memory_mapped(data: GridData, folder: Path, opener: Callable[[Path], np.ndarray] | None = None) -> GridData:
+    """``data`` with its large arrays as read-only memory maps of files in ``folder`` (opened
+    by ``opener``: a Dask run's arrays pickle as their paths, ``cluster.SharedArray``).
 
     joblib sends a memory map to a worker as its file name; a plain array it hashes (to name
     its own memory-map file) every time a task is sent: 400 MB a task, which cost this grid a
@@ -175,7 +176,7 @@ def memory_mapped(data: GridData, folder: Path) -> GridData:
     def mapped(name: str, array: np.ndarray) -> np.ndarray:
         path = folder / f"{name}.npy"
         np.save(path, array)
-        return np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r") if opener is None else opener(path)
 
     return dataclasses.replace(
         data, embeddings=mapped("embeddings", data.embeddings), labels=mapped("labels", data.labels),
@@ -233,8 +234,11 @@ def _support_free_runs(data: GridData, spec: GridSpec) -> dict[str, RunResult]:
 
 def run_grid(
     source: Path | GridData, spec: GridSpec, jobs: int = 1, progress: Callable[[int, int], None] | None = None,
+    scheduler: str | None = None,
 ) -> GridResult:
-    """The grid on a cache (its path) or on arrays already in a ``GridData`` (``grid_data``)."""
+    """The grid on a cache (its path) or on arrays already in a ``GridData`` (``grid_data``):
+    in this process (``jobs`` 1), a local pool of ``jobs`` processes, or on the Dask cluster
+    whose ``scheduler`` address is given; the same results, byte for byte, whichever."""
     at_least_one(jobs, "jobs")
     if isinstance(source, GridData):
         data, attrs = source, {}
@@ -243,7 +247,9 @@ def run_grid(
                                      spec.aggregate)
     tasks = spec.tasks()
     jobs = min(jobs, len(tasks))  # a worker without a task would only cost its start-up
-    if jobs == 1:
+    if scheduler is not None:
+        outputs = _on_cluster(data, spec, tasks, scheduler)
+    elif jobs == 1:
         outputs = []
         for i, (shots, seed) in enumerate(tasks):
             outputs.append(run_task(data, spec, shots, seed))
@@ -289,3 +295,16 @@ def run_grid(
     return GridResult(runs, supports, len(data.test_rows), validation_images, attrs, seconds,
                       undefined_findings(test_labels, data.scored_classes, test_known), prevalence, not_fitted,
                       data.scored_classes, len(test_labels), data.classes if data.test_classes else ())
+
+
+def _on_cluster(data: GridData, spec: GridSpec, tasks: list[tuple[Shots, int]], scheduler: str) -> list:
+    """The tasks through joblib's Dask backend on the cluster at ``scheduler``, in task order."""
+    from joblib import Parallel, delayed, parallel_config
+
+    from cxrprobe.eval.cluster import check_workers_see, connect, open_shared
+
+    with connect(scheduler) as client, shared_folder() as folder:
+        shared = memory_mapped(data, folder, open_shared)
+        check_workers_see(client, folder / "embeddings.npy")
+        with parallel_config(backend="dask"):
+            return Parallel()(delayed(run_task_in_worker)(shared, spec, *task) for task in tasks)
