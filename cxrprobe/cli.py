@@ -318,9 +318,9 @@ def zeroshot(
 
     result = run_zeroshot(cache, negative=negative, bootstrap=bootstrap, seed=seed, prompts_file=prompts,
                           allow_undefined=allow_undefined, aggregate=aggregate, out=out)
-    render_zeroshot(result.rows, bootstrap)
-    if result.config["encoder"]["contamination"]:
+    if result.config["encoder"]["contamination"]:  # above the table it qualifies
         typer.echo(f"warning: {result.config['encoder']['contamination']}")
+    render_zeroshot(result.rows, bootstrap)
     typer.echo(f"results in {out} (zeroshot.csv, config.json)")
 
 
@@ -335,9 +335,9 @@ def report(
     from cxrprobe.report.tables import render_curves
 
     loaded = load_results(results)
-    render_curves(combined_curves(loaded))
-    for note in contamination_notes(results):
+    for note in contamination_notes(results):  # above the table it qualifies
         typer.echo(f"warning: {note}")
+    render_curves(combined_curves(loaded))
     if plot is not None:
         write_plot(loaded, plot)
         typer.echo(f"plot written to {plot}")

@@ -104,6 +104,7 @@ def test_a_preset_with_local_weights_records_itself_and_warns_of_its_training_da
                "--allow-undefined", "--out", out)
     assert grid.code == 0, grid.stderr
     assert "warning: the encoder's weights were trained on nih-chestxray14" in grid.stdout
+    assert grid.stdout.index("warning:") < grid.stdout.index("prototype")  # in the table's header
     config = json.loads((out / "config.json").read_text())
     assert "not those of an unseen dataset" in config["encoder"]["contamination"]
     assert "warning: grid: the encoder's weights were trained on" in cli("report", out).stdout

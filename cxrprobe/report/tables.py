@@ -22,21 +22,22 @@ def render_summary(summary_csv: Path, console: Console | None = None) -> None:
 
 
 def render_result(curves: dict[str, list], config: dict, console: Console | None = None) -> None:
-    """Mean AUC ± 95% CI per head and shot level, the seed count in the title; then what
-    ``all`` was, heads left out, and what an adapted encoder learned."""
+    """Above the table, what limits its reading (the weights saw this dataset; an image-only
+    encoder ran no text head); then mean AUC ± 95% CI per head and shot level, the seed count
+    in the title; then what ``all`` was, heads left out, and what an adapted encoder learned."""
     console = console or Console(highlight=False)
+    encoder = config.get("encoder") or {}
+    if encoder.get("contamination"):
+        console.print(f"warning: {encoder['contamination']}", soft_wrap=True)
+    if encoder.get("text") is False:
+        console.print(f"image-only encoder ({encoder.get('backend')}, {encoder.get('features')} features): the heads "
+                      "that score from text are left out", soft_wrap=True)
     render_curves(curves, console, config.get("undefined_findings", []), len(config.get("classes", FINDINGS)))
     full_data = config.get("full_data") or {}
     if full_data:
         console.print(f"all = {full_data['images']:,} training images: {full_data['what']}", soft_wrap=True)
     for head, why in (config.get("not_fitted") or {}).items():
         console.print(f"{head}: {why}", soft_wrap=True)
-    encoder = config.get("encoder") or {}
-    if encoder.get("text") is False:
-        console.print(f"image-only encoder ({encoder.get('backend')}, {encoder.get('features')} features): the heads "
-                      "that score from text are left out", soft_wrap=True)
-    if encoder.get("contamination"):
-        console.print(f"warning: {encoder['contamination']}", soft_wrap=True)
     if encoder.get("adapted"):
         console.print(f"{encoder['summary']}: {encoder['label_efficiency']}", soft_wrap=True)
 
