@@ -127,6 +127,7 @@ def embed(
     force: Annotated[bool, typer.Option("--force", help="Start over, replacing an existing cache when done.")] = False,
     require_all: Annotated[bool, typer.Option("--require-all", help="Fail when a metadata image has no file.")] = False,
     checkpoint: Annotated[Optional[Path], typer.Option(help="An adapt run dir: embed with its encoder (model and weights from the run) and store its head's logits.")] = None,
+    shard: Annotated[Optional[str], typer.Option(help="I/N: embed shard I (from 0) of N into its own file beside --out (job arrays); under torchrun or srun the rank and world size are read from the environment. The last shard to finish merges them (or cxrprobe merge).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes or progress on stderr.")] = False,
     data: dict | None = None,  # the dataset flags (with_dataset_flags)
 ) -> None:
@@ -139,7 +140,7 @@ def embed(
     options = EmbedOptions(
         data_dir=data_dir, out=out, model=model, pretrained=pretrained, encoder=encoder, features=features, device=device,
         batch_size=batch_size, workers=workers, precision=precision, dtype=dtype, limit=limit,
-        resume=resume, force=force, require_all=require_all, checkpoint=checkpoint,
+        resume=resume, force=force, require_all=require_all, checkpoint=checkpoint, shard=shard,
         **data,
     )
     notify = _notes("cxrprobe", quiet)
@@ -148,11 +149,27 @@ def embed(
     if result.already_complete:
         typer.echo(f"{result.out}: complete, {result.rows:,} images; nothing to do")
         return
+    if result.waiting_for:
+        typer.echo(f"{result.out}: this shard's {result.rows:,} images embedded; {result.waiting_for} shard(s) still "
+                   f"to finish ({result.seconds:.1f} s)")
+        return
     typer.echo(
         f"wrote {result.out}: {result.rows:,} images embedded, {result.failures:,} failed to decode, "
         f"{result.missing:,} of {result.metadata_rows:,} metadata rows without an image file "
         f"({result.seconds:.1f} s)"
     )
+
+
+@app.command()
+@guarded
+def merge(
+    cache: Annotated[Path, typer.Argument(help="The cache a sharded embed (--shard, torchrun, srun) writes: its CACHE.shard-I-of-N.partial files are merged into it.")],
+) -> None:
+    """Merge the finished shards of a sharded embed into its cache (the last shard to finish does it itself)."""
+    from cxrprobe.cache.ranks import merge_shards
+
+    summary = merge_shards(cache)
+    typer.echo(f"wrote {cache}: {summary.rows:,} images embedded, {summary.failures:,} failed to decode")
 
 
 @app.command()

@@ -17,6 +17,7 @@ import numpy as np
 
 from cxrprobe.cache.final import write_cache
 from cxrprobe.cache.layout import created_timestamp
+from cxrprobe.cache.ranks import Shard, merge_shards, shard_from, unfinished_shards
 from cxrprobe.cache.reader import FeatureCache, peek_cache
 from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, attr_json, manifest_sha256, partial_path
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
@@ -24,7 +25,7 @@ from cxrprobe.cores import usable_cores
 from cxrprobe.data.datasets import DatasetOptions, locate
 from cxrprobe.data.images import DecodedBatch, DecodedBefore, make_loader
 from cxrprobe.data.table import DatasetMetadata, ImageTable
-from cxrprobe.errors import CacheError, DataError, InputError
+from cxrprobe.errors import BusyError, CacheError, DataError, InputError
 from cxrprobe.fsutil import check_output_path, exclusive_lock, remove_stale_temporaries, reporting_no_room
 from cxrprobe.models.device import (
     Hardware,
@@ -72,6 +73,7 @@ class EmbedOptions(DatasetOptions):
     force: bool = False
     require_all: bool = False
     checkpoint: Path | None = None  # an adapt run dir: its encoder embeds, its head's logits are stored
+    shard: str | None = None  # "I/N": this process embeds shard I of N (default: a launcher's rank, else all)
 
 
 @dataclass(frozen=True)
@@ -84,22 +86,26 @@ class EmbedResult:
     batches_run: int
     seconds: float
     already_complete: bool = False
+    waiting_for: int = 0  # shards of a sharded embed not finished yet (the cache is not merged while any is)
 
 
 def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Progress | None = None) -> EmbedResult:
     started = time.perf_counter()
     _check_options(options)
+    shard = shard_from(options.shard)
     device = resolve_device(options.device)  # before any scan, lock or model: bad input costs nothing
+    if shard is not None and shard.local_rank is not None and device.type == "cuda" and options.device in ("auto", "cuda"):
+        device = resolve_device(f"cuda:{shard.local_rank}")  # a launcher's process on its own GPU
     precision = choose_precision(options.precision, device)
     use_device(device)
     out = Path(options.out)
     check_output_path(out)
     oom_remedy = ("free GPU memory and rerun with --resume, or start over with a lower --batch-size and --force "
                   "(a resumed run keeps the batch size it started with)")
+    partial = partial_path(out) if shard is None else shard.path(out)
     with reporting_no_room(out), reporting_out_of_memory(options.batch_size, oom_remedy), \
-            exclusive_lock(out, "writing"):
-        remove_stale_temporaries(out.parent, out.name)  # left by killed runs; we hold the lock
-        partial = partial_path(out)
+            exclusive_lock(partial if shard is not None else out, "writing"):
+        remove_stale_temporaries(out.parent, partial.name if shard is not None else out.name)  # killed runs'; locked
         existing = _check_existing(out, partial, options)
         dataset, notes = locate(Path(options.data_dir), options)
         for note in notes:
@@ -152,21 +158,44 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
                 rows, failures = len(done.table), len(done.failures())
             return EmbedResult(out, rows, failures, missing, len(table), 0, time.perf_counter() - started, True)
         writer = _open_or_create_shard(partial, spec, options, manifest, loaded, metadata, missing, notify,
-                                       checkpoint_file, hardware(device))
+                                       checkpoint_file, hardware(device), shard)
+        mine = present[writer.plan.row_start:writer.plan.row_stop]  # this shard's rows: all of them unsharded
         workers = usable_cores() if options.workers is None else options.workers
-        bits = metadata.bit_depths(present)
+        bits = metadata.bit_depths(mine)
         decoded = None
         if options.checkpoint is not None:  # the run decoded its train and val images once already
-            decoded = decoded_by_adapt(Path(options.checkpoint), manifest.image_ids.tolist(), paths[present].tolist(),
+            decoded = decoded_by_adapt(Path(options.checkpoint), table.image_ids[mine].tolist(), paths[mine].tolist(),
                                        loaded.preprocessing, bits)
-            notify(f"{decoded.count():,} of {len(manifest):,} images come decoded from the adapt run's pixel caches")
-        notify(f"embedding {len(manifest):,} images {running_on(device, precision)}")
+            notify(f"{decoded.count():,} of {len(mine):,} images come decoded from the adapt run's pixel caches")
+        of = "" if shard is None else f" (shard {shard.index} of {shard.count}: rows {writer.plan.row_start:,}-{writer.plan.row_stop:,})"
+        notify(f"embedding {len(mine):,} images{of} {running_on(device, precision)}")
         with writer:
-            batches_run = fill_shard(writer, paths[present].tolist(), loaded, precision, workers, progress, decoded,
-                                     bits)
+            batches_run = fill_shard(writer, paths[mine].tolist(), loaded, precision, workers, progress, decoded, bits)
+        if shard is not None:
+            return _merged_when_all_finished(out, shard, len(mine), missing, len(table), batches_run, started, notify)
         summary = write_cache(out, [partial])
         partial.unlink()
     return EmbedResult(out, summary.rows, summary.failures, missing, len(table), batches_run, time.perf_counter() - started)
+
+
+def _merged_when_all_finished(out: Path, shard: Shard, rows: int, missing: int, metadata_rows: int, batches_run: int,
+                              started: float, notify: Notify) -> EmbedResult:
+    """The cache merged, where this was the last shard to finish (and no other rank merges it
+    meanwhile); else this shard's own rows and the shards still running."""
+    waiting = unfinished_shards(out, shard.count)
+    if not waiting:
+        try:
+            summary = merge_shards(out)
+        except BusyError:
+            notify(f"another rank is merging {out}")
+        else:
+            return EmbedResult(out, summary.rows, summary.failures, missing, metadata_rows, batches_run,
+                               time.perf_counter() - started)
+    notify(f"shard {shard.index} of {shard.count} is finished; {len(waiting)} still run: the last to finish merges "
+           f"them into {out.name} (or: cxrprobe merge {out})" if waiting else f"shard {shard.index} of {shard.count} "
+           "is finished")
+    return EmbedResult(out, rows, 0, missing, metadata_rows, batches_run, time.perf_counter() - started,
+                       waiting_for=len(waiting))
 
 
 def load_encoder(model: str | None, pretrained: str, device: torch.device, encoder: str | None = None,
@@ -238,10 +267,16 @@ def _head_if_classes_match(loaded: LoadedModel, adapted: tuple[str, ...], classe
 def _open_or_create_shard(
     partial: Path, spec: EmbedSpec, options: EmbedOptions, manifest: ImageTable, loaded: LoadedModel,
     metadata: DatasetMetadata, missing: int, notify: Notify, checkpoint_file: Path | None, machine: Hardware,
+    shard: Shard | None = None,
 ) -> ShardWriter:
+    """The run's working shard (``shard``'s rows of the manifest, or all of them), continued
+    where ``--resume`` finds it, else created."""
     if partial.exists() and options.resume:
         writer = ShardWriter(partial)
         difference = spec.first_difference(writer.spec)
+        rows = shard.rows(len(manifest), writer.plan.batch_size) if shard is not None else range(len(manifest))
+        if not difference and (writer.plan.row_start, writer.plan.row_stop) != (rows.start, rows.stop):
+            difference = f"rows {writer.plan.row_start}-{writer.plan.row_stop}, not {rows.start}-{rows.stop}"
         if difference:
             writer.close()
             raise CacheError(f"{partial.name} was started by another run ({difference}); use --force to start over")
@@ -266,11 +301,12 @@ def _open_or_create_shard(
     if checkpoint_file is not None:
         extra.update(checkpoint=str(checkpoint_file.parent), checkpoint_sha256=file_sha256(checkpoint_file),
                      adaptation=attr_json(adaptation_record(checkpoint_file.parent)))
-    plan = ShardPlan(0, len(manifest), len(manifest), options.batch_size)
+    rows = shard.rows(len(manifest), options.batch_size) if shard is not None else range(len(manifest))
+    plan = ShardPlan(rows.start, rows.stop, len(manifest), options.batch_size)
     head_state = (
         {k: v.detach().cpu().numpy() for k, v in loaded.head.state_dict().items()} if loaded.head is not None else None
     )
-    create_shard(partial, spec, plan, manifest, prompts, text_embeddings, extra,
+    create_shard(partial, spec, plan, manifest.take(np.arange(rows.start, rows.stop)), prompts, text_embeddings, extra,
                  with_head=loaded.head is not None, head_state=head_state)
     return ShardWriter(partial)
 
