@@ -105,3 +105,23 @@ def test_merging_refuses_missing_unfinished_and_foreign_shards(small_dataset, tm
     before = snapshot(tmp_path)
     assert_one_line_error(cli("merge", out), "does not belong with")
     assert snapshot(tmp_path) == before
+
+
+def test_a_rank_killed_mid_run_resumes_to_the_same_bytes(small_dataset, tmp_path):
+    """The second shard SIGKILLed with rows committed, then its same launch again (--resume):
+    it finishes its own rows, merges, and the cache holds the one-process bytes."""
+    from processes import kill_when, run, start
+    from test_resume import rows_done
+
+    reference = tmp_path / "reference.h5"
+    assert run("embed", "--data-dir", small_dataset, "--out", reference, *FLAGS, "-q").code == 0
+    out = tmp_path / "cache.h5"
+    launch = ("embed", "--data-dir", small_dataset, "--out", out, *FLAGS, "-q", "--resume")
+    assert run(*launch, "--shard", "0/2").code == 0
+    second = Shard(1, 2).path(out)
+    child = start(*launch, "--shard", "1/2")
+    assert kill_when(child, lambda: second.exists() and rows_done(second) >= 5)
+    assert not out.exists() and 0 < rows_done(second) < 9
+    assert run(*launch, "--shard", "1/2").code == 0
+    assert out.read_bytes() == reference.read_bytes()
+    assert not second.exists()
