@@ -149,9 +149,8 @@ def embed(
     if result.already_complete:
         typer.echo(f"{result.out}: complete, {result.rows:,} images; nothing to do")
         return
-    if result.waiting_for:
-        typer.echo(f"{result.out}: this shard's {result.rows:,} images embedded; {result.waiting_for} shard(s) still "
-                   f"to finish ({result.seconds:.1f} s)")
+    if result.unmerged:
+        typer.echo(f"{result.out}: {result.rows:,} images embedded in {result.unmerged} ({result.seconds:.1f} s)")
         return
     typer.echo(
         f"wrote {result.out}: {result.rows:,} images embedded, {result.failures:,} failed to decode, "

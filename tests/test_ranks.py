@@ -42,7 +42,7 @@ def test_two_shards_run_apart_merge_into_the_one_process_bytes(small_dataset, tm
     out = tmp_path / "cache.h5"
     first = cli("embed", "--data-dir", small_dataset, "--out", out, *FLAGS, "--shard", "0/2")
     assert first.code == 0, first.stderr
-    assert "1 shard(s) still to finish" in first.stdout and not out.exists()
+    assert "10 images embedded in shard 0 of 2: 1 shard(s) still to finish" in first.stdout and not out.exists()
     second = cli("embed", "--data-dir", small_dataset, "--out", out, *FLAGS, "--shard", "1/2")
     assert second.code == 0, second.stderr
     assert out.read_bytes() == single  # merged by the last to finish

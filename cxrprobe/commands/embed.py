@@ -86,7 +86,7 @@ class EmbedResult:
     batches_run: int
     seconds: float
     already_complete: bool = False
-    waiting_for: int = 0  # shards of a sharded embed not finished yet (the cache is not merged while any is)
+    unmerged: str = ""  # a shard's run that did not merge the cache: which shard, and what is left
 
 
 def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Progress | None = None) -> EmbedResult:
@@ -180,22 +180,22 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
 
 def _merged_when_all_finished(out: Path, shard: Shard, rows: int, missing: int, metadata_rows: int, batches_run: int,
                               started: float, notify: Notify) -> EmbedResult:
-    """The cache merged, where this was the last shard to finish (and no other rank merges it
-    meanwhile); else this shard's own rows and the shards still running."""
+    """The cache merged, where this was the last shard to finish; else this shard's own rows,
+    and what it left: the shards still running, or another process merging them."""
     waiting = unfinished_shards(out, shard.count)
     if not waiting:
         try:
             summary = merge_shards(out)
         except BusyError:
-            notify(f"another rank is merging {out}")
+            left = "another process is merging them"
         else:
             return EmbedResult(out, summary.rows, summary.failures, missing, metadata_rows, batches_run,
                                time.perf_counter() - started)
-    notify(f"shard {shard.index} of {shard.count} is finished; {len(waiting)} still run: the last to finish merges "
-           f"them into {out.name} (or: cxrprobe merge {out})" if waiting else f"shard {shard.index} of {shard.count} "
-           "is finished")
+    else:
+        left = f"{len(waiting)} shard(s) still to finish; the last merges them (or: cxrprobe merge {out})"
+    notify(f"shard {shard.index} of {shard.count} is finished: {left}")
     return EmbedResult(out, rows, 0, missing, metadata_rows, batches_run, time.perf_counter() - started,
-                       waiting_for=len(waiting))
+                       unmerged=f"shard {shard.index} of {shard.count}: {left}")
 
 
 def load_encoder(model: str | None, pretrained: str, device: torch.device, encoder: str | None = None,
