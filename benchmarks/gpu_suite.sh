@@ -12,6 +12,8 @@
 #    decoding PNGs every epoch (benchmarks/adapt_throughput.py; target: bound by the GPU).
 # 4. --resume on CUDA: embed's bytes and adapt's tensors against uninterrupted runs
 #    (benchmarks/resume_check.py).
+# 5. with two or more GPUs: a two-rank torchrun embed (each rank its own GPU and shard), its
+#    seconds beside the one-process embed's, and its cache against that one's, byte for byte.
 #
 # The machine needs Python with torch (CUDA), torchvision, h5py, numpy, pillow, scikit-learn,
 # typer, rich and safetensors; packages it lacks travel as wheels in .whl/ (open_clip_torch,
@@ -61,3 +63,16 @@ python3 benchmarks/adapt_throughput.py --model ViT-B-32 --images 2000 --device c
 
 echo "== --resume on CUDA"
 python3 benchmarks/resume_check.py --data-dir "$DATA" --model ViT-B-32 --device cuda
+
+if [ "$(python3 -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
+  echo "== embed, ViT-B-32, fp16: one process against torchrun --nproc-per-node 2"
+  export SOURCE_DATE_EPOCH=1700000000
+  EMBED=(-m cxrprobe embed --data-dir "$DATA" --model ViT-B-32 --pretrained none --precision fp16 --batch-size 256 -q)
+  timed() { python3 -c 'import subprocess, sys, time; t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=sys.stderr); print(f"{time.perf_counter() - t:.1f}")' "$@"; }
+  one=$(timed python3 "${EMBED[@]}" --device cuda:0 --out "$OUT/one.h5")
+  two=$(timed python3 -m torch.distributed.run --standalone --nproc-per-node 2 "${EMBED[@]}" --device cuda --out "$OUT/two.h5")
+  echo "  one process ${one} s, two ranks ${two} s (model loading included)"
+  if cmp -s "$OUT/one.h5" "$OUT/two.h5"; then echo "  the two-rank cache is byte-identical"; else echo "  the two-rank cache DIFFERS"; fi
+else
+  echo "== one GPU: the two-rank torchrun embed is skipped"
+fi
