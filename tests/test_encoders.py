@@ -161,10 +161,7 @@ def test_chexzero_is_an_openai_layout_state_dict_read_with_its_letterbox(real_ni
     wide = tmp_path / "wide.png"
     with Image.open(real_nih / "images" / REAL) as img:
         img.crop((0, 100, 1024, 700)).save(wide)
-    loaded = load_model("ViT-B-32-quickgelu", str(tmp_path / "chexzero.pt"), "cpu")
-    from cxrprobe.models.encoders.presets import find_preset
-
-    chexzero = find_preset("chexzero").applied(loaded).preprocessing
+    chexzero = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in prep.items()})  # as recorded
     ours = to_model_input(torch.from_numpy(load_grey(str(wide), chexzero))[None], chexzero, torch.float32)[0, 0]
     reference = chexzero_reference(wide, 224)
     padding = np.abs(reference) > 0  # rows the image covers differ only by the resampling
