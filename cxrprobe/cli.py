@@ -178,15 +178,27 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Describe a cache: model, preprocessing, rows per split, labels, completeness, failures."""
+    from cxrprobe.cache.ranks import shard_progress
     from cxrprobe.cache.reader import FeatureCache
     from cxrprobe.report.info import render_info
 
+    sharded = None if cache.exists() else shard_progress(cache)
+    if sharded is not None:  # a sharded embed still running: each shard's progress
+        typer.echo(json.dumps(sharded, indent=2) if as_json else _shards_text(sharded))
+        return
     with FeatureCache(cache, require_complete=False) as opened:
         summary = opened.summary()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
         render_info(summary)
+
+
+def _shards_text(sharded: dict) -> str:
+    lines = [f"{sharded['cache']}: a sharded embed into {sharded['shards']} shards, not merged yet"]
+    for i, shard in enumerate(sharded["progress"]):
+        lines.append(f"  shard {i}: " + ("not started" if shard is None else f"{shard['done']:,} of {shard['rows']:,} rows done"))
+    return "\n".join(lines)
 
 
 HEAD_NAMES = ", ".join(head_names())

@@ -3,6 +3,7 @@ into the very bytes a one-process embed writes, by the last shard to finish or b
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,10 @@ def test_two_shards_run_apart_merge_into_the_one_process_bytes(small_dataset, tm
     first = cli("embed", "--data-dir", small_dataset, "--out", out, *FLAGS, "--shard", "0/2")
     assert first.code == 0, first.stderr
     assert "10 images embedded in shard 0 of 2: 1 shard(s) still to finish" in first.stdout and not out.exists()
+    shown = cli("info", out)
+    assert "a sharded embed into 2 shards, not merged yet" in shown.stdout
+    assert "shard 0: 10 of 10 rows done" in shown.stdout and "shard 1: not started" in shown.stdout
+    assert json.loads(cli("info", out, "--json").stdout)["progress"] == [{"done": 10, "rows": 10}, None]
     second = cli("embed", "--data-dir", small_dataset, "--out", out, *FLAGS, "--shard", "1/2")
     assert second.code == 0, second.stderr
     assert out.read_bytes() == single  # merged by the last to finish

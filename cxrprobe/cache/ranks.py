@@ -76,6 +76,26 @@ def shard_from(flag: str | None, environ: Mapping[str, str] = os.environ) -> Sha
     return None
 
 
+def shard_progress(out: Path) -> dict | None:
+    """A sharded embed of ``out`` not merged yet: each shard's rows done of its rows (None
+    for one not started); None where there is no shard."""
+    splits = sorted({int(m[2]) for p in out.parent.glob(f"{out.name}.shard-*-of-*.partial")
+                     if (m := SHARD_NAME.search(p.name)) and p.name == f"{out.name}{m[0]}"})
+    if not splits:
+        return None
+    count = splits[-1]
+    return {"cache": str(out), "shards": count, "progress": [_rows_done(Shard(i, count).path(out)) for i in range(count)]}
+
+
+def _rows_done(path: Path) -> dict | None:
+    try:
+        with h5py.File(path, "r", locking=False) as f:  # read while its rank writes: a snapshot is enough
+            status = f["status"][()]
+    except (OSError, KeyError):
+        return None
+    return {"done": int(np.count_nonzero(status != STATUS_PENDING)), "rows": int(len(status))}
+
+
 def shard_files(out: Path) -> tuple[int, list[Path]]:
     """(N, the shard files 0..N-1) of a sharded embed of ``out``; each missing one, and files of
     two different splits, refused in one line."""
