@@ -7,20 +7,18 @@ progress to stderr, progress only on a terminal.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import logging
 import os
 import sys
-import traceback
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from cxrprobe.cli_dataset import with_dataset_flags
-from cxrprobe.errors import CxrprobeError, InputError, OptionError
+from cxrprobe.cli_runtime import error_line, guarded, notes, progress_bar, say
+from cxrprobe.errors import InputError
 from cxrprobe.eval.options import (
     at_least_one,
     at_least_zero,
@@ -40,63 +38,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def _say(line: str) -> None:
-    sys.stderr.write(line.rstrip("\n") + "\n")
-    sys.stderr.flush()
-
-
-def _error_line(message: str) -> str:
-    return "cxrprobe: error: " + " ".join(str(message).split())
-
-
-def _notes(prefix: str, quiet: bool) -> Callable[[str], None]:
-    """Where a command's notes go: stderr, prefixed, or nowhere under --quiet."""
-    return (lambda _line: None) if quiet else (lambda line: _say(f"{prefix}: {line}"))
-
-
-def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn cxrprobe's exceptions into one stderr line and an exit status."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except CxrprobeError as exc:
-            _say(_error_line(exc.flag_message if isinstance(exc, OptionError) else str(exc)))
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            _say("cxrprobe: interrupted; what was written is kept (rerun with --resume to continue)")
-            raise typer.Exit(130) from None
-        except Exception as exc:  # a bug: say so in one line, the traceback on request
-            if os.environ.get("CXRPROBE_DEBUG"):
-                traceback.print_exc()
-            _say(_error_line(f"internal error: {type(exc).__name__}: {exc} (set CXRPROBE_DEBUG=1 for the traceback)"))
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-@contextlib.contextmanager
-def _progress(description: str, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A rich progress bar on stderr when stderr is a terminal; nothing in logs or pipes."""
-    if quiet or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
 
 
 ALLOW_UNDEFINED = ("Go on when a finding's test images are all negative (or all positive): its AUC is left empty "
@@ -143,8 +84,8 @@ def embed(
         resume=resume, force=force, require_all=require_all, checkpoint=checkpoint, shard=shard,
         **data,
     )
-    notify = _notes("cxrprobe", quiet)
-    with _progress("embedding", quiet) as progress:
+    notify = notes("cxrprobe", quiet)
+    with progress_bar("embedding", quiet) as progress:
         result = run_embed(options, notify=notify, progress=progress)
     if result.already_complete:
         typer.echo(f"{result.out}: complete, {result.rows:,} images; nothing to do")
@@ -180,11 +121,11 @@ def info(
     """Describe a cache: model, preprocessing, rows per split, labels, completeness, failures."""
     from cxrprobe.cache.ranks import shard_progress
     from cxrprobe.cache.reader import FeatureCache
-    from cxrprobe.report.info import render_info
+    from cxrprobe.report.info import render_info, shards_text
 
     sharded = None if cache.exists() else shard_progress(cache)
     if sharded is not None:  # a sharded embed still running: each shard's progress
-        typer.echo(json.dumps(sharded, indent=2) if as_json else _shards_text(sharded))
+        typer.echo(json.dumps(sharded, indent=2) if as_json else shards_text(sharded))
         return
     with FeatureCache(cache, require_complete=False) as opened:
         summary = opened.summary()
@@ -192,13 +133,6 @@ def info(
         typer.echo(json.dumps(summary, indent=2))
     else:
         render_info(summary)
-
-
-def _shards_text(sharded: dict) -> str:
-    lines = [f"{sharded['cache']}: a sharded embed into {sharded['shards']} shards, not merged yet"]
-    for i, shard in enumerate(sharded["progress"]):
-        lines.append(f"  shard {i}: " + ("not started" if shard is None else f"{shard['done']:,} of {shard['rows']:,} rows done"))
-    return "\n".join(lines)
 
 
 HEAD_NAMES = ", ".join(head_names())
@@ -246,7 +180,7 @@ def fewshot(
     from cxrprobe.report.plots import summary_curves
     from cxrprobe.report.tables import render_result
 
-    with _progress("few-shot runs", quiet) as progress:
+    with progress_bar("few-shot runs", quiet) as progress:
         result = run_fewshot(cache, shots=shot_levels, seeds=seeds, heads=head_list, jobs=jobs,
                              strict_shots=strict_shots, progress=progress, search=search, protocol=protocol,
                              allow_undefined=allow_undefined, support=support, normals=normal_count,
@@ -323,7 +257,7 @@ def adapt(
         workers=workers, limit=limit, resume=resume, force=force,
         **data,
     )
-    summary = run_adapt(options, notify=_notes("cxrprobe adapt", quiet))
+    summary = run_adapt(options, notify=notes("cxrprobe adapt", quiet))
     typer.echo(f"{out}: {summary['epochs_run']} epochs, best validation mean AUC {summary['best_val_auc']:.4f} "
                f"at epoch {summary['best_epoch']} (best.pt; last.pt resumes)")
 
@@ -385,7 +319,7 @@ def demo(
     from cxrprobe.report.plots import summary_curves
     from cxrprobe.report.tables import render_result
 
-    paths = run_demo(out, jobs, notify=_notes("cxrprobe demo", quiet))
+    paths = run_demo(out, jobs, notify=notes("cxrprobe demo", quiet))
     render_result(summary_curves(paths.fewshot.summary), paths.fewshot.config)
     typer.echo(
         f"Random weights: zeroshot is at chance by design; the learned heads rise with shots.\n"
@@ -408,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, prog_name="cxrprobe", standalone_mode=False)
     except typer.Abort:
-        _say("cxrprobe: interrupted")
+        say("cxrprobe: interrupted")
         sys.exit(130)
     except Exception as exc:
         # Usage errors are click's (or, from typer 0.25 on, typer's vendored click's): both
@@ -418,6 +352,6 @@ def main(argv: list[str] | None = None) -> None:
         ctx = getattr(exc, "ctx", None)
         command = getattr(ctx, "info_name", None)
         hint = f" (see cxrprobe {command} --help)" if command and command != "cxrprobe" else ""
-        _say(_error_line(exc.format_message()) + hint)
+        say(error_line(exc.format_message()) + hint)
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

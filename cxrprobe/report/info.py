@@ -89,3 +89,11 @@ def _counts(split: dict, name: str, with_unknown: bool) -> str:
     if not with_unknown:
         return f"{split['labels'][name]:,}"
     return f"{split['labels'][name]:,} / {split['negatives'][name]:,} / {split['unknown'][name]:,}"
+
+
+def shards_text(sharded: dict) -> str:
+    """A sharded embed not merged yet (``cache.ranks.shard_progress``): each shard's rows done."""
+    lines = [f"{sharded['cache']}: a sharded embed into {sharded['shards']} shards, not merged yet"]
+    for i, shard in enumerate(sharded["progress"]):
+        lines.append(f"  shard {i}: " + ("not started" if shard is None else f"{shard['done']:,} of {shard['rows']:,} rows done"))
+    return "\n".join(lines)
