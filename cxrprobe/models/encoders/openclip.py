@@ -146,28 +146,28 @@ def _build(name: str, pretrained: str) -> tuple[torch.nn.Module, str]:
 
 
 def _built(name: str, pretrained: str) -> torch.nn.Module:
+    """The model with ``pretrained``'s weights, found (or refused) before the model is built:
+    a bad tag or file, or weights out of reach offline, cost no model."""
+    path = None
+    if pretrained != NO_WEIGHTS:
+        tags = [] if name in bundled_models() else _open_clip().list_pretrained_tags_by_model(name)
+        if pretrained in tags:
+            path = _cached_tag_file(name, pretrained)
+            if path is None:
+                return _download_tag(name, pretrained)
+        else:
+            path = Path(pretrained)
+            if not path.exists():
+                if "/" in pretrained or "." in pretrained:
+                    raise ModelError(f"weights file {pretrained} does not exist")
+                known = ", ".join(tags) if tags else "none for this model"
+                raise ModelError(f"unknown pretrained tag {pretrained!r} for {name} (known tags: {known}); "
+                                 "give a weights file or 'none'")
     with seeded_cpu(RANDOM_INIT_SEED):
         model = _open_clip().create_model(_open_clip_name(name), pretrained=None, load_weights=False)
-    if pretrained == NO_WEIGHTS:
-        return model
-    tags = [] if name in bundled_models() else _open_clip().list_pretrained_tags_by_model(name)
-    if pretrained in tags:
-        path = _cached_tag_file(name, pretrained)
-        if path is None:
-            return _download_tag(name, pretrained)
-        load_into(model, read_state_dict(path), f"the cached {pretrained!r} weights", name)
-        return model
-    path = Path(pretrained)
-    if not path.exists():
-        looks_like_path = "/" in pretrained or "." in pretrained
-        if looks_like_path:
-            raise ModelError(f"weights file {pretrained} does not exist")
-        known = ", ".join(tags) if tags else "none for this model"
-        raise ModelError(
-            f"unknown pretrained tag {pretrained!r} for {name} (known tags: {known}); "
-            "give a weights file or 'none'"
-        )
-    load_into(model, read_state_dict(path), str(path), name)
+    if path is not None:
+        label = str(path) if pretrained not in tags else f"the cached {pretrained!r} weights"
+        load_into(model, read_state_dict(path), label, name)
     return model
 
 
@@ -190,7 +190,11 @@ def _cached_tag_file(name: str, tag: str) -> Path | None:
 
 
 def _download_tag(name: str, tag: str) -> torch.nn.Module:
+    from huggingface_hub import constants
+
     try:
+        if constants.HF_HUB_OFFLINE:  # no download to try: say so before building the model
+            raise RuntimeError("HF_HUB_OFFLINE is set")
         return _open_clip().create_model(name, pretrained=tag)
     except Exception as exc:  # open_clip wraps every download failure in RuntimeError
         reason = str(exc).splitlines()[0][:160]
