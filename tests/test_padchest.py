@@ -9,6 +9,7 @@ import csv
 import gzip
 import importlib.resources
 import json
+import shutil
 from collections import Counter
 
 import numpy as np
@@ -28,8 +29,7 @@ def real_rows():
 
 
 def test_the_whole_real_table(tmp_path, real_rows):
-    with gzip.open(tmp_path / f"{TABLE}.gz", "wt", newline="") as f:
-        csv.writer(f).writerows(real_rows)
+    shutil.copyfile(importlib.resources.files("torchxrayvision") / "data" / f"{TABLE}.gz", tmp_path / f"{TABLE}.gz")
     metadata, notes = load_padchest_metadata(tmp_path)
     header = real_rows[0]
     col = {name: header.index(name) for name in ("ImageID", "Projection", "Labels", "MethodLabel")}
@@ -49,8 +49,20 @@ def test_the_whole_real_table(tmp_path, real_rows):
     assert len(physician) == sum(r[col["MethodLabel"]] == "Physician" and r[col["Labels"]] != "nan" for r in real_rows[1:])
     depth = {r[col["ImageID"]]: int(r[header.index("BitsStored_DICOM")]) for r in real_rows[1:]}
     assert metadata.bits_stored.tolist() == [depth[i] for i in table.image_ids]  # 12 or 10, row by row
-    named = load_padchest_metadata(tmp_path, classes=("pacemaker", "nodule"))[0]
-    assert named.table.classes == ("pacemaker", "nodule") and named.label_policy["classes"] == "named"
+
+
+def test_named_classes_are_those_classes_in_the_order_named(tmp_path, real_rows):
+    data = padchest_folder(tmp_path / "padchest", real_rows, n_images=30)[0]
+    with open(data / TABLE, newline="") as f:
+        rows = list(csv.reader(f))
+    header = rows[0]
+    lists = {r[header.index("ImageID")]: {x.strip() for x in ast.literal_eval(r[header.index("Labels")])}
+             for r in rows[1:]}
+    chosen = tuple(sorted(set().union(*lists.values()) - {"", "normal"}, reverse=True)[:2])
+    table = load_padchest_metadata(data, classes=chosen)[0]
+    assert table.table.classes == chosen and table.label_policy["classes"] == "named"
+    for c, name in enumerate(chosen):
+        assert table.table.labels[:, c].astype(bool).tolist() == [name in lists[i] for i in table.table.image_ids]
 
 
 def padchest_folder(root, real_rows, n_images=120):
