@@ -24,11 +24,10 @@ from cxrprobe.cache.final import CacheSummary, write_cache
 from cxrprobe.cache.schema import STATUS_PENDING
 from cxrprobe.errors import CacheError, InputError
 from cxrprobe.fsutil import exclusive_lock, reporting_no_room
+from cxrprobe.launch import launch_place
 
 SHARD_FLAG = re.compile(r"([0-9]+)/([0-9]+)\Z")
 SHARD_NAME = re.compile(r"\.shard-([0-9]+)-of-([0-9]+)\.partial\Z")
-# (rank, world size, local rank) as torchrun and SLURM's srun set them (open_clip's world_info_from_env reads these)
-LAUNCHERS = (("RANK", "WORLD_SIZE", "LOCAL_RANK"), ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"))
 
 
 @dataclass(frozen=True)
@@ -63,17 +62,8 @@ def shard_from(flag: str | None, environ: Mapping[str, str] = os.environ) -> Sha
     one process), else None (the whole manifest, one process)."""
     if flag is not None:
         return parse_shard(flag)
-    for rank, world, local in LAUNCHERS:
-        if rank in environ and world in environ:
-            try:
-                shard = Shard(int(environ[rank]), int(environ[world]), int(environ.get(local, environ[rank])))
-            except ValueError:
-                raise InputError(f"{rank}={environ[rank]!r}, {world}={environ[world]!r} are not a rank and a world "
-                                 "size") from None
-            if not 0 <= shard.index < shard.count:
-                raise InputError(f"{rank}={shard.index} is not a rank of {world}={shard.count}")
-            return shard if shard.count > 1 else None
-    return None
+    place = launch_place(environ)
+    return Shard(place.rank, place.size, place.local_rank) if place.size > 1 else None
 
 
 def shard_progress(out: Path) -> dict | None:

@@ -21,18 +21,18 @@ from cxrprobe.cache.ranks import Shard, merge_shards, shard_from, unfinished_sha
 from cxrprobe.cache.reader import FeatureCache, peek_cache
 from cxrprobe.cache.schema import EMBEDDING_DTYPES, EmbedSpec, attr_json, manifest_sha256, partial_path
 from cxrprobe.cache.shard import ShardPlan, ShardWriter, create_shard
-from cxrprobe.cores import usable_cores
 from cxrprobe.data.datasets import DatasetOptions, locate
 from cxrprobe.data.images import DecodedBatch, DecodedBefore, make_loader
 from cxrprobe.data.table import DatasetMetadata, ImageTable
 from cxrprobe.errors import BusyError, CacheError, DataError, InputError
 from cxrprobe.fsutil import check_output_path, exclusive_lock, remove_stale_temporaries, reporting_no_room
+from cxrprobe.launch import launch_place
 from cxrprobe.models.device import (
     Hardware,
     choose_precision,
     hardware,
+    process_device,
     reporting_out_of_memory,
-    resolve_device,
     running_on,
     use_device,
 )
@@ -65,7 +65,7 @@ class EmbedOptions(DatasetOptions):
     features: str | None = None  # projected or pooled; None: the encoder's own
     device: str = "auto"
     batch_size: int = 64
-    workers: int | None = None  # None: one per usable core
+    workers: int | None = None  # None: one per usable core (its share of them, one of several processes on a node)
     precision: str = "auto"  # fp16 autocast on CUDA, fp32 on the CPU
     dtype: str = "float16"
     limit: int | None = None
@@ -93,9 +93,8 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
     started = time.perf_counter()
     _check_options(options)
     shard = shard_from(options.shard)
-    device = resolve_device(options.device)  # before any scan, lock or model: bad input costs nothing
-    if shard is not None and shard.local_rank is not None and device.type == "cuda" and options.device in ("auto", "cuda"):
-        device = resolve_device(f"cuda:{shard.local_rank}")  # a launcher's process on its own GPU
+    # before any scan, lock or model: bad input costs nothing
+    device = process_device(options.device, shard.local_rank if shard is not None else None)
     precision = choose_precision(options.precision, device)
     use_device(device)
     out = Path(options.out)
@@ -160,7 +159,7 @@ def embed(options: EmbedOptions, notify: Notify = lambda _: None, progress: Prog
         writer = _open_or_create_shard(partial, spec, options, manifest, loaded, metadata, missing, notify,
                                        checkpoint_file, hardware(device), shard)
         mine = present[writer.plan.row_start:writer.plan.row_stop]  # this shard's rows: all of them unsharded
-        workers = usable_cores() if options.workers is None else options.workers
+        workers = launch_place().cores() if options.workers is None else options.workers
         bits = metadata.bit_depths(mine)
         decoded = None
         if options.checkpoint is not None:  # the run decoded its train and val images once already

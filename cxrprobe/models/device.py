@@ -60,6 +60,15 @@ def running_on(device: torch.device, precision: str) -> str:
     return text
 
 
+def process_device(text: str, local_rank: int | None = None) -> torch.device:
+    """``--device`` resolved for this process: one of a launch's (``local_rank`` its place on
+    the node) asking for 'auto' or 'cuda' takes its own GPU, cuda:LOCAL_RANK."""
+    device = resolve_device(text)
+    if local_rank is not None and device.type == "cuda" and parse_device(text) in ("auto", "cuda"):
+        return resolve_device(f"cuda:{local_rank}")
+    return device
+
+
 def use_device(device: torch.device) -> None:
     """Make ``device`` the current CUDA device, so that nothing (pinned memory, a context, a
     stray ``.cuda()``) lands on GPU 0 when another was asked for. No-op on the CPU."""
