@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrprobe.commands.adapt import AdaptOptions, default_workers, make_optimiser
+from cxrprobe.commands.adapt import AdaptOptions, default_workers
 from cxrprobe.data.images import Preprocessing, load_grey
 from cxrprobe.data.synthetic import write_nih_folder
 from cxrprobe.models.device import choose_precision, resolve_device, running_on, use_device
 from cxrprobe.models.loading import load_model
 from cxrprobe.models.mlp_head import PaperHead
 from cxrprobe.models.unfreeze import unfreeze_top
-from cxrprobe.train.loop import TrainStep, train_epoch
+from cxrprobe.train.loop import Trainable, TrainStep, make_optimiser, train_epoch
 from cxrprobe.train.pixels import PixelDataset, build_pixel_cache, pixel_loader
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def synchronise(device: torch.device) -> None:
 
 def loading_rate(loader: torch.utils.data.DataLoader) -> float:
     """Images/s from the first batch on (worker start-up excluded)."""
-    loader.sampler.set_epoch(1)
+    loader.batch_sampler.set_epoch(1)
     start, seen = None, 0
     for grey, _ in loader:
         if start is None:
@@ -68,10 +68,11 @@ def loading_rate(loader: torch.utils.data.DataLoader) -> float:
 
 def epoch_rate(loaded, head, loader, step, keep, device) -> float:  # noqa: ANN001
     """Images/s of the second of two epochs of adapt's training step."""
-    train_epoch(loaded, head, loader, step, keep, epoch=1, seed=1)
+    forward = Trainable(loaded.model.visual, head, step)
+    train_epoch(loaded, forward, loader, step, keep, epoch=1, seed=1)
     synchronise(device)
     start = time.perf_counter()
-    train_epoch(loaded, head, loader, step, keep, epoch=2, seed=2)
+    train_epoch(loaded, forward, loader, step, keep, epoch=2, seed=2)
     synchronise(device)
     return len(loader.dataset) / (time.perf_counter() - start)
 

@@ -13,7 +13,10 @@
 # 4. --resume on CUDA: embed's bytes and adapt's tensors against uninterrupted runs
 #    (benchmarks/resume_check.py).
 # 5. with two or more GPUs: a two-rank torchrun embed (each rank its own GPU and shard), its
-#    seconds beside the one-process embed's, and its cache against that one's, byte for byte.
+#    seconds beside the one-process embed's, and its cache against that one's, byte for byte;
+#    and one epoch of adapt on 2,000 images, one process against two DDP ranks (same global
+#    batch), seconds and train loss side by side (dropout's draws differ, so the losses only
+#    come close).
 #
 # The machine needs Python with torch (CUDA), torchvision, h5py, numpy, pillow, scikit-learn,
 # typer, rich and safetensors; packages it lacks travel as wheels in .whl/ (open_clip_torch,
@@ -73,6 +76,12 @@ if [ "$(python3 -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; t
   two=$(timed python3 -m torch.distributed.run --standalone --nproc-per-node 2 "${EMBED[@]}" --device cuda --out "$OUT/two.h5")
   echo "  one process ${one} s, two ranks ${two} s (model loading included)"
   if cmp -s "$OUT/one.h5" "$OUT/two.h5"; then echo "  the two-rank cache is byte-identical"; else echo "  the two-rank cache DIFFERS"; fi
+  echo "== adapt, ViT-B-32, top 3 blocks, 1 epoch, --limit 2000: one process against torchrun --nproc-per-node 2"
+  ADAPT=(-m cxrprobe adapt --data-dir "$DATA" --model ViT-B-32 --pretrained none --epochs 1 --limit 2000 --batch-size 64 -q)
+  one=$(timed python3 "${ADAPT[@]}" --device cuda:0 --out "$OUT/adapt-one")
+  two=$(timed python3 -m torch.distributed.run --standalone --nproc-per-node 2 "${ADAPT[@]}" --device cuda --out "$OUT/adapt-two")
+  echo "  one process ${one} s, two ranks ${two} s (pixel decoding and model loading included)"
+  for run in adapt-one adapt-two; do echo "  $run: $(sed -n 2p "$OUT/$run/metrics.csv" | cut -d, -f1-3) (epoch, train loss, val AUC)"; done
 else
-  echo "== one GPU: the two-rank torchrun embed is skipped"
+  echo "== one GPU: the two-rank torchrun embed and adapt are skipped"
 fi

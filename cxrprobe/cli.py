@@ -29,6 +29,7 @@ from cxrprobe.eval.options import (
     parse_shots,
 )
 from cxrprobe.heads.registry import REGISTRY, head_names, list_heads, split_heads
+from cxrprobe.launch import launch_place
 
 app = typer.Typer(
     name="cxrprobe",
@@ -258,8 +259,9 @@ def adapt(
         **data,
     )
     summary = run_adapt(options, notify=notes("cxrprobe adapt", quiet))
-    typer.echo(f"{out}: {summary['epochs_run']} epochs, best validation mean AUC {summary['best_val_auc']:.4f} "
-               f"at epoch {summary['best_epoch']} (best.pt; last.pt resumes)")
+    if launch_place().first:  # one line for a torchrun launch, not one a process
+        typer.echo(f"{out}: {summary['epochs_run']} epochs, best validation mean AUC {summary['best_val_auc']:.4f} "
+                   f"at epoch {summary['best_epoch']} (best.pt; last.pt resumes)")
 
 
 @app.command()

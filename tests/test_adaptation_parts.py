@@ -88,7 +88,7 @@ def test_persistent_workers_draw_each_epoch_as_the_main_process_does(small_datas
         loader = pixel_loader(dataset, 5, shuffle=True, workers=workers, pin_memory=False, seed=3)
         epochs = []
         for epoch in (1, 2):
-            loader.sampler.set_epoch(epoch)
+            loader.batch_sampler.set_epoch(epoch)
             epochs.append([(x.clone(), y.clone()) for x, y in loader])
         batches[workers] = epochs
     for a, b in zip(batches[0], batches[2]):

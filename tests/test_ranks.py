@@ -13,6 +13,7 @@ from conftest import TINY
 from helpers import assert_one_line_error, snapshot
 
 from cxrprobe.cache.ranks import Shard, shard_from
+from cxrprobe.launch import Place, launch_place
 
 FLAGS = (*TINY, "--batch-size", "5", "--workers", "0")
 
@@ -87,6 +88,11 @@ def test_ranks_come_from_torchrun_or_srun_and_a_flag_wins():
     assert shard_from(None, {"SLURM_PROCID": "2", "SLURM_NTASKS": "3", "SLURM_LOCALID": "0"}) == Shard(2, 3, 0)
     assert shard_from(None, {"RANK": "0", "WORLD_SIZE": "1"}) is None and shard_from(None, {}) is None
     assert shard_from("1/2", {"RANK": "0", "WORLD_SIZE": "4"}) == Shard(1, 2)
+    # the node's processes share its cores: srun writes "4(x2)" for four tasks on each of two nodes
+    assert launch_place({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
+                         "SLURM_NTASKS_PER_NODE": "4(x2)"}) == Place(5, 8, 1, 4)
+    assert launch_place({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}).local_size == 2
+    assert launch_place({}) == Place() and Place().first and not Place(1, 2).first
 
 
 @pytest.mark.parametrize("flag, phrase", [("3/2", "--shard 3/2: the shard index must be 0 to 1"),

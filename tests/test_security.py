@@ -21,7 +21,6 @@ import pytest
 import torch
 from helpers import Evil, write_bomb_png
 
-from cxrprobe.commands.adapt import _open_pixels
 from cxrprobe.data.images import ImageDecodeError, Preprocessing, load_grey
 from cxrprobe.data.locate import find_images
 from cxrprobe.data.nih import load_nih_metadata
@@ -29,6 +28,7 @@ from cxrprobe.errors import DataError, InputError
 from cxrprobe.models.weights import read_state_dict
 from cxrprobe.train.adapted import load_adapted
 from cxrprobe.train.checkpoint import load_checkpoint
+from cxrprobe.train.pixels import open_pixel_cache
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cxrprobe"
 CODE = "__import__('os').system('touch {marker}')"
@@ -130,7 +130,7 @@ def test_a_pixel_cache_of_objects_is_refused_without_unpickling(tmp_path):
     objects[:] = [Evil(marker), Evil(marker)]
     np.save(tmp_path / "pixels-train.npy", objects, allow_pickle=True)
     with pytest.raises(InputError, match="is not a pixel cache"):
-        _open_pixels(tmp_path / "pixels-train.npy")
+        open_pixel_cache(tmp_path / "pixels-train.npy")
     assert not marker.exists()
 
 

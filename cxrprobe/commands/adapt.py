@@ -14,7 +14,8 @@ uninterrupted one; on CUDA it continues from the same state, but GPU kernels (at
 backward, cuBLAS reductions) do not promise bitwise repeatable sums, so it ends within
 floating-point noise of it. Only a run that ended writes summary.json: a run dir without it
 is unfinished, and nothing downstream takes it for done. Every file is replaced whole
-(temporary name, then rename), so a kill leaves no torn file.
+(temporary name, then rename), so a kill leaves no torn file. Under torchrun each process
+trains a DDP replica on its slice of every batch, and rank 0 writes (train/distributed.py).
 """
 
 from __future__ import annotations
@@ -28,9 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from cxrprobe.cores import usable_cores
 from cxrprobe.data.datasets import DatasetOptions, locate
-from cxrprobe.data.images import Preprocessing
 from cxrprobe.data.table import LocatedDataset
 from cxrprobe.errors import DataError, InputError, ModelError
 from cxrprobe.fsutil import (
@@ -38,15 +37,15 @@ from cxrprobe.fsutil import (
     remove_stale_temporaries,
     reporting_no_room,
     write_json,
-    write_new_file,
 )
+from cxrprobe.launch import Place, launch_place
 from cxrprobe.metrics.auc import mean_auc
 from cxrprobe.models.device import (
     choose_precision,
     full_fp32,
     hardware,
+    process_device,
     reporting_out_of_memory,
-    resolve_device,
     running_on,
     use_device,
 )
@@ -63,8 +62,9 @@ from cxrprobe.report.training import write_training_history
 from cxrprobe.seeding import seeded_cpu
 from cxrprobe.train.adapted import BEST, DONE
 from cxrprobe.train.checkpoint import load_checkpoint, read_run_config, save_checkpoint
-from cxrprobe.train.loop import TrainStep, train_epoch, validate
-from cxrprobe.train.pixels import PixelDataset, build_pixel_cache, pixel_loader, pixel_record
+from cxrprobe.train.distributed import Group, joined
+from cxrprobe.train.loop import Trainable, TrainStep, make_optimiser, train_epoch, validation_aucs, validation_scores
+from cxrprobe.train.pixels import PixelDataset, pixel_loader, rank_rows, run_pixel_cache
 
 Notify = Callable[[str], None]
 CHECKPOINT = "last.pt"
@@ -142,7 +142,9 @@ def _check(options: AdaptOptions) -> None:
 def adapt(options: AdaptOptions, notify: Notify = lambda _: None) -> dict:
     """Run (or resume) the adaptation; returns the final summary."""
     _check(options)
-    device = resolve_device(options.device)  # before the metadata, the model or the run dir
+    place = launch_place()  # one process, or one of a torchrun launch's (distributed.py)
+    # before the metadata, the model or the run dir
+    device = process_device(options.device, place.local_rank if place.size > 1 else None)
     precision = choose_precision(options.precision, device, training=True)
     use_device(device)
     out = Path(options.out)
@@ -150,8 +152,8 @@ def adapt(options: AdaptOptions, notify: Notify = lambda _: None) -> dict:
     oom_remedy = "free GPU memory and rerun with --resume, or start over with a lower --batch-size and --force"
     try:
         with reporting_no_room(out), reporting_out_of_memory(options.batch_size, oom_remedy), \
-                full_fp32(device, precision):
-            return _run(options, out, device, precision, notify)
+                full_fp32(device, precision), joined(place, device) as group:
+            return _run(options, out, device, precision, group, notify if group.first else lambda _: None)
     except Exception:  # an interrupt keeps what was written, as the CLI says
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a run that failed before writing anything leaves no empty folder behind
@@ -160,11 +162,14 @@ def adapt(options: AdaptOptions, notify: Notify = lambda _: None) -> dict:
 
 @dataclass
 class Training:
-    """What the training stages share: the model and head, the loaders, the optimiser, its
-    schedule and loss scaling, and the run's progress (what a checkpoint restores)."""
+    """What the training stages share: the model and head, what runs them forward (their DDP
+    replica on several processes, of ``group``), the loaders, the optimiser, its schedule and
+    loss scaling, and the run's progress (what a checkpoint restores)."""
 
     loaded: LoadedModel
     head: torch.nn.Module
+    forward: torch.nn.Module
+    group: Group
     loaders: dict
     step: TrainStep
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
@@ -172,10 +177,12 @@ class Training:
     classes: tuple[str, ...]
 
 
-def _run(options: AdaptOptions, out: Path, device: torch.device, precision: str, notify: Notify) -> dict:
-    """The stages in order; every input is checked before the run dir is touched."""
-    config = _config(options, device, precision)
-    previous = _previous_config(out, options)
+def _run(options: AdaptOptions, out: Path, device: torch.device, precision: str, group: Group,
+         notify: Notify) -> dict:
+    """The stages in order; every input is checked (by every process) before the run dir is
+    touched, and rank 0 alone writes it."""
+    config = _config(options, device, precision, group.size)
+    previous = _previous_config(out, options, group.size)
     if previous is not None and _compared(previous, *READ_LATER) != _compared(config):  # cheap checks first
         raise _different_run(out)
     saved = load_checkpoint(out / CHECKPOINT) if options.resume and (out / CHECKPOINT).is_file() else None
@@ -184,25 +191,30 @@ def _run(options: AdaptOptions, out: Path, device: torch.device, precision: str,
     check_hold_out(options.hold_out, classes)
     for note in notes:
         notify(note)
-    rows = _training_rows(options, dataset.paths, dataset.metadata.table.split)
+    rows = _training_rows(options, dataset.paths, dataset.metadata.table.split, group.size)
     loaded, head = _model_and_head(options, len(classes), device, notify)
     config.update({BASE: loaded.weights_sha256, "dataset_name": dataset.metadata.dataset, "classes": list(classes)})
     if previous is not None and _compared(previous) != _compared(config):
         raise _different_run(out)
-    out.mkdir(exist_ok=True)
-    remove_stale_temporaries(out)  # half-written files of killed runs (the run dir is ours)
-    loaders = _loaders(options, out, dataset, rows, loaded, device, notify)
-    training = _training(options, loaded, head, loaders, precision, device, saved, classes, notify)
-    write_json(out / "config.json", config)
-    if training.state.epoch < options.epochs and training.state.stale < options.patience:
-        (out / DONE).unlink(missing_ok=True)  # a finished run given more epochs is unfinished until they end
+    group.barrier()  # every process has checked its inputs
+    if group.first:
+        out.mkdir(exist_ok=True)
+        remove_stale_temporaries(out)  # half-written files of killed runs (the run dir is ours)
+    loaders = _loaders(options, out, dataset, rows, loaded, group, notify)
+    training = _training(options, loaded, head, loaders, precision, group, saved, classes, notify)
+    unfinished = training.state.epoch < options.epochs and training.state.stale < options.patience
+    if group.first:
+        write_json(out / "config.json", config)
+        if unfinished:
+            (out / DONE).unlink(missing_ok=True)  # a finished run given more epochs is unfinished until they end
+    if unfinished:
         notify(f"training on {len(rows['train']):,} images, validating on {len(rows['val']):,}, "
                f"{running_on(device, precision)}")
     _train(training, options, precision, device, out, notify)
-    if training.state.history and training.state.epoch == (saved or {}).get("epoch"):
+    if group.first and training.state.history and training.state.epoch == (saved or {}).get("epoch"):
         # no epoch ran: a run killed between its last checkpoint and these files resumed at its end
         write_training_history(out, training.state.history)
-    return _finish(training.state, options, rows, out)
+    return _finish(training.state, options, rows, out, group.first)
 
 
 def _model_and_head(options: AdaptOptions, n_classes: int, device: torch.device,
@@ -223,26 +235,35 @@ def _model_and_head(options: AdaptOptions, n_classes: int, device: torch.device,
 
 
 def _loaders(options: AdaptOptions, out: Path, dataset: LocatedDataset, rows: dict, loaded: LoadedModel,
-             device: torch.device, notify: Notify) -> dict:
-    """Training (augmented, shuffled) and validation loaders over the run dir's pixel caches;
-    an unknown label is NaN, which the loss and the validation AUCs leave out."""
-    table, workers = dataset.metadata.table, default_workers(options.workers, device)
-    loaders = {}
-    for split in ("train", "val"):
-        bits = dataset.metadata.bit_depths(rows[split])
-        pixels = _pixels_for(out, split, dataset.paths[rows[split]].tolist(), table.image_ids[rows[split]].tolist(),
-                             loaded.preprocessing, workers, notify, bits)
-        targets = np.where(table.known[rows[split]], table.labels[rows[split]], np.nan).astype(np.float32)
-        pixel_set = PixelDataset(pixels, targets, augment=split == "train", seed=options.seed)
-        batch_size = options.batch_size if split == "train" else options.batch_size * 2
-        loaders[split] = pixel_loader(pixel_set, batch_size, split == "train", workers, device.type == "cuda",
-                                      options.seed)
-    return loaders
+             group: Group, notify: Notify) -> dict:
+    """Training (augmented, shuffled; this rank's slice of each batch) and validation (this
+    rank's slice of the images) loaders over the run dir's pixel caches, which rank 0 decodes
+    while the others wait; an unknown label is NaN, which the loss and the AUCs leave out."""
+    table, workers, device = dataset.metadata.table, default_workers(options.workers, loaded.device, group.place), loaded.device
+    pixels = {}
+    for decoding in (True, False):  # rank 0 decodes, then the others open what it decoded
+        if decoding == group.first:
+            for split in ("train", "val"):
+                pixels[split] = run_pixel_cache(
+                    out, split, dataset.paths[rows[split]].tolist(), table.image_ids[rows[split]].tolist(),
+                    loaded.preprocessing, workers, notify, dataset.metadata.bit_depths(rows[split]), decode=decoding)
+        if decoding:
+            group.barrier()
+    targets = {s: np.where(table.known[r], table.labels[r], np.nan).astype(np.float32) for s, r in rows.items()}
+    mine = rank_rows(len(rows["val"]), group.place.rank, group.size)
+    train = PixelDataset(pixels["train"], targets["train"], augment=True, seed=options.seed)
+    val = PixelDataset(pixels["val"][mine.start:mine.stop], targets["val"][mine.start:mine.stop], augment=False)
+    cuda = device.type == "cuda"
+    return {"train": pixel_loader(train, options.batch_size, True, workers, cuda, options.seed, group.place.rank,
+                                  group.size),
+            "val": pixel_loader(val, options.batch_size * 2, False, workers, cuda, options.seed)}
 
 
 def _training(options: AdaptOptions, loaded: LoadedModel, head: torch.nn.Module, loaders: dict, precision: str,
-              device: torch.device, saved: dict | None, classes: tuple[str, ...], notify: Notify) -> Training:
-    """The optimiser, schedule and loss scaling, restored from ``saved`` (a checkpoint) when resuming."""
+              group: Group, saved: dict | None, classes: tuple[str, ...], notify: Notify) -> Training:
+    """The optimiser, schedule and loss scaling, restored from ``saved`` (a checkpoint) when
+    resuming; then the DDP replica of the restored model on several processes."""
+    device = loaded.device
     optimiser = make_optimiser(loaded.model.visual, head, options.lr_encoder, options.lr_head, options.weight_decay,
                                device)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=2)
@@ -256,7 +277,8 @@ def _training(options: AdaptOptions, loaded: LoadedModel, head: torch.nn.Module,
         step.load_state_dict(saved.get("scaler", {}))
         state = RunState(**{f.name: saved[f.name] for f in dataclasses.fields(RunState)})
         notify(f"resuming after epoch {state.epoch}")
-    return Training(loaded, head, loaders, step, scheduler, state, classes)
+    forward = group.wrap(Trainable(loaded.model.visual, head, step))
+    return Training(loaded, head, forward, group, loaders, step, scheduler, state, classes)
 
 
 def _train(training: Training, options: AdaptOptions, precision: str, device: torch.device, out: Path,
@@ -267,32 +289,40 @@ def _train(training: Training, options: AdaptOptions, precision: str, device: to
         _one_epoch(training, keep, options, precision, out, notify)
 
 
-def _finish(state: RunState, options: AdaptOptions, rows: dict, out: Path) -> dict:
-    """summary.json, written last: a run dir without it is unfinished."""
+def _finish(state: RunState, options: AdaptOptions, rows: dict, out: Path, writes: bool) -> dict:
+    """summary.json, written last (by rank 0): a run dir without it is unfinished."""
     summary = {"epochs_run": state.epoch, "best_epoch": state.best_epoch, "best_val_auc": state.best_auc,
                "stopped_by": "patience" if state.stale >= options.patience else "epochs",
                # the labelled images adaptation saw (training, and validation for selection), and
                # the findings whose labels it never saw
                "train_images": int(len(rows["train"])), "val_images": int(len(rows["val"])),
                "held_out": list(options.hold_out)}
-    write_json(out / DONE, summary)
+    if writes:
+        write_json(out / DONE, summary)
     return summary
 
 
-def _previous_config(out: Path, options: AdaptOptions) -> dict | None:
-    if options.resume and (out / "config.json").is_file():
-        return read_run_config(out / "config.json", "use another --out or --force")
-    return None
+def _previous_config(out: Path, options: AdaptOptions, processes: int) -> dict | None:
+    """The config.json of the run a resume continues; one of another number of processes
+    (whose batches were cut otherwise) is refused."""
+    if not (options.resume and (out / "config.json").is_file()):
+        return None
+    previous = read_run_config(out / "config.json", "use another --out or --force")
+    ran_on = previous.setdefault("processes", 1)  # runs from before multi-process adapt ran on one
+    if ran_on != processes:
+        raise InputError(f"{out} was trained by {ran_on} process(es), not {processes}: resume it with as many "
+                         f"(torchrun --nproc-per-node {ran_on}), or start over with --force")
+    return previous
 
 
-def _config(options: AdaptOptions, device: torch.device, precision: str) -> dict:
+def _config(options: AdaptOptions, device: torch.device, precision: str, processes: int) -> dict:
     """config.json: every option that decides the run's bytes, as resolved, and the machine
     (the base weights' sha256 and the dataset's classes join it once read), in the form it
     reads back as (paths as str, tuples as lists), so a resume compares like with like."""
     config = asdict(options)
     for key in ("resume", "force", "workers"):
         config.pop(key)
-    config.update(device=device.type, precision=precision, hardware=hardware(device).as_dict())
+    config.update(device=device.type, precision=precision, processes=processes, hardware=hardware(device).as_dict())
     return json.loads(json.dumps(config, default=str))
 
 
@@ -304,8 +334,8 @@ def _different_run(out: Path) -> InputError:
     return InputError(f"{out} holds a different run (its config.json differs); use another --out or --force")
 
 
-def _training_rows(options: AdaptOptions, paths: np.ndarray, split: np.ndarray) -> dict:
-    """The train and val rows that have an image file."""
+def _training_rows(options: AdaptOptions, paths: np.ndarray, split: np.ndarray, processes: int) -> dict:
+    """The train and val rows that have an image file, at least one a process."""
     rows = {s: np.flatnonzero((split == s) & (paths != "")) for s in ("train", "val")}
     if options.limit:
         rows = {s: r[: options.limit] for s, r in rows.items()}
@@ -313,26 +343,18 @@ def _training_rows(options: AdaptOptions, paths: np.ndarray, split: np.ndarray) 
         raise DataError(f"no training images under {options.data_dir}: adaptation needs the train split's images")
     if len(rows["val"]) == 0:
         raise DataError(f"no validation images under {options.data_dir}: early stopping needs them")
+    for name, chosen in rows.items():
+        if len(chosen) < processes:
+            raise DataError(f"{len(chosen)} {name} image(s) cannot be shared among {processes} processes")
     return rows
 
 
-def default_workers(requested: int | None, device: torch.device) -> int:
-    """Decoding and augmentation processes: as asked, else the usable cores (on CUDA one fewer,
-    left to the process that feeds the GPU)."""
+def default_workers(requested: int | None, device: torch.device, place: Place = Place()) -> int:
+    """Decoding and augmentation processes: as asked, else the process's share of the usable
+    cores (on CUDA one fewer, left to the process that feeds the GPU)."""
     if requested is not None:
         return requested
-    return max(0, usable_cores() - (1 if device.type == "cuda" else 0))
-
-
-def make_optimiser(visual: torch.nn.Module, head: torch.nn.Module, lr_encoder: float, lr_head: float,
-                   weight_decay: float, device: torch.device) -> torch.optim.AdamW:
-    """The paper's AdamW: the unfrozen encoder at ``lr_encoder``, the head at ``lr_head``; fused
-    on CUDA (one kernel for every parameter)."""
-    encoder = [p for p in visual.parameters() if p.requires_grad]
-    return torch.optim.AdamW(
-        [{"params": encoder, "lr": lr_encoder}, {"params": list(head.parameters()), "lr": lr_head}],
-        weight_decay=weight_decay, fused=device.type == "cuda",
-    )
+    return max(0, place.cores() - (1 if device.type == "cuda" else 0))
 
 
 def _one_epoch(training: Training, keep: torch.Tensor, options: AdaptOptions, precision: str, out: Path,
@@ -341,8 +363,11 @@ def _one_epoch(training: Training, keep: torch.Tensor, options: AdaptOptions, pr
     state, loaded, head, loaders = training.state, training.loaded, training.head, training.loaders
     step, scheduler = training.step, training.scheduler
     epoch = state.epoch + 1
-    loss = train_epoch(loaded, head, loaders["train"], step, keep, epoch, options.seed * 1000 + epoch)
-    aucs = validate(loaded, head, loaders["val"], precision)
+    group = training.group
+    loss = train_epoch(loaded, training.forward, loaders["train"], step, keep, epoch, options.seed * 1000 + epoch,
+                       group)
+    scores, labels = validation_scores(loaded, head, loaders["val"], precision)
+    aucs = validation_aucs(group.gather_rows(scores), group.gather_rows(labels))
     kept = np.where(keep.cpu().numpy() > 0, aucs, np.nan)  # held-out findings choose nothing
     val_auc = mean_auc(kept)
     scheduler.step(val_auc if np.isfinite(val_auc) else 0.0)
@@ -351,47 +376,18 @@ def _one_epoch(training: Training, keep: torch.Tensor, options: AdaptOptions, pr
     visual = trainable_state(loaded.model.visual)
     if improved:
         state.best_auc, state.best_epoch = float(val_auc), epoch
-        save_checkpoint(out / BEST, {"epoch": epoch, "visual": visual, "head": head.state_dict()})
+        if group.first:
+            save_checkpoint(out / BEST, {"epoch": epoch, "visual": visual, "head": head.state_dict()})
     groups = step.optimiser.param_groups
     state.history.append({
         "epoch": epoch, "train_loss": loss, "val_mean_auc": float(val_auc),
         "lr_encoder": groups[0]["lr"], "lr_head": groups[1]["lr"],
         **{f"val_auc_{f}": float(a) for f, a in zip(training.classes, aucs)},
     })
-    save_checkpoint(out / CHECKPOINT, {
-        **asdict(state), "visual": visual, "head": head.state_dict(), "optimiser": step.optimiser.state_dict(),
-        "scheduler": scheduler.state_dict(), "scaler": step.state_dict(),
-    })
-    write_training_history(out, state.history)
+    if group.first:
+        save_checkpoint(out / CHECKPOINT, {
+            **asdict(state), "visual": visual, "head": head.state_dict(), "optimiser": step.optimiser.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": step.state_dict(),
+        })
+        write_training_history(out, state.history)
     notify(f"epoch {epoch}: train loss {loss:.4f}, validation mean AUC {val_auc:.4f}")
-
-
-def _open_pixels(path: Path) -> np.ndarray:
-    """A run dir's pixel cache, memory-mapped; np.load never unpickles (allow_pickle is off)."""
-    try:
-        pixels = np.load(path, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{path} is not a pixel cache ({str(exc)[:120]}); start over with --force") from None
-    if pixels.dtype != np.uint8 or pixels.ndim != 3:
-        raise InputError(f"{path} is not a pixel cache (a {pixels.dtype} array of {pixels.ndim} dimensions); "
-                         "start over with --force")
-    return pixels
-
-
-def _pixels_for(out: Path, split: str, paths: list[str], image_ids: list[str], prep: Preprocessing,
-                workers: int, notify: Notify, bits_stored: list[int] | None = None) -> np.ndarray:
-    """The split's pixel cache in ``out``: reused when it records this very image set (its
-    ``.source`` file) and has its shape, else decoded anew. A file there that is no pixel cache
-    is refused."""
-    cache, record = out / f"pixels-{split}.npy", out / f"pixels-{split}.source"
-    source = pixel_record(image_ids, paths, prep, bits_stored)
-    if cache.is_file():
-        pixels = _open_pixels(cache)
-        recorded = record.read_text() if record.is_file() else None
-        if recorded == source and pixels.shape == (len(paths), prep.image_size, prep.image_size):
-            return pixels
-        del pixels  # its memory map, before the file is replaced
-    notify(f"decoding {len(paths):,} {split} images once into {cache.name}")
-    pixels = build_pixel_cache(paths, cache, prep, workers, bits_stored=bits_stored)
-    write_new_file(record, source.encode())
-    return pixels

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from cxrprobe.data.images import to_model_input
+from cxrprobe.launch import Place
 from cxrprobe.metrics.auc import per_class_auc
 from cxrprobe.models.device import PRECISIONS
 from cxrprobe.models.encode import encode_with_head
 from cxrprobe.models.loading import LoadedModel
 from cxrprobe.seeding import seeded_on
+from cxrprobe.train.distributed import Group
 from cxrprobe.train.losses import focal_bce_with_logits
 
 CLIP_NORM = 1.0
@@ -64,33 +66,56 @@ class TrainStep:
             self.scaler.load_state_dict(state)
 
 
-def train_epoch(loaded: LoadedModel, head: torch.nn.Module, loader: torch.utils.data.DataLoader, step: TrainStep,
-                keep: torch.Tensor, epoch: int, seed: int) -> float:
-    """One pass over ``loader``'s (epoch, row) order; returns the mean focal loss per image."""
+def make_optimiser(visual: torch.nn.Module, head: torch.nn.Module, lr_encoder: float, lr_head: float,
+                   weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """The paper's AdamW: the unfrozen encoder at ``lr_encoder``, the head at ``lr_head``; fused
+    on CUDA (one kernel for every parameter)."""
+    encoder = [p for p in visual.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [{"params": encoder, "lr": lr_encoder}, {"params": list(head.parameters()), "lr": lr_head}],
+        weight_decay=weight_decay, fused=device.type == "cuda",
+    )
+
+
+class Trainable(torch.nn.Module):
+    """The image tower under the step's autocast, then the head in fp32: what one training
+    step runs forward, and what DDP wraps on several processes."""
+
+    def __init__(self, visual: torch.nn.Module, head: torch.nn.Module, step: TrainStep) -> None:
+        super().__init__()
+        self.visual, self.head, self.autocast = visual, head, step.autocast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            features = self.visual(x)
+        return self.head(features.float())
+
+
+def train_epoch(loaded: LoadedModel, forward: torch.nn.Module, loader: torch.utils.data.DataLoader,
+                step: TrainStep, keep: torch.Tensor, epoch: int, seed: int, group: Group | None = None) -> float:
+    """One pass over ``loader``'s (epoch, row) order, ``forward`` a ``Trainable`` (or its DDP
+    replica, ``group`` its process group); returns the mean focal loss per image."""
+    group = group or Group(Place(), loaded.device)
     device = loaded.device
-    loader.sampler.set_epoch(epoch)
-    loaded.model.visual.train()
-    head.train()
+    loader.batch_sampler.set_epoch(epoch)
+    forward.train()
     total = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
-    with seeded_on(device, seed):  # dropout draws: the same on a resumed run
-        for grey, y in loader:
+    with seeded_on(device, group.seed(seed)):  # dropout draws: the same on a resumed run
+        for (grey, y), images in zip(loader, loader.batch_sampler.batch_sizes()):
             x = to_model_input(grey.to(device, non_blocking=True), loaded.preprocessing, torch.float32)
-            with step.autocast():
-                features = loaded.model.encode_image(x)
             y = y.to(device, non_blocking=True)
-            known = ~torch.isnan(y)  # an unknown label gives no gradient, as a held-out finding's
-            loss = focal_bce_with_logits(head(features.float()), torch.nan_to_num(y), mask=keep[None] * known)
+            weights = keep[None] * ~torch.isnan(y)  # an unknown label gives no gradient, as a held-out finding's
+            loss = focal_bce_with_logits(forward(x), torch.nan_to_num(y), mask=weights,
+                                         denominator=group.loss_denominator(weights))
             step(loss)
-            total += loss.detach().double() * len(grey)
-            count += len(grey)
-    return float(total) / max(count, 1)
+            total += loss.detach().double() * (images / group.size)  # the ranks' shares sum to the batch's loss
+    return float(group.total(total)) / max(len(loader.dataset), 1)
 
 
-def validate(loaded: LoadedModel, head: torch.nn.Module, loader: torch.utils.data.DataLoader,
-             precision: str) -> np.ndarray:
-    """Per-finding AUC of the head's logits, computed exactly as embed --checkpoint stores them,
-    over the images whose label is known (NaN: unknown)."""
+def validation_scores(loaded: LoadedModel, head: torch.nn.Module, loader: torch.utils.data.DataLoader,
+                      precision: str) -> tuple[np.ndarray, np.ndarray]:
+    """The head's logits over ``loader``'s images, computed exactly as embed --checkpoint
+    stores them, and their labels (NaN: unknown)."""
     loaded.model.visual.eval()
     head.eval()
     adapted = dataclasses.replace(loaded, head=head)
@@ -98,6 +123,10 @@ def validate(loaded: LoadedModel, head: torch.nn.Module, loader: torch.utils.dat
     for grey, y in loader:
         scores.append(encode_with_head(adapted, grey, precision)[1])
         labels.append(y.numpy())
-    labels = np.concatenate(labels)
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def validation_aucs(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-finding AUC over the images whose label is known."""
     known = ~np.isnan(labels)
-    return per_class_auc(np.nan_to_num(labels).astype(np.uint8), np.concatenate(scores), known)
+    return per_class_auc(np.nan_to_num(labels).astype(np.uint8), scores, known)

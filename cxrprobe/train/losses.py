@@ -13,9 +13,10 @@ import torch.nn.functional as F
 
 def focal_bce_with_logits(
     logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0,
-    mask: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None, denominator: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean focal loss over the unmasked entries of [batch, classes]."""
+    """Mean focal loss over the unmasked entries of [batch, classes]; a slice of a batch shared
+    among processes sums its entries over its ``denominator``, its share of the batch's count."""
     bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p_t = torch.exp(-bce)  # the probability given to the true label
     alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
@@ -23,4 +24,4 @@ def focal_bce_with_logits(
     if mask is None:
         return loss.mean()
     weights = mask.to(loss.dtype).expand_as(loss)
-    return (loss * weights).sum() / weights.sum().clamp(min=1)
+    return (loss * weights).sum() / (weights.sum().clamp(min=1) if denominator is None else denominator)

@@ -13,14 +13,14 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from cxrprobe.data.images import DecodedBefore, Preprocessing, batch_ranges, make_loader
-from cxrprobe.errors import DataError
-from cxrprobe.fsutil import replacing, reserve_blocks
+from cxrprobe.errors import DataError, InputError
+from cxrprobe.fsutil import replacing, reserve_blocks, write_new_file
 from cxrprobe.seeding import seeded_cpu
 
 if TYPE_CHECKING:
@@ -181,11 +181,84 @@ class EpochOrder(torch.utils.data.Sampler):
         return ((self.epoch, row) for row in rows)
 
 
+def rank_rows(n_rows: int, rank: int, ranks: int) -> range:
+    """Rank ``rank``'s contiguous share of ``n_rows`` rows among ``ranks``: sizes differ by one at most."""
+    return range(rank * n_rows // ranks, (rank + 1) * n_rows // ranks)
+
+
+class RankBatches(torch.utils.data.Sampler):
+    """The one-process run's batches of ``batch_size`` items of ``order`` (the last holding what
+    is left), each cut into ``ranks`` contiguous slices, of which this yields slice ``rank``. A
+    last batch of fewer items than ranks joins the one before it, so that no rank is ever given
+    an empty batch (a run of one process never has one)."""
+
+    def __init__(self, order: EpochOrder, batch_size: int, rank: int = 0, ranks: int = 1) -> None:
+        if len(order) < ranks:
+            raise DataError(f"{len(order)} images cannot be shared among {ranks} processes")
+        self.sampler, self.rank, self.ranks = order, rank, ranks
+        self.bounds = [*range(0, len(order), batch_size), len(order)]
+        if len(self.bounds) > 2 and self.bounds[-1] - self.bounds[-2] < ranks:
+            del self.bounds[-2]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def batch_sizes(self) -> list[int]:
+        """The whole batches' sizes, every rank's slices together."""
+        return [b - a for a, b in zip(self.bounds, self.bounds[1:])]
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def __iter__(self):  # noqa: ANN204
+        items = list(self.sampler)
+        for start, stop in zip(self.bounds, self.bounds[1:]):
+            mine = rank_rows(stop - start, self.rank, self.ranks)
+            yield items[start + mine.start:start + mine.stop]
+
+
 def pixel_loader(dataset: PixelDataset, batch_size: int, shuffle: bool, workers: int, pin_memory: bool,
-                 seed: int) -> torch.utils.data.DataLoader:
-    """One loader for the whole run: its workers (if any) live across epochs."""
+                 seed: int, rank: int = 0, ranks: int = 1) -> torch.utils.data.DataLoader:
+    """One loader for the whole run: its workers (if any) live across epochs. Of several
+    processes, rank ``rank`` gets its slice of each batch (``RankBatches``)."""
+    batches = RankBatches(EpochOrder(len(dataset), seed, shuffle), batch_size, rank, ranks)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=EpochOrder(len(dataset), seed, shuffle), num_workers=workers,
+        dataset, batch_sampler=batches, num_workers=workers,
         pin_memory=pin_memory, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),  # its worker seeds, never drawn from the global RNG
     )
+
+
+def open_pixel_cache(path: Path) -> np.ndarray:
+    """A run dir's pixel cache, memory-mapped; np.load never unpickles (allow_pickle is off)."""
+    try:
+        pixels = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path} is not a pixel cache ({str(exc)[:120]}); start over with --force") from None
+    if pixels.dtype != np.uint8 or pixels.ndim != 3:
+        raise InputError(f"{path} is not a pixel cache (a {pixels.dtype} array of {pixels.ndim} dimensions); "
+                         "start over with --force")
+    return pixels
+
+
+def run_pixel_cache(out: Path, split: str, paths: list[str], image_ids: list[str], prep: Preprocessing,
+                    workers: int, notify: Callable[[str], None], bits_stored: list[int] | None = None,
+                    decode: bool = True) -> np.ndarray:
+    """The split's pixel cache in run dir ``out``: reused when it records this very image set
+    (its ``.source`` file) and has its shape, else decoded anew (``decode``; else refused, as
+    by a process that opens what another decoded). A file there that is no pixel cache is
+    refused."""
+    cache, record = out / f"pixels-{split}.npy", out / f"pixels-{split}.source"
+    source = pixel_record(image_ids, paths, prep, bits_stored)
+    if cache.is_file():
+        pixels = open_pixel_cache(cache)
+        recorded = record.read_text() if record.is_file() else None
+        if recorded == source and pixels.shape == (len(paths), prep.image_size, prep.image_size):
+            return pixels
+        del pixels  # its memory map, before the file is replaced
+    if not decode:
+        raise DataError(f"{cache} does not hold the {split} images rank 0 decoded; start over with --force")
+    notify(f"decoding {len(paths):,} {split} images once into {cache.name}")
+    pixels = build_pixel_cache(paths, cache, prep, workers, bits_stored=bits_stored)
+    write_new_file(record, source.encode())
+    return pixels
