@@ -177,6 +177,8 @@ CASES = [
     Case("adapt-batch-size-zero", adapt_("--batch-size", "0"), "--epochs and --batch-size must be at least 1"),
     Case("adapt-unknown-hold-out", adapt_("--hold-out", "Hernia,Covid-19"), "unknown finding 'Covid-19' in --hold-out"),
     Case("adapt-resume-config-not-json", adapt_("--resume", out="run-bad-config"), "cannot be read as JSON"),
+    Case("adapt-resume-on-another-number-of-processes", adapt_("--resume", out="run-two-processes"),
+         "was trained by 2 process(es), not 1: resume it with as many (torchrun --nproc-per-node 2)"),
     Case("adapt-resume-malicious-checkpoint", adapt_("--resume", out="run-evil"), "cannot be read safely"),
     Case("adapt-resume-pickled-pixel-cache", adapt_("--resume", out="run-pickled-pixels"), "is not a pixel cache"),
     Case("adapt-decompression-bomb-in-training", adapt_(data="bomb-data"), "refused as a decompression bomb"),
@@ -432,6 +434,8 @@ def _model_and_run_files(root: Path) -> None:
     (root / "ck-bad-config" / "summary.json").write_text("{}")  # a finished run, but for its config
     (root / "run-bad-config").mkdir()
     (root / "run-bad-config" / "config.json").write_text("{oops")
+    (root / "run-two-processes").mkdir()  # a run a torchrun launch of two processes left
+    (root / "run-two-processes" / "config.json").write_text('{"processes": 2}')
     evil(root / "run-evil" / "last.pt", "epoch")
     (root / "run-pickled-pixels").mkdir()
     objects = np.empty(3, dtype=object)

@@ -239,14 +239,16 @@ def _loaders(options: AdaptOptions, out: Path, dataset: LocatedDataset, rows: di
     """Training (augmented, shuffled; this rank's slice of each batch) and validation (this
     rank's slice of the images) loaders over the run dir's pixel caches, which rank 0 decodes
     while the others wait; an unknown label is NaN, which the loss and the AUCs leave out."""
-    table, workers, device = dataset.metadata.table, default_workers(options.workers, loaded.device, group.place), loaded.device
+    table, device = dataset.metadata.table, loaded.device
+    decoders = default_workers(options.workers, device)  # every core of the node: the other processes wait
+    workers = default_workers(options.workers, device, group.place)  # this process's share of them
     pixels = {}
     for decoding in (True, False):  # rank 0 decodes, then the others open what it decoded
         if decoding == group.first:
             for split in ("train", "val"):
                 pixels[split] = run_pixel_cache(
                     out, split, dataset.paths[rows[split]].tolist(), table.image_ids[rows[split]].tolist(),
-                    loaded.preprocessing, workers, notify, dataset.metadata.bit_depths(rows[split]), decode=decoding)
+                    loaded.preprocessing, decoders, notify, dataset.metadata.bit_depths(rows[split]), decode=decoding)
         if decoding:
             group.barrier()
     targets = {s: np.where(table.known[r], table.labels[r], np.nan).astype(np.float32) for s, r in rows.items()}
