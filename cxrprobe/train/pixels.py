@@ -190,11 +190,10 @@ class RankBatches(torch.utils.data.Sampler):
     """The one-process run's batches of ``batch_size`` items of ``order`` (the last holding what
     is left), each cut into ``ranks`` contiguous slices, of which this yields slice ``rank``. A
     last batch of fewer items than ranks joins the one before it, so that no rank is ever given
-    an empty batch (a run of one process never has one)."""
+    an empty batch where there are at least as many items as ranks (adapt checks there are; a
+    run of one process never has one)."""
 
     def __init__(self, order: EpochOrder, batch_size: int, rank: int = 0, ranks: int = 1) -> None:
-        if len(order) < ranks:
-            raise DataError(f"{len(order)} images cannot be shared among {ranks} processes")
         self.sampler, self.rank, self.ranks = order, rank, ranks
         self.bounds = [*range(0, len(order), batch_size), len(order)]
         if len(self.bounds) > 2 and self.bounds[-1] - self.bounds[-2] < ranks:
