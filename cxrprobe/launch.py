@@ -35,6 +35,11 @@ class Place:
         return max(1, usable_cores() // self.local_size)
 
 
+def share(n: int, rank: int, ranks: int) -> range:
+    """Rank ``rank``'s contiguous share of ``n`` items among ``ranks``: sizes differ by one at most."""
+    return range(rank * n // ranks, (rank + 1) * n // ranks)
+
+
 def launch_place(environ: Mapping[str, str] = os.environ) -> Place:
     """This process's place in its launch; one process of one where no launcher set one."""
     for rank, world, local, local_world in LAUNCHERS:

@@ -24,7 +24,7 @@ from cxrprobe.cache.final import CacheSummary, write_cache
 from cxrprobe.cache.schema import STATUS_PENDING
 from cxrprobe.errors import CacheError, InputError
 from cxrprobe.fsutil import exclusive_lock, reporting_no_room
-from cxrprobe.launch import launch_place
+from cxrprobe.launch import launch_place, share
 
 SHARD_FLAG = re.compile(r"([0-9]+)/([0-9]+)\Z")
 SHARD_NAME = re.compile(r"\.shard-([0-9]+)-of-([0-9]+)\.partial\Z")
@@ -38,9 +38,8 @@ class Shard:
 
     def rows(self, n_rows: int, batch_size: int) -> range:
         """This shard's rows: a contiguous run of whole batches of the one-process run."""
-        n_batches = -(-n_rows // batch_size)
-        first, last = self.index * n_batches // self.count, (self.index + 1) * n_batches // self.count
-        return range(min(first * batch_size, n_rows), min(last * batch_size, n_rows))
+        batches = share(-(-n_rows // batch_size), self.index, self.count)
+        return range(min(batches.start * batch_size, n_rows), min(batches.stop * batch_size, n_rows))
 
     def path(self, out: Path) -> Path:
         return out.with_name(f"{out.name}.shard-{self.index}-of-{self.count}.partial")

@@ -38,7 +38,7 @@ from cxrprobe.fsutil import (
     reporting_no_room,
     write_json,
 )
-from cxrprobe.launch import Place, launch_place
+from cxrprobe.launch import Place, launch_place, share
 from cxrprobe.metrics.auc import mean_auc
 from cxrprobe.models.device import (
     choose_precision,
@@ -64,7 +64,7 @@ from cxrprobe.train.adapted import BEST, DONE
 from cxrprobe.train.checkpoint import load_checkpoint, read_run_config, save_checkpoint
 from cxrprobe.train.distributed import Group, joined
 from cxrprobe.train.loop import Trainable, TrainStep, make_optimiser, train_epoch, validation_aucs, validation_scores
-from cxrprobe.train.pixels import PixelDataset, pixel_loader, rank_rows, run_pixel_cache
+from cxrprobe.train.pixels import PixelDataset, pixel_loader, run_pixel_cache
 
 Notify = Callable[[str], None]
 CHECKPOINT = "last.pt"
@@ -242,17 +242,19 @@ def _loaders(options: AdaptOptions, out: Path, dataset: LocatedDataset, rows: di
     table, device = dataset.metadata.table, loaded.device
     decoders = default_workers(options.workers, device)  # every core of the node: the other processes wait
     workers = default_workers(options.workers, device, group.place)  # this process's share of them
-    pixels = {}
-    for decoding in (True, False):  # rank 0 decodes, then the others open what it decoded
-        if decoding == group.first:
-            for split in ("train", "val"):
-                pixels[split] = run_pixel_cache(
-                    out, split, dataset.paths[rows[split]].tolist(), table.image_ids[rows[split]].tolist(),
-                    loaded.preprocessing, decoders, notify, dataset.metadata.bit_depths(rows[split]), decode=decoding)
-        if decoding:
-            group.barrier()
+
+    def pixel_caches(decode: bool) -> dict:
+        return {split: run_pixel_cache(out, split, dataset.paths[r].tolist(), table.image_ids[r].tolist(),
+                                       loaded.preprocessing, decoders, notify, dataset.metadata.bit_depths(r),
+                                       decode=decode) for split, r in rows.items()}
+
+    if group.first:
+        pixels = pixel_caches(decode=True)
+    group.barrier()
+    if not group.first:
+        pixels = pixel_caches(decode=False)  # what rank 0 decoded
     targets = {s: np.where(table.known[r], table.labels[r], np.nan).astype(np.float32) for s, r in rows.items()}
-    mine = rank_rows(len(rows["val"]), group.place.rank, group.size)
+    mine = share(len(rows["val"]), group.place.rank, group.size)
     train = PixelDataset(pixels["train"], targets["train"], augment=True, seed=options.seed)
     val = PixelDataset(pixels["val"][mine.start:mine.stop], targets["val"][mine.start:mine.stop], augment=False)
     cuda = device.type == "cuda"

@@ -21,6 +21,7 @@ import torch
 from cxrprobe.data.images import DecodedBefore, Preprocessing, batch_ranges, make_loader
 from cxrprobe.errors import DataError, InputError
 from cxrprobe.fsutil import replacing, reserve_blocks, write_new_file
+from cxrprobe.launch import share
 from cxrprobe.seeding import seeded_cpu
 
 if TYPE_CHECKING:
@@ -181,11 +182,6 @@ class EpochOrder(torch.utils.data.Sampler):
         return ((self.epoch, row) for row in rows)
 
 
-def rank_rows(n_rows: int, rank: int, ranks: int) -> range:
-    """Rank ``rank``'s contiguous share of ``n_rows`` rows among ``ranks``: sizes differ by one at most."""
-    return range(rank * n_rows // ranks, (rank + 1) * n_rows // ranks)
-
-
 class RankBatches(torch.utils.data.Sampler):
     """The one-process run's batches of ``batch_size`` items of ``order`` (the last holding what
     is left), each cut into ``ranks`` contiguous slices, of which this yields slice ``rank``. A
@@ -212,7 +208,7 @@ class RankBatches(torch.utils.data.Sampler):
     def __iter__(self):  # noqa: ANN204
         items = list(self.sampler)
         for start, stop in zip(self.bounds, self.bounds[1:]):
-            mine = rank_rows(stop - start, self.rank, self.ranks)
+            mine = share(stop - start, self.rank, self.ranks)
             yield items[start + mine.start:start + mine.stop]
 
 
